@@ -1,0 +1,65 @@
+"""The ``metarl`` console script: a thin dispatcher over the subcommand modules.
+
+Each subcommand lives in ``metarl.commands.<name>`` with a ``main(argv) -> int``
+that parses its own flags (a tyro dataclass, so every flag has help text). This
+table is the one place where commands are listed. Errors that a user can fix
+(:class:`UserError`, ``ValueError`` from input checks) are printed as one
+paragraph without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+
+# command words -> (module under metarl.commands, one-line help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("envs",): ("envs_cmd", "list the task families with their parameters, ranges and splits"),
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed without a traceback."""
+
+
+def _usage() -> str:
+    lines = ["usage: metarl COMMAND [options]   (metarl COMMAND --help for its flags)", "", "commands:"]
+    for words, (_, help_text) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<18} {help_text}")
+    return "\n".join(lines)
+
+
+def _find(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
+    for length in (2, 1):
+        words = tuple(argv[:length])
+        if words in COMMANDS:
+            return words, argv[length:]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``metarl`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    found = _find(argv)
+    if found is None:
+        print(f"metarl: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    words, rest = found
+    module = importlib.import_module(f"metarl.commands.{COMMANDS[words][0]}")
+    try:
+        return int(module.main(rest) or 0)
+    except (UserError, ValueError, FileNotFoundError, FileExistsError) as error:
+        message = textwrap.fill(f"metarl {' '.join(words)}: error: {error}", width=100)
+        print(message, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"metarl {' '.join(words)}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
