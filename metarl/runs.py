@@ -1,0 +1,251 @@
+"""Run directories (DESIGN.md §7): config, checkpoints, metrics and TensorBoard events.
+
+A run directory holds:
+
+- ``config.json``: ``"method"`` (``maml``, ``pretrain``, ...), ``"family"`` and
+  everything else needed to rebuild the run (the trainer's full configuration);
+- ``checkpoint/latest.safetensors`` (+ ``latest.json``), see :mod:`metarl.checkpoint`;
+- ``metrics.csv``: one row per iteration, column ``iteration`` first, then the
+  metric keys (namespaces ``train/``, ``adapt/``, ``loss/``, ``time/``);
+- ``tensorboard/``: the same metrics as TensorBoard events;
+- files written later by ``evaluate`` (``eval_<split>.json``) and ``render``.
+
+Opening a directory is two steps so that bad input never leaves it
+half-written: :func:`check_run_dir` only reads and raises :class:`RunDirError`
+(a directory holding a *different* run, a non-empty directory that is not a
+run, ``--resume`` without a run); the trainer then validates its checkpoint,
+and only after that :meth:`RunDir.write_config` and :class:`MetricsLogger`
+write anything. Every file is replaced atomically.
+
+On ``--resume`` only the fields in :data:`RESUME_MAY_CHANGE` may differ from
+the stored config (extend ``iterations``, move to another ``device``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from metarl.checkpoint import atomic_write_text
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.csv"
+CHECKPOINT_DIR = "checkpoint"
+TENSORBOARD_DIR = "tensorboard"
+LATEST_CHECKPOINT = "latest.safetensors"
+# Top-level config keys that --resume may change.
+RESUME_MAY_CHANGE: tuple[str, ...] = ("iterations", "device")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used for the requested run."""
+
+
+def _normalise(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(config, sort_keys=True))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            name = f"{prefix}{key}"
+            if key not in old or key not in new:
+                out.append(name)
+            else:
+                out.extend(_differences(old[key], new[key], name + "."))
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+class RunDir:
+    """Paths and small readers/writers of one run directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_NAME
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_NAME
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The latest checkpoint: ``checkpoint/latest.safetensors``."""
+        return self.path / CHECKPOINT_DIR / LATEST_CHECKPOINT
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
+    def eval_path(self, split: str) -> Path:
+        """Where ``metarl evaluate --split split`` writes its results."""
+        return self.path / f"eval_{split}.json"
+
+    def read_config(self) -> dict[str, Any]:
+        """The run's ``config.json``.
+
+        Raises:
+            FileNotFoundError: when the directory holds no run.
+            RunDirError: when ``config.json`` is unreadable or lacks ``method``/``family``.
+        """
+        if not self.config_path.is_file():
+            raise FileNotFoundError(
+                f"{self.path} is not a metarl run directory (no {CONFIG_NAME}); "
+                "create one with `metarl train ...`"
+            )
+        try:
+            config = json.loads(self.config_path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise RunDirError(f"{self.config_path} is not valid JSON ({error}); the run cannot be read") from None
+        if not isinstance(config, dict) or "method" not in config or "family" not in config:
+            raise RunDirError(f"{self.config_path} must hold an object with 'method' and 'family'")
+        return config
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """Create the directory if needed and write ``config.json`` atomically."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_path, json.dumps(_normalise(config), indent=2, sort_keys=True) + "\n")
+
+    def write_json(self, name: str, document: Mapping[str, Any]) -> Path:
+        """Write ``document`` as ``name`` inside the run directory, atomically."""
+        target = self.path / name
+        atomic_write_text(target, json.dumps(document, indent=2) + "\n")
+        return target
+
+
+def check_run_dir(path: str | os.PathLike[str], config: Mapping[str, Any], resume: bool) -> RunDir:
+    """Check that ``path`` can hold the run ``config``; write nothing.
+
+    A new run needs a missing or empty directory. An existing run is accepted
+    only with ``resume=True`` and the same configuration (up to
+    :data:`RESUME_MAY_CHANGE`).
+
+    Raises:
+        RunDirError: with one sentence saying what is wrong and what to do.
+    """
+    run_dir = RunDir(path)
+    if run_dir.path.exists() and not run_dir.path.is_dir():
+        raise RunDirError(f"--out {run_dir.path} is a file, not a directory; choose a directory path")
+    if run_dir.config_path.exists():
+        old = run_dir.read_config()
+        new = _normalise(config)
+        changed = [key for key in _differences(old, new) if key.split(".")[0] not in RESUME_MAY_CHANGE]
+        if changed:
+            shown = ", ".join(
+                f"{key}: {_lookup(old, key)!r} -> {_lookup(new, key)!r}" for key in changed[:6]
+            )
+            raise RunDirError(
+                f"{run_dir.path} already holds a different run (method {old.get('method')!r}, family "
+                f"{old.get('family')!r}; differs in {shown}); choose another --out directory, or repeat "
+                "the original settings with --resume to continue it"
+            )
+        if not resume:
+            raise RunDirError(
+                f"{run_dir.path} already holds this run; pass --resume to continue it or choose another "
+                "--out directory"
+            )
+        return run_dir
+    if resume:
+        raise RunDirError(f"--resume was given but {run_dir.path} holds no run (no {CONFIG_NAME})")
+    if run_dir.path.is_dir() and any(run_dir.path.iterdir()):
+        raise RunDirError(
+            f"{run_dir.path} is not empty and holds no metarl run (no {CONFIG_NAME}); choose a new or "
+            "empty --out directory"
+        )
+    return run_dir
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return "<absent>"
+        value = value[part]
+    return value
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """Rows of a ``metrics.csv`` as dicts of floats (empty cells skipped, partial last line dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):  # a write interrupted mid-line
+        text = text[: text.rfind("\n") + 1]
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        rows.append({key: float(value) for key, value in row.items() if key and value not in ("", None)})
+    return rows
+
+
+class MetricsLogger:
+    """Appends one row per iteration to ``metrics.csv`` and writes TensorBoard scalars.
+
+    Args:
+        run_dir: the run directory.
+        start_iteration: iterations already done (0 for a new run). Rows after
+            it (logged after the last checkpoint of an interrupted run) are
+            dropped, so a resumed run's metrics read like an uninterrupted run's.
+        tensorboard: also write TensorBoard events.
+    """
+
+    def __init__(self, run_dir: RunDir, start_iteration: int = 0, tensorboard: bool = True) -> None:
+        self.run_dir = run_dir
+        self.rows = [r for r in read_metrics(run_dir.metrics_path) if r.get("iteration", 0) <= start_iteration]
+        self.columns: list[str] = ["iteration"]
+        for row in self.rows:
+            self.columns += [key for key in row if key not in self.columns]
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        self._rewrite()
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(run_dir.tensorboard_dir), purge_step=start_iteration + 1)
+
+    def _rewrite(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({key: _format(value) for key, value in row.items()})
+        atomic_write_text(self.run_dir.metrics_path, buffer.getvalue())
+
+    def log(self, iteration: int, metrics: Mapping[str, float]) -> None:
+        """Record ``metrics`` of ``iteration`` (1-based: iterations completed)."""
+        row = {"iteration": float(iteration), **{key: float(value) for key, value in metrics.items()}}
+        self.rows.append(row)
+        new_columns = [key for key in row if key not in self.columns]
+        if new_columns:
+            self.columns += new_columns
+            self._rewrite()
+        else:
+            with self.run_dir.metrics_path.open("a") as file:
+                csv.DictWriter(file, fieldnames=self.columns, lineterminator="\n").writerow(
+                    {key: _format(value) for key, value in row.items()}
+                )
+        if self._writer is not None:
+            for key, value in metrics.items():
+                if math.isfinite(float(value)):
+                    self._writer.add_scalar(key, float(value), iteration)
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _format(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
