@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import envs
+from envs.point2d import Point2DNavTask
 from metarl.policy import GaussianMLPPolicy, stack_params
 from metarl.sampler import Sampler, VectorEnvSampler, env_dims
-from envs.point2d import Point2DNavTask
 
 
 def _shared(policy: GaussianMLPPolicy, num_tasks: int) -> dict[str, torch.Tensor]:
