@@ -1,0 +1,130 @@
+"""metarl.render: frames, panels, videos read back, and the errors a user can hit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import imageio.v2 as imageio
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+import envs
+from metarl import render
+
+
+def _point_rollout(steps: int, seed: int = 0) -> render.Rollout:
+    env = render.make_render_env("Point2DNav")
+    task = envs.distribution("Point2DNav").sample(1, "test", np.random.default_rng(0))[0]
+    frames = render.FrameRenderer(width=64, height=48)
+    policy = render.random_policy_fn(env.action_space, seed=seed)
+    return render.rollout(env, policy, frames, task=task, seed=seed, max_steps=steps)
+
+
+def test_rollout_records_frames_observations_and_rewards() -> None:
+    result = _point_rollout(steps=7)
+    assert result.frames.shape == (8, 48, 64, 3) and result.frames.dtype == np.uint8
+    assert result.observations.shape == (8, 2)
+    assert result.actions.shape == (7, 2)
+    assert result.rewards.shape == (7,)
+    assert result.total_return == pytest.approx(result.rewards.sum())
+    assert np.all(result.rewards < 0)  # Point2DNav pays minus the distance to the goal
+    assert not np.array_equal(result.frames[0], result.frames[-1])  # the agent moved
+
+
+def test_compose_frames_puts_panels_side_by_side_and_holds_the_shorter_one() -> None:
+    short, long = _point_rollout(steps=3), _point_rollout(steps=6, seed=1)
+    panels = [render.Panel(short, ("task A", "k = 0")), render.Panel(long, ("task A", "k = 1"))]
+    frames = list(render.compose_frames(panels))
+    assert len(frames) == 7
+    assert all(frame.shape == (48, 128, 3) for frame in frames)
+    # the short panel holds its last frame; the text box sits top-left, so compare the bottom
+    assert np.array_equal(frames[-1][30:, :64], frames[3][30:, :64])
+    assert not np.array_equal(frames[-1][30:, 64:], frames[3][30:, 64:])
+    # text is drawn: the top-left corner differs from the raw frame
+    assert not np.array_equal(frames[0][:10, :40], short.frames[0][:10, :40])
+    strided = list(render.compose_frames(panels, frame_stride=4))
+    assert len(strided) == 3  # steps 0, 4 and the last (6)
+
+
+def test_panel_step_lines_must_match_the_frames() -> None:
+    result = _point_rollout(steps=2)
+    with pytest.raises(ValueError, match="one entry per frame"):
+        render.Panel(result, ("x",), step_lines=(("a",),))
+
+
+@pytest.mark.render
+def test_mp4_has_the_right_frame_count_and_size(tmp_path: Path) -> None:
+    env = gym.make("HalfCheetah-v5")  # a MuJoCo env: frames come from mujoco.Renderer
+    frames = render.FrameRenderer(width=96, height=64)
+    try:
+        result = render.rollout(
+            env, render.random_policy_fn(env.action_space, 0), frames, max_steps=9
+        )
+    finally:
+        frames.close()
+        env.close()
+    assert result.frames.shape == (10, 64, 96, 3)
+    assert result.frames.std() > 5  # a real picture, not a blank buffer
+    panels = [render.Panel(result, ("k = 0",)), render.Panel(result, ("k = 1",))]
+    out = tmp_path / "videos" / "clip.mp4"  # the folder is created
+    count, size = render.write_video(render.compose_frames(panels), out, fps=20)
+    assert (count, size) == (10, (64, 192))
+    with imageio.get_reader(out) as reader:
+        read_back = [frame for frame in reader]
+        assert reader.get_meta_data()["fps"] == pytest.approx(20)
+    assert len(read_back) == 10
+    assert read_back[0].shape == (64, 192, 3)
+    assert [p.name for p in out.parent.iterdir()] == ["clip.mp4"]  # no temp file left
+
+
+def test_gif_by_extension(tmp_path: Path) -> None:
+    result = _point_rollout(steps=4)
+    out = tmp_path / "clip.gif"
+    count, size = render.write_video(
+        render.compose_frames([render.Panel(result, ("k = 0",))]), out, 10
+    )
+    frames = iio.imread(out, index=None)
+    assert (count, size) == (5, (48, 64))
+    assert frames.shape[:3] == (5, 48, 64)
+
+
+def test_bad_output_paths_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\.mp4, \.gif"):
+        render.check_video_path(tmp_path / "clip.avi")
+    (tmp_path / "dir.mp4").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        render.check_video_path(tmp_path / "dir.mp4")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="cannot create the folder"):
+        render.check_video_path(blocker / "clip.mp4")
+    if os.geteuid() != 0:  # root can write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ValueError, match="not writable"):
+            render.check_video_path(locked / "clip.mp4")
+
+
+def test_unavailable_rendering_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.setattr(render, "_selected_backend", None)
+    monkeypatch.setattr(render, "_probe_backend", lambda backend: f"no {backend} library")
+    with pytest.raises(render.RenderingUnavailableError) as caught:
+        render.select_gl_backend(("egl", "osmesa"))
+    message = str(caught.value)
+    assert "MUJOCO_GL=egl: no egl library" in message and "MUJOCO_GL=osmesa" in message
+    assert "libegl1" in message and "libosmesa6" in message
+
+
+@pytest.mark.render
+def test_backend_probe_finds_a_working_backend_or_explains(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render, "_selected_backend", None)
+    assert render._probe_backend("no-such-backend") is not None  # a real failure is reported
+    try:
+        backend = render.select_gl_backend(force_probe=True)
+    except render.RenderingUnavailableError as error:
+        pytest.skip(f"no headless OpenGL here: {error}")
+    assert os.environ["MUJOCO_GL"] == backend
