@@ -38,6 +38,20 @@ _REGISTRY: dict[str, FamilySpec] = {
     "Point2DNav": FamilySpec(
         "envs.point2d", "Point2DNavEnv", "Point2DNavVectorEnv", "Point2DNavDistribution", 100
     ),
+    **{
+        family: FamilySpec(module, f"{family}Env", f"{family}VectorEnv", f"{family}Distribution", 200)
+        for module, family in [
+            ("envs.goal_families", "HalfCheetahVel"),
+            ("envs.goal_families", "HalfCheetahDir"),
+            ("envs.goal_families", "AntDir"),
+            ("envs.goal_families", "AntGoal"),
+            ("envs.dynamics_families", "HalfCheetahRandParams"),
+            ("envs.dynamics_families", "HopperRandParams"),
+            ("envs.dynamics_families", "Walker2dRandParams"),
+            ("envs.dynamics_families", "HalfCheetahCrippled"),
+            ("envs.dynamics_families", "AntCrippled"),
+        ]
+    },
 }
 
 FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
