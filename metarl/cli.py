@@ -16,6 +16,7 @@ import textwrap
 # command words -> (module under metarl.commands, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("envs",): ("envs_cmd", "list the task families with their parameters, ranges and splits"),
+    ("compare",): ("compare_cmd", "compare evaluated runs: markdown table, CSV and plots of return vs k and vs samples"),
 }
 
 

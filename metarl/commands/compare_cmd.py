@@ -1,0 +1,66 @@
+"""``metarl compare RUN_DIR... --split test|ood --out DIR``: table, CSV and plots of evaluated runs.
+
+Each run directory needs ``eval_<split>.json`` (``metarl evaluate RUN_DIR --split
+...``). Writes ``comparison.md``, ``comparison.csv``, ``return_vs_k.png`` and
+``return_vs_samples.png`` into ``--out`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import tyro
+
+from metarl.cli import UserError
+from metarl.compare import compare_runs
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareArgs:
+    """Compare evaluated runs of one family: return per k with 95% CIs, sample efficiency, cost."""
+
+    run_dirs: tyro.conf.Positional[tuple[Path, ...]]
+    """Run directories, each evaluated on --split (they hold eval_<split>.json)."""
+    split: str = "test"
+    """Which evaluation to compare: test (unseen tasks) or ood (unseen dynamics/goals)."""
+    out: Path = Path("comparison")
+    """Folder for comparison.md, comparison.csv, return_vs_k.png and return_vs_samples.png."""
+    reference: Path | None = None
+    """Optional JSON of published curves, {"returns": {family: {method: [k0, ...]}}, "source": ...}
+    (e.g. shared/reference/maml_paper_returns.json); its rows for the runs' family are added."""
+
+
+def load_reference(path: Path, family: str) -> tuple[dict[str, list[float]], str]:
+    """The curves of ``family`` in a reference file, and the file's citation.
+
+    Raises:
+        UserError: unreadable file, or the family is not in it (lists those that are).
+    """
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"--reference {path} cannot be read as JSON: {error}") from None
+    families = document.get("returns", {}) if isinstance(document, dict) else {}
+    if family not in families:
+        raise UserError(
+            f"--reference {path} has no curves for {family}; it has: {', '.join(sorted(families)) or 'none'}"
+        )
+    return families[family], str(document.get("source", path))
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(CompareArgs, args=argv, prog="metarl compare")
+    if not args.run_dirs:
+        raise UserError("give at least one run directory: metarl compare RUN_DIR... --split test")
+    reference, source = None, "reference"
+    if args.reference is not None:
+        from metarl.compare import load_run_result
+
+        family = load_run_result(args.run_dirs[0], args.split).family
+        reference, source = load_reference(args.reference, family)
+    table, written = compare_runs(args.run_dirs, args.split, args.out, reference, source)
+    print(table)
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0

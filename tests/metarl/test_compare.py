@@ -1,0 +1,164 @@
+"""metarl.compare and `metarl compare`: table, CSV and plots from eval_<split>.json files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metarl.cli import main as cli_main
+from metarl.compare import compare_runs, load_run_result
+from metarl.stats import summarize
+
+
+def _write_run(
+    directory: Path,
+    method: str,
+    per_task: np.ndarray,
+    split: str = "ood",
+    family: str = "Point2DNav",
+) -> Path:
+    """A run directory holding only an eval document in the §7 schema (per_task: [tasks, K])."""
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps({"method": method, "family": family}))
+    document = {
+        "method": method,
+        "family": family,
+        "split": split,
+        "num_tasks": per_task.shape[0],
+        "episodes_per_step": 20,
+        "returns": summarize(per_task, reps=200),
+        "per_task": [{"task": {"i": i}, "returns": row.tolist()} for i, row in enumerate(per_task)],
+        "samples_per_step": 8000,
+        "adapt_seconds": 1.25,
+        "params": 10_702,
+        "flops_per_forward": 21_000,
+    }
+    (directory / f"eval_{split}.json").write_text(json.dumps(document))
+    return directory
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    improving = np.array([-40.0, -20.0, -12.0, -10.0]) + rng.normal(
+        0, 2, size=(10, 4)
+    )  # [tasks, K]
+    flat = np.array([-80.0, -75.0, -72.0, -70.0]) + rng.normal(0, 2, size=(10, 4))
+    return [
+        _write_run(tmp_path / "maml_run", "maml", improving),
+        _write_run(tmp_path / "rand", "random_init", flat),
+    ]
+
+
+def test_compare_writes_table_csv_and_plots(two_runs: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    table, written = compare_runs(two_runs, "ood", out)
+    assert {p.name for p in written} == {
+        "comparison.md", "comparison.csv", "return_vs_k.png", "return_vs_samples.png"
+    }  # fmt: skip
+    maml = load_run_result(two_runs[0], "ood")
+    # the table holds each run's mean and interval at every k, and the cost columns
+    lines = table.splitlines()
+    assert "Point2DNav, split ood, 10 tasks" in lines[0]
+    row = next(line for line in lines if line.startswith("| maml_run "))
+    for k in range(4):
+        lo, hi = maml.mean_ci95[k]
+        assert f"{maml.mean[k]:.1f} [{lo:.1f}, {hi:.1f}]" in row
+    assert "8,000" in row and "10,702" in row and "1.25" in row
+    assert (out / "comparison.md").read_text() == table
+    # the CSV: one row per (run, k), samples = k * samples_per_step
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert len(rows) == 8
+    assert [int(r["samples"]) for r in rows if r["label"] == "maml_run"] == [0, 8000, 16000, 24000]
+    assert float(rows[3]["mean"]) == pytest.approx(maml.mean[3])
+    # area under return-vs-samples / budget, by the trapezoid rule
+    m = maml.mean
+    assert float(rows[0]["auc_per_budget"]) == pytest.approx(
+        (m[0] / 2 + m[1] + m[2] + m[3] / 2) / 3
+    )
+    for name in ("return_vs_k.png", "return_vs_samples.png"):
+        with Image.open(out / name) as image:
+            assert image.size[0] > 300 and image.size[1] > 200
+
+
+def test_cli_compare_prints_the_table_and_adds_reference_rows(
+    two_runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference = tmp_path / "paper.json"
+    reference.write_text(
+        json.dumps(
+            {
+                "source": "a paper",
+                "returns": {"Point2DNav": {"maml": [-40.4, -11.7, -3.3, -3.2], "oracle": -2.3}},
+            }
+        )
+    )
+    code = cli_main(
+        [
+            "compare",
+            *map(str, two_runs),
+            "--split",
+            "ood",
+            "--out",
+            str(tmp_path / "o"),
+            "--reference",
+            str(reference),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| maml_run | maml |" in printed and "| rand | random_init |" in printed
+    assert "| paper maml | maml | -40.4 | -11.7 | -3.3 | -3.2 |" in printed
+    assert "oracle" not in printed  # scalars of the reference are not curves
+
+
+def test_missing_evaluation_names_the_command_to_run(
+    two_runs: list[Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert (
+        cli_main(["compare", *map(str, two_runs), "--split", "test", "--out", str(tmp_path / "o")])
+        == 2
+    )
+    error = " ".join(capsys.readouterr().err.split())
+    assert "eval_test.json does not exist" in error and "metarl evaluate" in error
+
+
+def test_runs_of_different_families_are_refused(tmp_path: Path) -> None:
+    a = _write_run(tmp_path / "a", "maml", np.zeros((4, 2)))
+    b = _write_run(tmp_path / "b", "maml", np.zeros((4, 2)), family="HalfCheetahDir")
+    with pytest.raises(ValueError, match="one family"):
+        compare_runs([a, b], "ood", tmp_path / "o")
+
+
+def test_protonet_and_bad_split_are_refused(tmp_path: Path) -> None:
+    run = tmp_path / "proto"
+    run.mkdir()
+    (run / "eval_test.json").write_text(json.dumps({"method": "protonet", "accuracy": {}}))
+    with pytest.raises(ValueError, match="ProtoNet"):
+        load_run_result(run, "test")
+    with pytest.raises(ValueError, match="test, ood"):
+        load_run_result(run, "train")
+
+
+def test_output_that_is_a_file_is_refused(two_runs: list[Path], tmp_path: Path) -> None:
+    blocker = tmp_path / "report"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        compare_runs(two_runs, "ood", blocker)
+
+
+def test_missing_intervals_are_recomputed_from_per_task_returns(tmp_path: Path) -> None:
+    per_task = np.arange(12, dtype=np.float64).reshape(6, 2)  # [tasks, K]
+    run = _write_run(tmp_path / "old", "maml", per_task)
+    path = run / "eval_ood.json"
+    document = json.loads(path.read_text())
+    del document["returns"]["mean_ci95"]
+    path.write_text(json.dumps(document))
+    result = load_run_result(run, "ood")
+    expected = summarize(per_task, seed=0)["mean_ci95"]
+    np.testing.assert_allclose(result.mean_ci95, expected)
