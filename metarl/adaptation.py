@@ -39,6 +39,7 @@ LVC); Foerster et al. 2018 (DiCE).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -146,6 +147,79 @@ def inner_loss(
     return policy_gradient_loss(log_probs, advantages, episodes.mask, objective, old_log_probs)
 
 
+@dataclasses.dataclass(frozen=True)
+class InnerStepResult:
+    """An inner step's adapted parameters and the policy outputs it computed on the way."""
+
+    params: Params
+    """Adapted parameters ``[tasks, ...]``."""
+    mean: torch.Tensor  # [tasks, episodes, H, act_dim]
+    """Action means on the support observations, before the step."""
+    log_std: torch.Tensor  # [tasks, act_dim]
+    """Log-std before the step."""
+    log_probs: torch.Tensor  # [tasks, episodes, H]
+    """Log-likelihood of the support actions, before the step."""
+
+
+def inner_step_with_outputs(
+    policy: GaussianMLPPolicy,
+    task_params: Params,
+    episodes: Episodes,
+    lr: float,
+    objective: str = "vpg",
+    discount: float = 0.99,
+    gae_lambda: float = 1.0,
+    create_graph: bool = False,
+    *,
+    advantages: torch.Tensor | None = None,
+    old_log_probs: torch.Tensor | None = None,
+    normalize_advantages: bool = True,
+) -> InnerStepResult:
+    """:func:`inner_step`, also returning the pre-step policy outputs on the support data.
+
+    Algorithms that need the pre-adaptation distribution (ProMP's KL penalty,
+    the sampling policy's log-probabilities) take it from here instead of
+    evaluating the policy a second time. The outputs carry the autograd graph
+    of ``task_params`` when those require grad.
+    """
+    check_objective(objective)
+    if not lr > 0:
+        raise ValueError(f"inner lr must be > 0, got {lr}")
+    if advantages is None:
+        advantages = estimate_advantages(episodes, discount, gae_lambda, normalize_advantages)
+    names = list(task_params)
+    outer_grad_enabled = torch.is_grad_enabled()  # under no_grad the result is detached
+    with torch.enable_grad():
+        differentiable = {
+            name: outer_grad_enabled and value.requires_grad for name, value in task_params.items()
+        }
+        leaves = {
+            name: value if differentiable[name] else value.detach().requires_grad_(True)
+            for name, value in task_params.items()
+        }
+        mean, log_std = batched_policy_forward(
+            policy, leaves, episodes.observations
+        )  # [T, E, H, A], [T, A]
+        log_probs = gaussian_log_prob(
+            mean, log_std[:, None, None, :], episodes.actions
+        )  # [T, E, H]
+        loss = policy_gradient_loss(
+            log_probs, advantages, episodes.mask, objective, old_log_probs
+        ).sum()
+        grads = torch.autograd.grad(
+            loss, [leaves[name] for name in names], create_graph=create_graph
+        )
+    adapted = {}
+    for name, grad in zip(names, grads, strict=True):
+        if not differentiable[name]:
+            adapted[name] = (task_params[name] - lr * grad).detach()
+        else:
+            adapted[name] = task_params[name] - lr * (grad if create_graph else grad.detach())
+    if not any(differentiable.values()):
+        mean, log_std, log_probs = mean.detach(), log_std.detach(), log_probs.detach()
+    return InnerStepResult(adapted, mean, log_std, log_probs)
+
+
 def inner_step(
     policy: GaussianMLPPolicy,
     task_params: Params,
@@ -186,32 +260,19 @@ def inner_step(
         The adapted parameters ``[tasks, ...]``. Detached if ``task_params`` does
         not require grad or grad mode is off (``torch.no_grad()``).
     """
-    check_objective(objective)
-    if not lr > 0:
-        raise ValueError(f"inner lr must be > 0, got {lr}")
-    if advantages is None:
-        advantages = estimate_advantages(episodes, discount, gae_lambda, normalize_advantages)
-    names = list(task_params)
-    outer_grad_enabled = torch.is_grad_enabled()  # under no_grad the result is detached
-    with torch.enable_grad():
-        differentiable = {
-            name: outer_grad_enabled and value.requires_grad for name, value in task_params.items()
-        }
-        leaves = {
-            name: value if differentiable[name] else value.detach().requires_grad_(True)
-            for name, value in task_params.items()
-        }
-        loss = inner_loss(policy, leaves, episodes, advantages, objective, old_log_probs).sum()
-        grads = torch.autograd.grad(
-            loss, [leaves[name] for name in names], create_graph=create_graph
-        )
-    adapted = {}
-    for name, grad in zip(names, grads, strict=True):
-        if not differentiable[name]:
-            adapted[name] = (task_params[name] - lr * grad).detach()
-        else:
-            adapted[name] = task_params[name] - lr * (grad if create_graph else grad.detach())
-    return adapted
+    return inner_step_with_outputs(
+        policy,
+        task_params,
+        episodes,
+        lr,
+        objective,
+        discount,
+        gae_lambda,
+        create_graph,
+        advantages=advantages,
+        old_log_probs=old_log_probs,
+        normalize_advantages=normalize_advantages,
+    ).params
 
 
 def as_task_params(policy: GaussianMLPPolicy, params: Params, num_tasks: int) -> Params:

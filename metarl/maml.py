@@ -1,0 +1,544 @@
+"""MAML for policy gradients: the meta-learner (inner adaptation + outer update).
+
+One meta-iteration, as the trainer drives it:
+
+1. sample support episodes of ``T`` tasks with the meta-parameters θ
+   (for ``k`` inner steps: support ``j`` with the parameters after ``j`` steps,
+   obtained from :meth:`MAMLLearner.adapted_params`);
+2. sample query episodes with the adapted parameters θ'_i = U_i(θ);
+3. :meth:`MAMLLearner.meta_update` changes θ to improve the post-adaptation
+   objective on the query episodes.
+
+The inner loop U is :func:`metarl.adaptation.adapt` (all tasks at once, inner
+objective ``vpg`` or ``lvc``). The meta-gradient goes through the adaptation
+(second order) unless ``first_order=True``. Outer updates:
+
+- ``"trpo"`` (MAML paper): maximise the likelihood-ratio surrogate
+  ``mean_i mean_t[π_θ'_i(a|s) / π_old'_i(a|s) A_t]`` on the query episodes
+  subject to ``mean_i KL(π_old'_i || π_θ'_i) <= max_kl``, where both the
+  surrogate and the KL are functions of θ through the adaptation. The step is
+  ``sqrt(2δ / d^T H d) d`` with ``d`` from ``cg_iters`` conjugate-gradient
+  iterations on Hessian-vector products of that KL (double backward through
+  the adaptation graph, which is built once per meta-update), followed by a
+  backtracking line search that re-adapts at each candidate θ and accepts the
+  first one that improves the surrogate and keeps the exact KL within the
+  bound (otherwise θ is left unchanged).
+- ``"promp"`` (ProMP): maximise the clipped likelihood-ratio objective
+  ``mean_t[min(r A, clip(r, 1-ε, 1+ε) A)]`` on the query episodes minus
+  ``promp_kl_coef * sum_j KL(π_θj,old || π_θj)`` (the KL of each inner step's
+  pre-update policy, on that step's support episodes) with ``promp_steps``
+  Adam steps per meta-batch, re-adapting at every step. With ``lvc`` the inner
+  objective importance-weights by the sampling policy, as in ProMP.
+
+Advantages (linear feature baseline per task, GAE, per-task normalisation)
+are computed once per meta-update from the data. Everything runs on the
+device given to the learner; tensors of the episodes are moved there.
+
+References: Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast
+Adaptation of Deep Networks" (MAML-TRPO, code cbfinn/maml_rl); Rothfuss,
+Lee, Clavera, Asfour, Abbeel 2019, "ProMP: Proximal Meta-Policy Search";
+Schulman et al. 2015 (TRPO).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import torch
+
+from metarl.adaptation import (
+    OBJECTIVES,
+    InnerStepResult,
+    as_task_params,
+    estimate_advantages,
+    inner_step_with_outputs,
+    masked_mean,
+)
+from metarl.episodes import Episodes
+from metarl.policy import (
+    GaussianMLPPolicy,
+    Params,
+    batched_policy_forward,
+    gaussian_kl,
+    gaussian_log_prob,
+)
+from metarl.trust_region import (
+    backtracking_line_search,
+    flatten,
+    hessian_vector_product_fn,
+    trust_region_step,
+    unflatten,
+)
+
+OUTER_ALGORITHMS = ("trpo", "promp")
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig:
+    """Hyperparameters of the MAML meta-learner (defaults: the MAML paper's, ProMP's for promp)."""
+
+    inner_lr: float = 0.1
+    """Inner-loop (adaptation) learning rate α; > 0."""
+    inner_steps: int = 1
+    """Number of inner policy-gradient steps during meta-training; >= 1."""
+    inner_objective: str = "vpg"
+    """Inner-loop objective: "vpg" (MAML's surrogate) or "lvc" (ProMP's low-variance curvature)."""
+    first_order: bool = False
+    """Treat the inner gradient as a constant in the meta-gradient (first-order MAML)."""
+    outer: str = "trpo"
+    """Outer update: "trpo" (MAML paper) or "promp" (clipped objective + inner KL penalty, Adam)."""
+    max_kl: float = 0.01
+    """TRPO trust-region radius δ on the mean post-adaptation KL; > 0."""
+    cg_iters: int = 10
+    """TRPO conjugate-gradient iterations; >= 1."""
+    cg_damping: float = 1e-5
+    """Damping added to the KL Hessian-vector products (rllab: 1e-5); >= 0."""
+    line_search_steps: int = 15
+    """Maximum step fractions tried by the TRPO line search; >= 1."""
+    line_search_backtrack: float = 0.8
+    """Factor the TRPO step shrinks by at each line-search step; in (0, 1)."""
+    promp_clip_eps: float = 0.3
+    """ProMP likelihood-ratio clipping ε; in (0, 1)."""
+    promp_kl_coef: float = 5e-4
+    """ProMP weight η of the inner-step KL penalty; >= 0."""
+    promp_steps: int = 5
+    """ProMP Adam steps per meta-batch; >= 1."""
+    promp_lr: float = 1e-3
+    """ProMP Adam learning rate; > 0."""
+    discount: float = 0.99
+    """Discount γ of returns and advantages; in [0, 1]."""
+    gae_lambda: float = 1.0
+    """GAE λ (1.0: Monte-Carlo returns minus the baseline, as MAML); in [0, 1]."""
+    normalize_advantages: bool = True
+    """Centre and scale advantages per task (rllab's center_adv)."""
+
+    def __post_init__(self) -> None:
+        def require(field: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise ValueError(
+                    f"MAMLConfig.{field} must be {allowed}, got {getattr(self, field)!r}"
+                )
+
+        def is_int(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value: object) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
+        for field in ("inner_lr", "max_kl", "promp_lr"):
+            require(
+                field, is_number(getattr(self, field)) and getattr(self, field) > 0, "a number > 0"
+            )
+        for field in ("cg_damping", "promp_kl_coef"):
+            require(
+                field,
+                is_number(getattr(self, field)) and getattr(self, field) >= 0,
+                "a number >= 0",
+            )
+        for field in ("inner_steps", "cg_iters", "line_search_steps", "promp_steps"):
+            require(
+                field, is_int(getattr(self, field)) and getattr(self, field) >= 1, "an integer >= 1"
+            )
+        for field in ("discount", "gae_lambda"):
+            require(
+                field,
+                is_number(getattr(self, field)) and 0 <= getattr(self, field) <= 1,
+                "in [0, 1]",
+            )
+        for field in ("line_search_backtrack", "promp_clip_eps"):
+            require(
+                field, is_number(getattr(self, field)) and 0 < getattr(self, field) < 1, "in (0, 1)"
+            )
+        for field in ("first_order", "normalize_advantages"):
+            require(field, isinstance(getattr(self, field), bool), "True or False")
+        require("inner_objective", self.inner_objective in OBJECTIVES, f"one of {OBJECTIVES}")
+        require("outer", self.outer in OUTER_ALGORITHMS, f"one of {OUTER_ALGORITHMS}")
+
+
+@dataclasses.dataclass
+class _Batch:
+    """One meta-batch on the learner's device, with its data-only statistics."""
+
+    support: list[Episodes]
+    query: Episodes
+    support_advantages: list[torch.Tensor]  # each [T, E, H]
+    query_advantages: torch.Tensor  # [T, E, H]
+
+
+@dataclasses.dataclass
+class _PostAdaptation:
+    """The adaptation chain from some θ and the adapted policy on the query episodes."""
+
+    steps: list[InnerStepResult]
+    query_mean: torch.Tensor  # [T, E, H, A]
+    query_log_std: torch.Tensor  # [T, A]
+    query_log_probs: torch.Tensor  # [T, E, H]
+
+
+class MAMLLearner:
+    """Meta-learner for a :class:`GaussianMLPPolicy` (see the module docstring).
+
+    Args:
+        policy: the meta-policy; its parameters are θ. It is moved to ``device``
+            once here; adaptation never mutates it, :meth:`meta_update` changes
+            its parameters in place.
+        config: hyperparameters.
+        device: where all computation runs (CPU or CUDA).
+    """
+
+    def __init__(
+        self, policy: GaussianMLPPolicy, config: MAMLConfig, device: torch.device | str
+    ) -> None:
+        self.device = torch.device(device)
+        self.policy = policy.to(self.device)
+        self.config = config
+        self.dtype = next(policy.parameters()).dtype
+        self.optimizer = (
+            torch.optim.Adam(self.policy.parameters(), lr=config.promp_lr)
+            if config.outer == "promp"
+            else None
+        )
+
+    # ------------------------------------------------------------------ data
+
+    def _prepare(self, episodes: Episodes) -> Episodes:
+        """The episodes on the learner's device, in the policy's floating dtype."""
+        return dataclasses.replace(
+            episodes,
+            observations=episodes.observations.to(self.device, self.dtype),
+            actions=episodes.actions.to(self.device, self.dtype),
+            rewards=episodes.rewards.to(self.device, self.dtype),
+            mask=episodes.mask.to(self.device, self.dtype),
+        )
+
+    def _advantages(self, episodes: Episodes) -> torch.Tensor:
+        config = self.config
+        return estimate_advantages(
+            episodes, config.discount, config.gae_lambda, config.normalize_advantages
+        )
+
+    def _batch(self, support: Sequence[Episodes], query: Episodes) -> _Batch:
+        if len(support) != self.config.inner_steps:
+            raise ValueError(
+                f"meta_update needs one support batch per inner step (inner_steps={self.config.inner_steps}), "
+                f"got {len(support)}"
+            )
+        support = [self._prepare(episodes) for episodes in support]
+        query = self._prepare(query)
+        for j, episodes in enumerate(support):
+            if episodes.num_tasks != query.num_tasks:
+                raise ValueError(
+                    f"support[{j}] has {episodes.num_tasks} tasks but the query episodes have {query.num_tasks}"
+                )
+        return _Batch(
+            support,
+            query,
+            [self._advantages(episodes) for episodes in support],
+            self._advantages(query),
+        )
+
+    # ------------------------------------------------------------ adaptation
+
+    def adapted_params(
+        self, support: Sequence[Episodes], lrs: Sequence[float] | None = None
+    ) -> Params:
+        """Detached fast weights after ``len(support)`` inner steps, for sampling.
+
+        Args:
+            support: ``support[j]`` collected with the parameters after ``j`` steps.
+            lrs: inner lr of each step (default ``config.inner_lr`` for all;
+                the evaluation protocol halves later steps).
+
+        Returns:
+            Per-task parameters ``[tasks, ...]`` (no gradient).
+        """
+        if len(support) == 0:
+            raise ValueError("adapted_params needs at least one support batch")
+        lrs = [self.config.inner_lr] * len(support) if lrs is None else list(lrs)
+        if len(lrs) != len(support):
+            raise ValueError(
+                f"lrs has {len(lrs)} entries but support has {len(support)}; give one lr per step"
+            )
+        support = [self._prepare(episodes) for episodes in support]
+        task_params = as_task_params(self.policy, self.policy.params(), support[0].num_tasks)
+        with torch.no_grad():
+            for episodes, lr in zip(support, lrs, strict=True):
+                task_params = inner_step_with_outputs(
+                    self.policy,
+                    task_params,
+                    episodes,
+                    lr,
+                    self.config.inner_objective,
+                    advantages=self._advantages(episodes),
+                ).params
+        return task_params
+
+    def _post_adaptation(
+        self,
+        params: Params,
+        batch: _Batch,
+        create_graph: bool,
+        old_support_log_probs: list[torch.Tensor] | None = None,
+    ) -> _PostAdaptation:
+        """Adapt from θ = ``params`` on the support batches and evaluate on the query observations."""
+        task_params = as_task_params(self.policy, params, batch.query.num_tasks)
+        steps = []
+        for j, episodes in enumerate(batch.support):
+            result = inner_step_with_outputs(
+                self.policy,
+                task_params,
+                episodes,
+                self.config.inner_lr,
+                self.config.inner_objective,
+                create_graph=create_graph,
+                advantages=batch.support_advantages[j],
+                old_log_probs=None if old_support_log_probs is None else old_support_log_probs[j],
+            )
+            steps.append(result)
+            task_params = result.params
+        mean, log_std = batched_policy_forward(self.policy, task_params, batch.query.observations)
+        log_probs = gaussian_log_prob(mean, log_std[:, None, None, :], batch.query.actions)
+        return _PostAdaptation(steps, mean, log_std, log_probs)
+
+    # ---------------------------------------------------------------- update
+
+    def meta_update(self, support: Sequence[Episodes], query: Episodes) -> dict[str, float]:
+        """One outer step on a meta-batch; changes the policy's parameters in place.
+
+        Args:
+            support: ``config.inner_steps`` batches; ``support[j]`` collected with
+                the parameters after ``j`` inner steps (``[tasks, episodes, H, ...]``).
+            query: episodes collected with the fully adapted parameters.
+
+        Returns:
+            Metrics (``loss/``, ``train/``, ``time/`` keys).
+        """
+        start = time.perf_counter()
+        batch = self._batch(support, query)
+        if self.config.outer == "trpo":
+            metrics = self._trpo_update(batch)
+        else:
+            metrics = self._promp_update(batch)
+        metrics["train/support_return"] = float(batch.support[0].returns.mean())
+        metrics["train/query_return"] = float(batch.query.returns.mean())
+        metrics["time/meta_update_s"] = time.perf_counter() - start
+        return metrics
+
+    def _query_terms(
+        self, post: _PostAdaptation, batch: _Batch, old: _PostAdaptation
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Likelihood-ratio surrogate and KL(old || new), both averaged over steps then tasks."""
+        mask = batch.query.mask
+        ratio = torch.exp(post.query_log_probs - old.query_log_probs)  # [T, E, H]
+        surrogate = masked_mean(ratio * batch.query_advantages, mask).mean()
+        kl = gaussian_kl(
+            old.query_mean,
+            old.query_log_std[:, None, None, :],
+            post.query_mean,
+            post.query_log_std[:, None, None, :],
+        )  # [T, E, H]
+        return surrogate, masked_mean(kl, mask).mean()
+
+    def _trpo_update(self, batch: _Batch) -> dict[str, float]:
+        config = self.config
+        names = [name for name, _ in self.policy.named_parameters()]
+        params = self.policy.params()
+        param_list = [params[name] for name in names]
+
+        graph_start = time.perf_counter()
+        post = self._post_adaptation(params, batch, create_graph=not config.first_order)
+        old = _detached(post)
+        surrogate, kl = self._query_terms(post, batch, old)
+        gradient = flatten(torch.autograd.grad(surrogate, param_list, retain_graph=True))
+        kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
+        hvp = hessian_vector_product_fn(kl_gradient, param_list, config.cg_damping)
+        step = trust_region_step(gradient, hvp, config.max_kl, config.cg_iters)
+        del post, kl_gradient, hvp  # free the adaptation graph before the line search
+        cg_seconds = time.perf_counter() - graph_start
+
+        search_start = time.perf_counter()
+        surrogate_before = float(surrogate.detach())
+        start_vector = flatten([p.detach() for p in param_list])
+        old_support_log_probs = [s.log_probs for s in old.steps]
+
+        def evaluate(fraction: float) -> tuple[float, float]:
+            with torch.no_grad():
+                candidate = dict(
+                    zip(
+                        names,
+                        unflatten(start_vector + fraction * step.step, param_list),
+                        strict=True,
+                    )
+                )
+                candidate_post = self._post_adaptation(
+                    candidate, batch, False, old_support_log_probs
+                )
+                new_surrogate, new_kl = self._query_terms(candidate_post, batch, old)
+            return float(new_surrogate), float(new_kl)
+
+        result = backtracking_line_search(
+            evaluate,
+            surrogate_before,
+            config.max_kl,
+            config.line_search_backtrack,
+            config.line_search_steps,
+        )
+        if result.accepted:
+            with torch.no_grad():
+                new_vector = start_vector + result.step_fraction * step.step
+                for param, value in zip(param_list, unflatten(new_vector, param_list), strict=True):
+                    param.copy_(value)
+        return {
+            "loss/surrogate_before": surrogate_before,
+            "loss/surrogate_after": result.objective,
+            "loss/kl": result.kl,
+            "loss/expected_improvement": step.expected_improvement,
+            "train/grad_norm": float(gradient.norm()),
+            "train/step_accepted": float(result.accepted),
+            "train/step_fraction": result.step_fraction,
+            "train/line_search_evaluations": float(result.evaluations),
+            "train/inner_loss": _inner_loss_metric(old, batch),
+            "time/trust_region_s": cg_seconds,
+            "time/line_search_s": time.perf_counter() - search_start,
+        }
+
+    def _promp_objective(
+        self, post: _PostAdaptation, batch: _Batch, old: _PostAdaptation
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ProMP's objective to maximise, with its clipped and inner-KL parts."""
+        eps = self.config.promp_clip_eps
+        ratio = torch.exp(post.query_log_probs - old.query_log_probs)  # [T, E, H]
+        advantages = batch.query_advantages
+        clipped = torch.minimum(ratio * advantages, ratio.clamp(1.0 - eps, 1.0 + eps) * advantages)
+        clip_objective = masked_mean(clipped, batch.query.mask).mean()
+        inner_kl = sum(
+            masked_mean(
+                gaussian_kl(
+                    old_step.mean,
+                    old_step.log_std[:, None, None, :],
+                    new_step.mean,
+                    new_step.log_std[:, None, None, :],
+                ),
+                episodes.mask,
+            ).mean()
+            for old_step, new_step, episodes in zip(
+                old.steps, post.steps, batch.support, strict=True
+            )
+        )
+        return clip_objective - self.config.promp_kl_coef * inner_kl, clip_objective, inner_kl
+
+    def _promp_update(self, batch: _Batch) -> dict[str, float]:
+        assert self.optimizer is not None
+        params = self.policy.params()
+        old: _PostAdaptation | None = None
+        history: list[tuple[float, float, float]] = []
+        for _ in range(self.config.promp_steps):
+            post = self._post_adaptation(
+                params,
+                batch,
+                create_graph=not self.config.first_order,
+                old_support_log_probs=None if old is None else [s.log_probs for s in old.steps],
+            )
+            if old is None:  # the first pass is at the sampling parameters
+                old = _detached(post)
+            objective, clip_objective, inner_kl = self._promp_objective(post, batch, old)
+            history.append(
+                (
+                    float(objective.detach()),
+                    float(clip_objective.detach()),
+                    float(inner_kl.detach()),
+                )
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            (-objective).backward()
+            self.optimizer.step()
+        with torch.no_grad():
+            final = self._post_adaptation(params, batch, False, [s.log_probs for s in old.steps])
+            objective, clip_objective, inner_kl = self._promp_objective(final, batch, old)
+            _, query_kl = self._query_terms(final, batch, old)
+        self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "loss/objective_before": history[0][0],
+            "loss/objective_after": float(objective),
+            "loss/clip_objective_after": float(clip_objective),
+            "loss/inner_kl": float(inner_kl),
+            "loss/kl": float(query_kl),
+            "train/inner_loss": _inner_loss_metric(old, batch),
+        }
+
+    # ---------------------------------------------------------------- resume
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Learner state beyond the policy weights, as a flat dict of tensors (safetensors-ready).
+
+        For ``promp``: the Adam moments and step counts, keyed
+        ``"promp_adam/<param name>/<state key>"``; empty for ``trpo``.
+        """
+        if self.optimizer is None:
+            return {}
+        state: dict[str, torch.Tensor] = {}
+        for name, param in self.policy.named_parameters():
+            for key, value in self.optimizer.state.get(param, {}).items():
+                tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+                state[f"promp_adam/{name}/{key}"] = tensor.detach().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned (tensors may be on any device).
+
+        Raises:
+            ValueError: if the keys do not belong to this learner's outer algorithm
+                or parameters.
+        """
+        if self.optimizer is None:
+            if state:
+                raise ValueError(f"a trpo learner has no state, got keys {sorted(state)[:3]}...")
+            return
+        names = [name for name, _ in self.policy.named_parameters()]
+        per_param: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            prefix, _, rest = key.partition("/")
+            name, _, field = rest.rpartition("/")
+            if prefix != "promp_adam" or name not in names:
+                raise ValueError(
+                    f"unexpected learner state key {key!r} (expected promp_adam/<param name>/<key>)"
+                )
+            per_param.setdefault(name, {})[field] = value
+        optimizer_state = self.optimizer.state_dict()
+        optimizer_state["state"] = {
+            index: {
+                field: value.to(self.device) if field != "step" else value.cpu()
+                for field, value in per_param[name].items()
+            }
+            for index, name in enumerate(names)
+            if name in per_param
+        }
+        self.optimizer.load_state_dict(optimizer_state)
+
+
+def _detached(post: _PostAdaptation) -> _PostAdaptation:
+    """A copy without autograd history (the "old" policy of a meta-update)."""
+    return _PostAdaptation(
+        [
+            InnerStepResult(
+                {name: value.detach() for name, value in step.params.items()},
+                step.mean.detach(),
+                step.log_std.detach(),
+                step.log_probs.detach(),
+            )
+            for step in post.steps
+        ],
+        post.query_mean.detach(),
+        post.query_log_std.detach(),
+        post.query_log_probs.detach(),
+    )
+
+
+def _inner_loss_metric(old: _PostAdaptation, batch: _Batch) -> float:
+    """Mean pre-adaptation advantage-weighted log-likelihood loss (first inner step)."""
+    log_probs = old.steps[0].log_probs
+    return float(
+        -masked_mean(log_probs * batch.support_advantages[0], batch.support[0].mask).mean()
+    )
