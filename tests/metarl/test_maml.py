@@ -7,7 +7,13 @@ import torch
 
 from metarl.adaptation import adapt, estimate_advantages, masked_mean
 from metarl.maml import MAMLConfig, MAMLLearner
-from metarl.policy import GaussianMLPPolicy, batched_policy_forward, gaussian_kl, gaussian_log_prob
+from metarl.policy import (
+    GaussianMLPPolicy,
+    batched_policy_forward,
+    gaussian_kl,
+    gaussian_log_prob,
+    stack_params,
+)
 from tests.metarl.synthetic_episodes import random_episodes
 
 
@@ -34,15 +40,9 @@ def support_log_probs(policy, params, support):
     """Log-probabilities of the support actions under shared ``params`` (the sampling policy)."""
     with torch.no_grad():
         mean, log_std = batched_policy_forward(
-            policy, adapt_free(policy, params, support.num_tasks), support.observations
+            policy, stack_params(params, support.num_tasks), support.observations
         )
         return gaussian_log_prob(mean, log_std[:, None, None], support.actions)
-
-
-def adapt_free(policy, params, num_tasks):
-    return {
-        name: value.unsqueeze(0).expand(num_tasks, *value.shape) for name, value in params.items()
-    }
 
 
 def post_adaptation_stats(policy, params, support, query, config, sampling_params):
@@ -168,36 +168,10 @@ def test_promp_improves_the_clipped_objective_on_a_fixed_batch():
     # independent check of the clipped objective at the new parameters
     query_adv = estimate_advantages(query, config.discount, config.gae_lambda)
     support_adv = estimate_advantages(support, config.discount, config.gae_lambda)
-    old_policy = make_policy()
-    old_params = adapt(
-        old_policy,
-        old_policy.params(),
-        [support],
-        [config.inner_lr],
-        "lvc",
-        advantages_per_step=[support_adv],
-    )
-    with torch.no_grad():
-        old_mean, old_log_std = batched_policy_forward(old_policy, old_params, query.observations)
-        old_log_probs = gaussian_log_prob(old_mean, old_log_std[:, None, None], query.actions)
+    old_policy = make_policy()  # same seed: the parameters before the update
+    old_support_log_probs = support_log_probs(old_policy, old_policy.params(), support)
 
-    def clipped(pol):
-        support_old = gaussian_log_prob(
-            *(lambda m, s: (m, s[:, None, None]))(
-                *batched_policy_forward(
-                    old_policy,
-                    adapt(
-                        old_policy,
-                        old_policy.params(),
-                        [support],
-                        [1.0],
-                        advantages_per_step=[torch.zeros_like(support_adv)],
-                    ),
-                    support.observations,
-                )
-            ),
-            support.actions,
-        ).detach()
+    def query_log_probs(pol):
         params = adapt(
             pol,
             pol.params(),
@@ -205,12 +179,16 @@ def test_promp_improves_the_clipped_objective_on_a_fixed_batch():
             [config.inner_lr],
             "lvc",
             advantages_per_step=[support_adv],
-            old_log_probs_per_step=[support_old],
+            old_log_probs_per_step=[old_support_log_probs],
         )
-        mean, log_std = batched_policy_forward(pol, params, query.observations)
-        ratio = torch.exp(
-            gaussian_log_prob(mean, log_std[:, None, None], query.actions) - old_log_probs
-        )
+        with torch.no_grad():
+            mean, log_std = batched_policy_forward(pol, params, query.observations)
+            return gaussian_log_prob(mean, log_std[:, None, None], query.actions)
+
+    old_log_probs = query_log_probs(old_policy)
+
+    def clipped(pol):
+        ratio = torch.exp(query_log_probs(pol) - old_log_probs)
         value = torch.minimum(ratio * query_adv, ratio.clamp(0.7, 1.3) * query_adv)
         return float(masked_mean(value, query.mask).mean())
 
