@@ -36,7 +36,7 @@ def check_action(action: Any, shape: tuple[int, ...], what: str = "action") -> n
         raise ValueError(f"{what} must be numeric with shape {shape}: {error}") from None
     if array.shape != shape:
         raise ValueError(f"{what} must have shape {shape}, got {array.shape}")
-    if not np.all(np.isfinite(array)):
+    if not np.isfinite(array).all():
         raise ValueError(f"{what} must be finite, got {array}")
     return array
 

@@ -38,7 +38,7 @@ from envs.mujoco_core import (
     LocomotionEnv,
     LocomotionVectorEnv,
     StepBatch,
-    ctrl_cost,
+    ctrl_reward,
 )
 from envs.tasks import Task, TaskDistribution, check_choice, check_vector
 
@@ -278,13 +278,13 @@ def _ant_mask(task: Task, joint_names: tuple[str, ...]) -> np.ndarray:
 
 def _cheetah_v5_reward(step: StepBatch, params: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
     # HalfCheetah-v5: v_x - 0.1 ||a||^2
-    forward, ctrl = step.velocity[:, 0], -ctrl_cost(step.action, 0.1)
+    forward, ctrl = step.velocity[:, 0], ctrl_reward(step.action, 0.1)
     return forward + ctrl, {"reward_forward": forward, "reward_ctrl": ctrl}
 
 
 def _walker_v5_reward(step: StepBatch, params: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
     # Hopper-v5 / Walker2d-v5: v_x + 1.0 [healthy] - 1e-3 ||a||^2
-    forward, ctrl = step.velocity[:, 0], -ctrl_cost(step.action, 1e-3)
+    forward, ctrl = step.velocity[:, 0], ctrl_reward(step.action, 1e-3)
     survive = step.healthy.astype(np.float64)
     return forward + survive + ctrl, {"reward_forward": forward, "reward_ctrl": ctrl,
                                       "reward_survive": survive}
@@ -292,7 +292,7 @@ def _walker_v5_reward(step: StepBatch, params: dict[str, np.ndarray]) -> tuple[n
 
 def _crippled_cheetah_reward(step: StepBatch, params: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
     # v_x - 0.05 ||a||^2
-    forward, ctrl = step.velocity[:, 0], -ctrl_cost(step.action, 0.05)
+    forward, ctrl = step.velocity[:, 0], ctrl_reward(step.action, 0.05)
     return forward + ctrl, {"reward_forward": forward, "reward_ctrl": ctrl}
 
 

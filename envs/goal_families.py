@@ -28,8 +28,8 @@ from envs.mujoco_core import (
     LocomotionEnv,
     LocomotionVectorEnv,
     StepBatch,
-    contact_cost,
-    ctrl_cost,
+    contact_reward,
+    ctrl_reward,
 )
 from envs.tasks import Task, TaskDistribution, check_choice, check_range
 
@@ -202,22 +202,22 @@ class AntGoalDistribution(TaskDistribution):
 def _velocity_reward(step: StepBatch, params: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
     # -|v_x - v*| - 0.05 ||a||^2  (MAML half_cheetah_env_rand)
     velocity_term = -np.abs(step.velocity[:, 0] - params["goal_velocity_mps"])
-    ctrl = -ctrl_cost(step.action, 0.05)
+    ctrl = ctrl_reward(step.action, 0.05)
     return velocity_term + ctrl, {"reward_forward": velocity_term, "reward_ctrl": ctrl}
 
 
 def _cheetah_direction_reward(step: StepBatch, params: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
     # d * v_x - 0.05 ||a||^2  (MAML half_cheetah_env_rand_direc)
     forward = params["direction_sign"] * step.velocity[:, 0]
-    ctrl = -ctrl_cost(step.action, 0.05)
+    ctrl = ctrl_reward(step.action, 0.05)
     return forward + ctrl, {"reward_forward": forward, "reward_ctrl": ctrl}
 
 
 def ant_v5_reward(step: StepBatch, forward: np.ndarray) -> tuple[np.ndarray, dict]:
     """Ant-v5's reward with a given forward term: forward + healthy 1.0 - 0.5||a||^2 - contact."""
     survive = step.healthy.astype(np.float64)
-    ctrl = -ctrl_cost(step.action, 0.5)
-    contact = -contact_cost(step.cfrc_ext)
+    ctrl = ctrl_reward(step.action, 0.5)
+    contact = contact_reward(step.cfrc_ext)
     reward = forward + survive + ctrl + contact
     return reward, {"reward_forward": forward, "reward_ctrl": ctrl, "reward_contact": contact,
                     "reward_survive": survive}
@@ -231,7 +231,7 @@ def _ant_goal_reward(step: StepBatch, params: dict[str, np.ndarray]) -> tuple[np
     # -||xy - g||_1 - 0.1 ||a||^2, xy = torso position
     goal = np.stack([params["goal_x_m"], params["goal_y_m"]], axis=1)
     distance = np.abs(step.qpos[:, :2] - goal).sum(axis=1)
-    ctrl = -ctrl_cost(step.action, 0.1)
+    ctrl = ctrl_reward(step.action, 0.1)
     return -distance + ctrl, {"reward_goal": -distance, "reward_ctrl": ctrl, "distance_l1_m": distance}
 
 

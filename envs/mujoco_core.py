@@ -48,12 +48,13 @@ References: Todorov et al. 2012 (MuJoCo); Towers et al. 2024 (Gymnasium,
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import mujoco
@@ -64,11 +65,12 @@ from envs.base import MetaEnv, MetaVectorEnv, check_action
 from envs.tasks import Task
 
 ASSETS_DIR = Path(gym.__file__).resolve().parent / "envs" / "mujoco" / "assets"
-_UNSTABLE_WARNINGS = (
+_UNSTABLE_WARNINGS = np.array([
     int(mujoco.mjtWarning.mjWARN_BADQPOS),
     int(mujoco.mjtWarning.mjWARN_BADQVEL),
     int(mujoco.mjtWarning.mjWARN_BADQACC),
-)
+])
+_UNSTABLE_WARNING_LIST = tuple(int(i) for i in _UNSTABLE_WARNINGS)
 _OBS_LIMIT = 1e6  # magnitude an observation is clipped to on an unstable step
 _PROBE_SITE = "metarl_contact_probe"
 
@@ -188,11 +190,18 @@ def observe(robot: Robot, qpos: np.ndarray, qvel: np.ndarray,
     return np.concatenate(parts, axis=1)
 
 
+@cache
+def _all_true(size: int) -> np.ndarray:
+    array = np.ones(size, dtype=bool)
+    array.flags.writeable = False
+    return array
+
+
 def healthy(robot: Robot, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
     """Health ``[B]`` as gymnasium v5 defines it (always True for robots without a health spec)."""
     spec = robot.health
     if spec is None:
-        return np.ones(len(qpos), dtype=bool)
+        return _all_true(len(qpos))
     z = qpos[:, spec.z_index]
     low, high = spec.z_range
     if spec.closed:
@@ -209,30 +218,33 @@ def healthy(robot: Robot, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
 
 
 def tracked_position(robot: Robot, qpos: np.ndarray, xpos: np.ndarray | None) -> np.ndarray:
-    """Planar position ``[B, 2]`` whose change over a step is the robot's velocity."""
+    """Position whose change over a step is the robot's velocity: ``[B, 2]`` (x, y) for
+    robots measured on a body (Ant), ``[B, 1]`` (x) for planar robots."""
     if robot.velocity_body is not None:
         return xpos[:, robot.velocity_body, :2].copy()
-    return np.stack([qpos[:, 0], np.zeros(len(qpos))], axis=1)
+    return qpos[:, :1].copy()
 
 
-def ctrl_cost(action: np.ndarray, weight: float) -> np.ndarray:
-    """``weight * ||a||^2`` per sub-env, ``[B]``, on the commanded action ``[B, nu]``."""
-    return weight * np.square(action).sum(axis=1)
+def ctrl_reward(action: np.ndarray, weight: float) -> np.ndarray:
+    """The control term ``-weight * ||a||^2`` per sub-env, ``[B]``, on the commanded action ``[B, nu]``."""
+    return np.square(action).sum(axis=1) * -weight
 
 
-def contact_cost(cfrc_ext: np.ndarray, weight: float = 5e-4) -> np.ndarray:
-    """Ant-v5's contact cost ``weight * ||clip(cfrc_ext, -1, 1)||^2`` per sub-env, ``[B]``."""
-    return weight * np.square(np.clip(cfrc_ext, -1.0, 1.0)).reshape(len(cfrc_ext), -1).sum(axis=1)
+def contact_reward(cfrc_ext: np.ndarray, weight: float = 5e-4) -> np.ndarray:
+    """Ant-v5's contact term ``-weight * ||clip(cfrc_ext, -1, 1)||^2`` per sub-env, ``[B]``."""
+    return np.square(np.clip(cfrc_ext, -1.0, 1.0)).reshape(len(cfrc_ext), -1).sum(axis=1) * -weight
 
 
-@dataclasses.dataclass(frozen=True)
-class StepBatch:
-    """What a family's reward function sees after a step (arrays with leading batch dim B)."""
+class StepBatch(NamedTuple):
+    """What a family's reward function sees after a step (arrays with leading batch dim B).
+
+    A NamedTuple rather than a dataclass: it is built on every step of the single env.
+    """
 
     qpos: np.ndarray  # [B, nq]
     qvel: np.ndarray  # [B, nv]
-    velocity: np.ndarray  # [B, 2] planar velocity of the tracked position, m/s
-    position: np.ndarray  # [B, 2] tracked position after the step, m (y = 0 for planar robots)
+    velocity: np.ndarray  # [B, 2] (Ant: x, y) or [B, 1] (planar robots: x) velocity, m/s
+    position: np.ndarray  # [B, 2] or [B, 1] tracked position after the step, m
     action: np.ndarray  # [B, nu] the commanded action
     cfrc_ext: np.ndarray | None  # [B, nbody, 6] (robots with contact forces)
     healthy: np.ndarray  # [B] bool
@@ -286,25 +298,34 @@ def finish_step(
         params: per-sub-env task arrays (``family.task_arrays``), each ``[B, ...]``.
         action: ``[B, nu]`` commanded actions.
         qpos, qvel, cfrc_ext: the state after the step (``[B, nq]``, ``[B, nv]``, ``[B, nbody, 6]``).
-        position_before, position_after: tracked positions ``[B, 2]``.
+        position_before, position_after: tracked positions (:func:`tracked_position`).
         warned: ``[B]`` whether MuJoCo raised an instability warning or error in the step.
 
     Returns:
         ``(obs [B, obs_dim], reward [B], terminated [B], sim_unstable [B], info terms {key: [B]})``.
     """
+    # Kept lean on purpose: the single env runs this with B = 1 on every step.
     robot = family.robot
-    with np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
-        velocity = (position_after - position_before) / dt
-        obs = observe(robot, qpos, qvel, cfrc_ext)
-        is_healthy = healthy(robot, qpos, qvel)
-        step = StepBatch(qpos, qvel, velocity, position_after, action, cfrc_ext, is_healthy)
-        reward, terms = family.reward(step, params)
-    terms = {"x_velocity": velocity[:, 0], **({"y_velocity": velocity[:, 1]} if robot.velocity_body
-                                              is not None else {}), **terms}
-    unstable = warned | ~np.isfinite(obs).all(axis=1) | ~np.isfinite(reward)
-    terminated = (~is_healthy if family.terminate_when_unhealthy else np.zeros(len(qpos), bool))
-    terminated = terminated & ~unstable
-    if unstable.any():
+    velocity = (position_after - position_before) / dt
+    obs = observe(robot, qpos, qvel, cfrc_ext)
+    is_healthy = healthy(robot, qpos, qvel)
+    reward, terms = family.reward(
+        StepBatch(qpos, qvel, velocity, position_after, action, cfrc_ext, is_healthy), params
+    )
+    terms["x_velocity"] = velocity[:, 0]
+    if velocity.shape[1] == 2:
+        terms["y_velocity"] = velocity[:, 1]
+    # One whole-batch reduction tells whether anything is non-finite (an
+    # overflowing sum is flagged too); only then is the per-sub-env test made.
+    if math.isfinite(obs.sum() + reward.sum()) and not warned.any():
+        unstable = warned  # all False
+    else:
+        unstable = warned | ~np.isfinite(obs.sum(axis=1) + reward)
+    if family.terminate_when_unhealthy:
+        terminated = ~(is_healthy | unstable)
+    else:
+        terminated = unstable & False
+    if unstable is not warned:
         obs = np.where(unstable[:, None], np.clip(np.nan_to_num(obs, nan=0.0), -_OBS_LIMIT, _OBS_LIMIT), obs)
         reward = np.where(unstable, 0.0, reward)
         terms = {key: np.where(unstable, 0.0, np.nan_to_num(value)) for key, value in terms.items()}
@@ -314,6 +335,11 @@ def finish_step(
 def _warning_counts(warnings: np.ndarray) -> np.ndarray:
     """Instability warning counts ``[B]`` from MuJoCo warning stats ``[B, mjNWARNING, 2]``."""
     return warnings[:, _UNSTABLE_WARNINGS, 1].sum(axis=1)
+
+
+def _warning_count(warning_numbers: np.ndarray) -> int:
+    """Instability warning count of one MjData from ``data.warning.number``."""
+    return sum(int(warning_numbers[i]) for i in _UNSTABLE_WARNING_LIST)
 
 
 class _Dynamics:
@@ -380,16 +406,19 @@ class LocomotionEnv(MetaEnv):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float64)
         self._mask = np.ones(self.model.nu)
         self._params: dict[str, np.ndarray] = {}
-        self._position = np.zeros((1, 2))
+        # batch-of-one views of the MjData arrays, for the shared batched functions
+        data = self.data
+        self._qpos, self._qvel, self._ctrl = data.qpos[None], data.qvel[None], data.ctrl[None]
+        self._xpos = data.xpos[None]
+        self._cfrc = data.cfrc_ext[None] if family.robot.contact_forces else None
+        self._warnings = data.warning.number
+        self._position = tracked_position(family.robot, self._qpos, self._xpos)
         self._renderer: mujoco.Renderer | None = None
 
     @classmethod
     def default_task(cls) -> Task:
         return cls.family_def.default_task
 
-    def _observe_now(self) -> np.ndarray:
-        cfrc = self.data.cfrc_ext[None] if self.family_def.robot.contact_forces else None
-        return observe(self.family_def.robot, self.data.qpos[None], self.data.qvel[None], cfrc)[0]
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -405,21 +434,20 @@ class LocomotionEnv(MetaEnv):
         mujoco.mj_resetData(model, data)
         data.qpos[:], data.qvel[:] = qpos, qvel
         mujoco.mj_forward(model, data)
-        self._position = tracked_position(family.robot, data.qpos[None], data.xpos[None])
-        return self._observe_now(), {}
+        self._position = tracked_position(family.robot, self._qpos, self._xpos)
+        return observe(family.robot, self._qpos, self._qvel, self._cfrc)[0], {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action = check_action(action, self.action_space.shape)
-        family, model, data = self.family_def, self.model, self.data
-        before = data.warning.number[list(_UNSTABLE_WARNINGS)].sum()
-        data.ctrl[:] = action * self._mask
-        mujoco.mj_step(model, data, nstep=family.robot.frame_skip)
-        after = data.warning.number[list(_UNSTABLE_WARNINGS)].sum()
-        position = tracked_position(family.robot, data.qpos[None], data.xpos[None])
-        cfrc = data.cfrc_ext[None] if family.robot.contact_forces else None
+        family = self.family_def
+        before = _warning_count(self._warnings)
+        np.multiply(action, self._mask, out=self._ctrl[0])
+        mujoco.mj_step(self.model, self.data, nstep=family.robot.frame_skip)
+        warned = np.array([_warning_count(self._warnings) > before])
+        position = tracked_position(family.robot, self._qpos, self._xpos)
         obs, reward, terminated, unstable, terms = finish_step(
-            family, self._params, action[None], data.qpos[None], data.qvel[None], cfrc,
-            self._position, position, self.dt, np.array([after > before]),
+            family, self._params, action[None], self._qpos, self._qvel, self._cfrc,
+            self._position, position, self.dt, warned,
         )
         self._position = position
         info = {key: float(value[0]) for key, value in terms.items()}
@@ -502,7 +530,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
         self._finish_init()
         self._mask = np.ones((num_envs, self.model.nu))
         self._params = family.task_arrays(self._next_tasks)
-        self._position = np.zeros((num_envs, 2))
+        self._position = np.zeros((num_envs, 2 if robot.velocity_body is not None else 1))
 
     def _reset_envs(self, index: np.ndarray) -> np.ndarray:
         family, robot = self.family_def, self.family_def.robot
