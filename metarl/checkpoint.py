@@ -168,3 +168,48 @@ def restore_generator(state: torch.Tensor) -> torch.Generator:
     generator = torch.Generator()
     generator.set_state(state.to(torch.uint8).contiguous())
     return generator
+
+
+def flatten_state(state: Any, prefix: str) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state (dicts, lists, tensors, JSON scalars) into tensors and a JSON tree.
+
+    Each tensor is stored under ``prefix + path`` and replaced in the tree by
+    ``{"__tensor__": key}``; :func:`unflatten_state` puts them back. This lets an
+    optimizer's ``state_dict()`` travel through safetensors + JSON without pickle.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            key = prefix + (path.lstrip(".") or "root")
+            tensors[key] = value
+            return {"__tensor__": key}
+        if isinstance(value, dict):
+            pairs = [[walk(k, f"{path}.k{i}"), walk(v, f"{path}.{i}")] for i, (k, v) in enumerate(value.items())]
+            return {"__dict__": pairs}
+        if isinstance(value, list | tuple):
+            items = [walk(v, f"{path}.{i}") for i, v in enumerate(value)]
+            return {"__tuple__": items} if isinstance(value, tuple) else items
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        raise ValueError(f"cannot store a {type(value).__name__} at {prefix + path} in a checkpoint")
+
+    return tensors, walk(state, "")
+
+
+def unflatten_state(tensors: dict[str, torch.Tensor], tree: Any) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    if isinstance(tree, dict):
+        if "__tensor__" in tree:
+            key = tree["__tensor__"]
+            if key not in tensors:
+                raise CheckpointError(f"checkpoint lacks tensor {key!r} named in its metadata")
+            return tensors[key]
+        if "__dict__" in tree:
+            return {unflatten_state(tensors, k): unflatten_state(tensors, v) for k, v in tree["__dict__"]}
+        if "__tuple__" in tree:
+            return tuple(unflatten_state(tensors, v) for v in tree["__tuple__"])
+        raise CheckpointError(f"unexpected entry {sorted(tree)} in checkpoint state")
+    if isinstance(tree, list):
+        return [unflatten_state(tensors, v) for v in tree]
+    return tree

@@ -17,6 +17,8 @@ import textwrap
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("envs",): ("envs_cmd", "list the task families with their parameters, ranges and splits"),
     ("compare",): ("compare_cmd", "compare evaluated runs: markdown table, CSV and plots of return vs k and vs samples"),
+    ("train", "maml"): ("train_maml", "meta-train a policy with MAML (TRPO or ProMP outer loop)"),
+    ("evaluate",): ("evaluate_cmd", "evaluate a run on unseen tasks: return before and after k = 1..3 adaptation steps"),
 }
 
 

@@ -17,6 +17,12 @@ run, ``--resume`` without a run); the trainer then validates its checkpoint,
 and only after that :meth:`RunDir.write_config` and :class:`MetricsLogger`
 write anything. Every file is replaced atomically.
 
+Policies are stored by one convention that every method shares, so that
+``evaluate`` and ``render`` rebuild any run's policy: ``config.json["policy"]``
+holds :func:`policy_config` (sizes, hidden layers, initial std) and the
+checkpoint holds the weights as ``policy.<parameter name>`` tensors with
+``family``, ``obs_dim`` and ``act_dim`` in its metadata (:func:`load_policy`).
+
 On ``--resume`` only the fields in :data:`RESUME_MAY_CHANGE` may differ from
 the stored config (extend ``iterations``, move to another ``device``).
 """
@@ -32,7 +38,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from metarl.checkpoint import atomic_write_text
+import torch
+
+from metarl.checkpoint import atomic_write_text, check_compatible, load_checkpoint
+from metarl.policy import GaussianMLPPolicy
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"
@@ -249,3 +258,62 @@ class MetricsLogger:
 
 def _format(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
+
+
+POLICY_PREFIX = "policy."
+
+
+def policy_config(policy: GaussianMLPPolicy, init_std: float) -> dict[str, Any]:
+    """What ``config.json["policy"]`` stores to rebuild ``policy``."""
+    return {
+        "obs_dim": policy.obs_dim,
+        "act_dim": policy.act_dim,
+        "hidden_sizes": list(policy.hidden_sizes),
+        "init_std": float(init_std),
+    }
+
+
+def policy_tensors(policy: GaussianMLPPolicy) -> dict[str, torch.Tensor]:
+    """The policy's weights under the checkpoint names ``policy.<name>``."""
+    return {POLICY_PREFIX + name: value.detach() for name, value in policy.named_parameters()}
+
+
+def build_policy(config: Mapping[str, Any]) -> GaussianMLPPolicy:
+    """A freshly initialised policy of the architecture in ``config["policy"]``."""
+    spec = config.get("policy")
+    if not isinstance(spec, Mapping):
+        raise RunDirError("config.json lacks the 'policy' block (obs_dim, act_dim, hidden_sizes, init_std)")
+    return GaussianMLPPolicy(
+        int(spec["obs_dim"]), int(spec["act_dim"]), tuple(int(h) for h in spec["hidden_sizes"]),
+        float(spec["init_std"]),
+    )
+
+
+def load_policy_weights(policy: GaussianMLPPolicy, tensors: Mapping[str, torch.Tensor], where: Any = "") -> None:
+    """Copy ``policy.<name>`` tensors into ``policy`` (shapes checked, clear error otherwise)."""
+    for name, parameter in policy.named_parameters():
+        key = POLICY_PREFIX + name
+        if key not in tensors:
+            raise RunDirError(f"checkpoint {where} lacks the policy tensor {key!r}")
+        if tuple(tensors[key].shape) != tuple(parameter.shape):
+            raise RunDirError(
+                f"checkpoint {where} holds {key} with shape {tuple(tensors[key].shape)}, but the run's policy "
+                f"needs {tuple(parameter.shape)}; the checkpoint belongs to another run"
+            )
+        with torch.no_grad():
+            parameter.copy_(tensors[key].to(parameter.dtype))
+
+
+def load_policy(run_dir: RunDir, config: Mapping[str, Any] | None = None) -> GaussianMLPPolicy:
+    """The policy of a run, from ``config.json`` and ``checkpoint/latest.safetensors`` (on CPU).
+
+    Raises:
+        FileNotFoundError: no config or no checkpoint.
+        CheckpointError: a corrupted or truncated checkpoint, or one of another env.
+    """
+    config = run_dir.read_config() if config is None else config
+    policy = build_policy(config)
+    tensors, metadata = load_checkpoint(run_dir.checkpoint_path)
+    check_compatible(metadata, config["family"], policy.obs_dim, policy.act_dim, run_dir.checkpoint_path)
+    load_policy_weights(policy, tensors, run_dir.checkpoint_path)
+    return policy

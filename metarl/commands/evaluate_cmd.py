@@ -1,0 +1,93 @@
+"""``metarl evaluate RUN_DIR --split test|ood``: the evaluation protocol of DESIGN.md §6.
+
+Reads ``config.json["method"]`` and dispatches through :data:`EVALUATORS`, a
+dict from method name to ``"module:function"``. Each evaluator has the
+signature ``(run_dir: RunDir, config: dict, options: EvalOptions, progress:
+bool) -> dict`` and writes ``eval_<split>.json`` itself. Another method plugs
+in with one line here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+from metarl.cli import UserError
+from metarl.evaluation import (
+    ADAPT_STEPS,
+    EPISODES_PER_STEP,
+    EVAL_SEED,
+    NUM_TASKS,
+    EvalOptions,
+    format_returns_table,
+)
+from metarl.runs import RunDir
+
+# method (config.json["method"]) -> "module:function" of its evaluator
+EVALUATORS: dict[str, str] = {
+    "maml": "metarl.evaluation:evaluate_maml_run",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateArgs:
+    """Evaluate a trained run on unseen tasks: return before and after k = 1..3 adaptation steps."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The run directory written by `metarl train ...`."""
+    split: str = "test"
+    """test (unseen tasks of the training distribution) or ood (outside the training support)."""
+    num_tasks: int = NUM_TASKS
+    """Number of evaluation tasks (drawn from the fixed evaluation seed)."""
+    episodes_per_step: int = EPISODES_PER_STEP
+    """Fresh episodes per task for each adaptation step."""
+    steps: int = ADAPT_STEPS
+    """Adaptation steps; returns are reported for k = 0..steps."""
+    seed: int = EVAL_SEED
+    """Evaluation seed (fixes the tasks and the sampling noise; keep it to compare methods)."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    no_progress: bool = False
+    """Hide the progress bar."""
+
+
+def resolve_evaluator(method: str) -> Any:
+    """The evaluator function of ``method`` (``UserError`` listing the known methods)."""
+    if method not in EVALUATORS:
+        raise UserError(
+            f"no evaluator for runs of method {method!r}; evaluators exist for: {', '.join(sorted(EVALUATORS))}"
+        )
+    module_name, function_name = EVALUATORS[method].split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def evaluate(run_dir: Path | str, options: EvalOptions, progress: bool = True) -> dict[str, Any]:
+    """Evaluate the run in ``run_dir`` and write its ``eval_<split>.json``; returns the document."""
+    run = RunDir(run_dir)
+    config = run.read_config()
+    evaluator = resolve_evaluator(config["method"])
+    return evaluator(run, config, options, progress)
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(EvaluateArgs, args=argv, prog="metarl evaluate")
+    options = EvalOptions(
+        split=args.split,
+        num_tasks=args.num_tasks,
+        episodes_per_step=args.episodes_per_step,
+        steps=args.steps,
+        seed=args.seed,
+        device=args.device,
+    )
+    document = evaluate(args.run_dir, options, progress=not args.no_progress)
+    print(
+        f"{document['method']} on {document['family']} ({document['split']} split, {document['num_tasks']} tasks, "
+        f"{document['episodes_per_step']} episodes per step): mean return per adaptation step"
+    )
+    print(format_returns_table(document["returns"]["mean"]))
+    print(f"wrote {RunDir(args.run_dir).eval_path(args.split)}")
+    return 0

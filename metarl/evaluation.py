@@ -1,0 +1,249 @@
+"""The evaluation protocol shared by every method that adapts by gradient steps (DESIGN.md §6).
+
+For ``num_tasks`` (40) unseen tasks of a split, drawn from a fixed evaluation
+seed so that every method and every run sees the same tasks, the policy's
+return is measured before adaptation (k = 0) and after each of k = 1..3
+policy-gradient steps. Each step is fed by ``episodes_per_step`` (20) fresh
+episodes collected with the current parameters; those episodes also give the
+return reported for that k. The first step uses the method's inner learning
+rate, later steps half of it (the MAML paper's protocol). All tasks are adapted
+together but independently (one parameter set per task,
+:func:`metarl.adaptation.inner_step`).
+
+:func:`evaluate_gradient_adaptation` is the per-task adaptation loop: it needs
+only a policy module, its starting parameters and the adaptation
+hyperparameters, so MAML, the pretrained baseline and a randomly initialised
+policy use it unchanged. :func:`eval_document` and :func:`write_eval_json` give
+``eval_<split>.json`` in the §7 schema. :func:`evaluate_maml_run` is the
+evaluator that ``metarl evaluate`` calls for ``method == "maml"`` runs.
+
+Choices, written down:
+
+- ``returns`` are undiscounted episode returns averaged over each task's
+  episodes; ``per_task[i]["returns"]`` holds them for k = 0..3; the aggregate
+  (mean, IQM, 95% stratified-bootstrap CI over tasks) comes from
+  :func:`metarl.stats.summarize`.
+- ``samples_per_step``: environment steps actually taken per adaptation step,
+  summed over tasks (episodes that end early count only their steps).
+- ``adapt_seconds``: wall time of adapting all tasks together: sampling the
+  batches that feed the gradient steps (those of k = 0..2, which also give
+  these k's returns) plus the steps themselves; the last batch (the k = 3
+  return only) is excluded.
+- ``params``: number of policy parameters; ``flops_per_forward``: 2 x the
+  multiply-adds of the MLP's linear layers for one observation (tanh and the
+  Gaussian sampling are not counted), also given as ``macs_per_forward``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import envs
+from metarl.adaptation import check_objective, inner_step
+from metarl.device import resolve_device
+from metarl.policy import GaussianMLPPolicy, Params, stack_params
+from metarl.runs import RunDir, load_policy
+from metarl.sampler import VectorEnvSampler
+from metarl.stats import summarize
+
+EVAL_SEED = 20170  # the fixed evaluation seed: the same unseen tasks for every method and run
+NUM_TASKS = 40
+EPISODES_PER_STEP = 20
+ADAPT_STEPS = 3
+LATER_STEP_LR_FACTOR = 0.5  # steps k >= 2 use half the first step's inner lr (MAML paper)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate: which split, how many tasks, episodes and steps, which seed."""
+
+    split: str = "test"
+    """Task split: test (unseen tasks of the training distribution) or ood."""
+    num_tasks: int = NUM_TASKS
+    """Number of evaluation tasks."""
+    episodes_per_step: int = EPISODES_PER_STEP
+    """Fresh episodes per task for each adaptation step (and for each k's return)."""
+    steps: int = ADAPT_STEPS
+    """Adaptation steps; returns are reported for k = 0..steps."""
+    seed: int = EVAL_SEED
+    """Evaluation seed: fixes the tasks and the sampling noise."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "test", "ood"):
+            raise ValueError(f"split must be one of test, ood (or train), got {self.split!r}")
+        for name in ("num_tasks", "episodes_per_step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be a non-negative int, got {self.steps!r}")
+
+
+@dataclasses.dataclass
+class AdaptationResult:
+    """Outcome of :func:`evaluate_gradient_adaptation`."""
+
+    tasks: list[Any]
+    returns: np.ndarray  # [tasks, steps + 1]: mean episode return per task after k steps
+    samples_per_step: int
+    adapt_seconds: float
+    inner_lrs: list[float]
+
+
+def adaptation_lrs(inner_lr: float, steps: int) -> list[float]:
+    """Learning rate of each adaptation step: ``inner_lr``, then half of it."""
+    return [inner_lr if k == 0 else inner_lr * LATER_STEP_LR_FACTOR for k in range(steps)]
+
+
+def evaluation_tasks(family: str, split: str, num_tasks: int, seed: int = EVAL_SEED) -> list[Any]:
+    """The fixed evaluation tasks of ``family``/``split`` (same for every method)."""
+    return envs.distribution(family).sample(num_tasks, split, np.random.default_rng(seed))
+
+
+def evaluate_gradient_adaptation(
+    policy: GaussianMLPPolicy,
+    params: Params,
+    family: str,
+    inner_lr: float,
+    options: EvalOptions,
+    *,
+    inner_objective: str = "vpg",
+    discount: float = 0.99,
+    gae_lambda: float = 1.0,
+    horizon: int | None = None,
+    progress: bool = True,
+) -> AdaptationResult:
+    """Return before and after k = 1..steps gradient steps on each evaluation task.
+
+    Args:
+        policy: the architecture (never mutated).
+        params: starting parameters, module-shaped (shared by every task).
+        family: the task family.
+        inner_lr: the first step's learning rate (later steps use half).
+        options: split, number of tasks, episodes per step, steps, seed, device.
+        inner_objective, discount, gae_lambda: as in :func:`metarl.adaptation.inner_step`.
+        horizon: episode length (default: the family's).
+        progress: show a progress bar.
+    """
+    if not inner_lr > 0:
+        raise ValueError(f"inner_lr must be > 0, got {inner_lr}")
+    check_objective(inner_objective)
+    device = resolve_device(options.device)
+    tasks = evaluation_tasks(family, options.split, options.num_tasks, options.seed)
+    sampler = VectorEnvSampler(family, options.num_tasks, device, horizon=horizon)
+    generator = torch.Generator().manual_seed(options.seed)
+    policy = policy.to(device)
+    task_params = stack_params({name: value.detach().to(device) for name, value in params.items()}, len(tasks))
+    lrs = adaptation_lrs(inner_lr, options.steps)
+    returns = np.zeros((len(tasks), options.steps + 1))
+    samples: list[int] = []
+    adapt_seconds = 0.0
+    bar = tqdm(range(options.steps + 1), desc=f"evaluate {family} {options.split}", disable=not progress, leave=False)
+    for k in bar:
+        start = time.perf_counter()
+        episodes = sampler.sample(policy, task_params, tasks, options.episodes_per_step, generator)
+        returns[:, k] = episodes.returns.mean(dim=1).double().cpu().numpy()
+        if k < options.steps:
+            samples.append(episodes.num_steps)
+            task_params = inner_step(
+                policy, task_params, episodes, lrs[k], inner_objective, discount, gae_lambda
+            )
+            adapt_seconds += time.perf_counter() - start
+        bar.set_postfix(k=k, mean_return=f"{returns[:, k].mean():.1f}")
+    sampler.close()
+    samples_per_step = int(round(float(np.mean(samples)))) if samples else 0
+    return AdaptationResult(tasks, returns, samples_per_step, adapt_seconds, lrs)
+
+
+def mlp_multiply_adds(policy: GaussianMLPPolicy) -> int:
+    """Multiply-adds of one forward pass of the policy's MLP for one observation."""
+    sizes = (policy.obs_dim, *policy.hidden_sizes, policy.act_dim)
+    return int(sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)))
+
+
+def parameter_count(policy: torch.nn.Module) -> int:
+    """Number of trainable parameters."""
+    return int(sum(p.numel() for p in policy.parameters() if p.requires_grad))
+
+
+def eval_document(
+    method: str,
+    family: str,
+    options: EvalOptions,
+    result: AdaptationResult,
+    policy: GaussianMLPPolicy,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``eval_<split>.json`` document of DESIGN.md §7."""
+    summary = summarize(result.returns, seed=options.seed)
+    macs = mlp_multiply_adds(policy)
+    document: dict[str, Any] = {
+        "method": method,
+        "family": family,
+        "split": options.split,
+        "num_tasks": len(result.tasks),
+        "episodes_per_step": options.episodes_per_step,
+        "returns": summary,
+        "per_task": [
+            {"task": task.to_dict(), "returns": [float(v) for v in row]}
+            for task, row in zip(result.tasks, result.returns, strict=True)
+        ],
+        "samples_per_step": result.samples_per_step,
+        "adapt_seconds": float(result.adapt_seconds),
+        "params": parameter_count(policy),
+        "flops_per_forward": 2 * macs,
+        "macs_per_forward": macs,
+        "inner_lrs": result.inner_lrs,
+        "eval_seed": options.seed,
+    }
+    if extra:
+        document.update(extra)
+    return document
+
+
+def write_eval_json(run_dir: RunDir | str | Path, document: Mapping[str, Any]) -> Path:
+    """Write ``document`` as ``eval_<split>.json`` in the run directory (atomically)."""
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    return run_dir.write_json(run_dir.eval_path(document["split"]).name, document)
+
+
+def format_returns_table(
+    returns: Sequence[float], reference: Sequence[float] | None = None, label: str = "ours"
+) -> str:
+    """A small text table of mean return per k, with a reference row (e.g. the paper's)."""
+    header = "k".ljust(14) + "".join(f"{k:>10d}" for k in range(len(returns)))
+    lines = [header, label.ljust(14) + "".join(f"{v:>10.1f}" for v in returns)]
+    if reference is not None:
+        lines.append("paper".ljust(14) + "".join(f"{v:>10.1f}" for v in reference))
+    return "\n".join(lines)
+
+
+def evaluate_maml_run(run_dir: RunDir, config: Mapping[str, Any], options: EvalOptions, progress: bool = True) -> dict:
+    """Evaluator for ``method == "maml"`` runs: adapt from the meta-learned parameters."""
+    policy = load_policy(run_dir, config)
+    algorithm = config["maml"]
+    result = evaluate_gradient_adaptation(
+        policy,
+        policy.params(),
+        config["family"],
+        float(algorithm["inner_lr"]),
+        options,
+        inner_objective=algorithm.get("inner_objective", "vpg"),
+        discount=float(algorithm.get("discount", 0.99)),
+        gae_lambda=float(algorithm.get("gae_lambda", 1.0)),
+        horizon=config.get("horizon"),
+        progress=progress,
+    )
+    document = eval_document("maml", config["family"], options, result, policy)
+    write_eval_json(run_dir, document)
+    return document
