@@ -19,6 +19,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("compare",): ("compare_cmd", "compare evaluated runs: markdown table, CSV and plots of return vs k and vs samples"),
     ("train", "maml"): ("train_maml", "meta-train a policy with MAML (TRPO or ProMP outer loop)"),
     ("evaluate",): ("evaluate_cmd", "evaluate a run on unseen tasks: return before and after k = 1..3 adaptation steps"),
+    ("train", "finetune"): ("train_finetune", "pretrain a stable-baselines3 PPO/SAC agent on the train-task mixture"),
 }
 
 
