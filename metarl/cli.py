@@ -16,6 +16,8 @@ import textwrap
 # command words -> (module under metarl.commands, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("envs",): ("envs_cmd", "list the task families with their parameters, ranges and splits"),
+    ("render",): ("render_cmd", "render a run before and after adaptation on one unseen task (headless, mp4 or gif)"),
+    ("train", "random-init"): ("train_random_init", "create a random-initialisation baseline run (adapted at evaluation like MAML)"),
     ("compare",): ("compare_cmd", "compare evaluated runs: markdown table, CSV and plots of return vs k and vs samples"),
     ("train", "maml"): ("train_maml", "meta-train a policy with MAML (TRPO or ProMP outer loop)"),
     ("evaluate",): ("evaluate_cmd", "evaluate a run on unseen tasks: return before and after k = 1..3 adaptation steps"),

@@ -201,7 +201,8 @@ class FrameRenderer:
     (the robot's root) from the side, at a distance of 3.2 robot radii (the
     radius measured from the geoms at the first frame), 15 degrees above the
     horizon; shadows and reflections are off. Other envs are drawn by their own
-    ``render()`` (make them with ``render_mode="rgb_array"``) and resized.
+    ``render()`` (make them with ``render_mode="rgb_array"``), scaled to fit and
+    padded with the picture's corner colour.
 
     Args:
         width: Frame width in pixels (a multiple of 16 keeps H.264 from padding).
@@ -260,14 +261,21 @@ class FrameRenderer:
                 "render_mode='rgb_array' (metarl.render.make_render_env does)"
             )
         image = np.asarray(image, dtype=np.uint8)[..., :3]  # [h, w, 3]
-        if image.shape[:2] != (self.height, self.width):
-            from PIL import Image
+        if image.shape[:2] == (self.height, self.width):
+            return image
+        # scale to fit, keeping the aspect ratio, and pad with the corner colour
+        from PIL import Image
 
-            resized = Image.fromarray(image).resize(
-                (self.width, self.height), Image.Resampling.BILINEAR
-            )
-            image = np.asarray(resized, dtype=np.uint8)
-        return image
+        scale = min(self.width / image.shape[1], self.height / image.shape[0])
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        resized = np.asarray(
+            Image.fromarray(image).resize(size, Image.Resampling.BILINEAR), dtype=np.uint8
+        )
+        canvas = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        canvas[:] = image[0, 0]
+        top, left = (self.height - size[1]) // 2, (self.width - size[0]) // 2
+        canvas[top : top + size[1], left : left + size[0]] = resized
+        return canvas
 
     def close(self) -> None:
         """Free the OpenGL context (a new one is made on the next MuJoCo frame)."""

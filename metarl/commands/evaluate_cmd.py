@@ -30,6 +30,7 @@ from metarl.runs import RunDir
 # method (config.json["method"]) -> "module:function" of its evaluator
 EVALUATORS: dict[str, str] = {
     "maml": "metarl.evaluation:evaluate_maml_run",
+    "random_init": "metarl.random_init:evaluate_random_init_run",
 }
 
 

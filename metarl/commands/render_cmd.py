@@ -1,0 +1,96 @@
+"""``metarl render RUN_DIR --split ood --task-index I --steps 0,1,3 --out videos/NAME.mp4``.
+
+Renders the run's policy on one evaluation task after each requested number of
+adaptation steps, panels side by side, headless (MUJOCO_GL chosen between egl
+and osmesa). ``.gif`` output when ``--out`` ends so. See :mod:`metarl.run_videos`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import tyro
+
+from metarl import render
+from metarl.cli import UserError
+from metarl.run_videos import RenderOptions, render_run
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderArgs:
+    """Render a run before and after adaptation on one unseen task (mp4 or gif)."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The run directory written by `metarl train ...` (needs its checkpoint)."""
+    split: str = "ood"
+    """Split of the task: test (unseen tasks) or ood (unseen dynamics/goals)."""
+    task_index: int = 0
+    """Index of the task among the split's evaluation tasks (0..num-tasks-1, as in eval_<split>.json)."""
+    steps: str = "0,1,3"
+    """Comma-separated numbers of adaptation steps k, one panel each (0 = before adaptation)."""
+    out: Path | None = None
+    """Output video, .mp4 or .gif (default RUN_DIR/render_<split>_task<I>_k<steps>.mp4)."""
+    num_tasks: int = 40
+    """Number of evaluation tasks the index refers to (as in `metarl evaluate`)."""
+    episodes_per_step: int = 20
+    """Fresh episodes per adaptation step."""
+    seed: int = 20170
+    """Evaluation seed (fixes the task list, the adaptation episodes and the episode shown)."""
+    width: int = 256
+    """Panel width in pixels (multiple of 16)."""
+    height: int = 192
+    """Panel height in pixels (multiple of 16)."""
+    deterministic: bool = False
+    """Show the mean action instead of sampling as evaluation does."""
+    max_steps: int | None = None
+    """Cut the episode after this many steps (default: the run's horizon)."""
+    frame_stride: int = 1
+    """Keep every n-th step (smaller files, e.g. 2 for a README gif)."""
+    fps: float | None = None
+    """Frames per second (default: real time)."""
+    device: str = "cpu"
+    """Device for the adaptation steps: auto, cpu or cuda."""
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    """``"0,1,3"`` -> ``(0, 1, 3)`` (``UserError`` naming the flag otherwise)."""
+    try:
+        steps = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(
+            f"--steps must be comma-separated integers such as 0,1,3; got {text!r}"
+        ) from None
+    if not steps or any(k < 0 for k in steps):
+        raise UserError(
+            f"--steps must be comma-separated non-negative integers such as 0,1,3; got {text!r}"
+        )
+    return steps
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(RenderArgs, args=argv, prog="metarl render")
+    options = RenderOptions(
+        split=args.split,
+        task_index=args.task_index,
+        steps=parse_steps(args.steps),
+        num_tasks=args.num_tasks,
+        episodes_per_step=args.episodes_per_step,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        deterministic=args.deterministic,
+        max_steps=args.max_steps,
+        frame_stride=args.frame_stride,
+        fps=args.fps,
+        device=args.device,
+    )
+    try:
+        result = render_run(args.run_dir, options, args.out)
+    except render.RenderingUnavailableError as error:
+        raise UserError(str(error)) from None
+    returns = ", ".join(f"k={k}: {value:.1f}" for k, value in result.returns.items())
+    print(f"task {options.task_index} of {options.split}: {result.task}")
+    print(f"return of the episode shown: {returns}")
+    print(f"wrote {result.path} ({result.frames} frames, {result.size[1]}x{result.size[0]})")
+    return 0

@@ -1,0 +1,182 @@
+"""The random-initialisation baseline: adapt a freshly initialised policy with gradient steps.
+
+The MAML paper reports it beside MAML and the pretrained policy ("random",
+Finn et al. 2017, Fig. 5): the same policy architecture, no training at all,
+adapted on each unseen task with the same policy-gradient steps, learning
+rates and sample budget as MAML at evaluation. It tells how much of MAML's
+return after k steps is due to meta-learning and how much the k steps alone
+would give.
+
+A random-init *run directory* makes it a method like the others, so
+``evaluate``, ``compare`` and ``render`` treat it the same way: ``config.json``
+(``method: random_init``, the family, the policy block, the adaptation
+hyperparameters) and a checkpoint holding the seeded initial weights
+(``torch.manual_seed(seed)`` then the policy constructor, as ``metarl train
+maml`` initialises, so a random-init run with a MAML run's seed and
+architecture holds exactly that run's starting point).
+
+Adaptation settings live under ``config["adaptation"]``: ``inner_lr``,
+``inner_objective``, ``discount``, ``gae_lambda``; ``horizon`` at the top level
+(None: the family's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+import envs
+from metarl.checkpoint import save_checkpoint
+from metarl.evaluation import (
+    EvalOptions,
+    eval_document,
+    evaluate_gradient_adaptation,
+    write_eval_json,
+)
+from metarl.policy import GaussianMLPPolicy
+from metarl.runs import RunDir, check_run_dir, load_policy, policy_config, policy_tensors
+from metarl.sampler import env_dims
+
+METHOD = "random_init"
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomInitConfig:
+    """A random-initialisation baseline run."""
+
+    family: str
+    """Task family (one of envs.FAMILIES)."""
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    """Widths of the policy's tanh hidden layers (MAML's: 100, 100)."""
+    init_std: float = 1.0
+    """Initial standard deviation of the Gaussian policy."""
+    inner_lr: float = 0.1
+    """Learning rate of the first adaptation step (later steps use half, as for MAML)."""
+    inner_objective: str = "vpg"
+    """Policy-gradient objective of the adaptation steps: vpg or lvc."""
+    discount: float = 0.99
+    """Discount of the adaptation's returns."""
+    gae_lambda: float = 1.0
+    """GAE lambda of the adaptation's advantages."""
+    horizon: int | None = None
+    """Episode length; None uses the family's registered horizon."""
+    seed: int = 0
+    """Seed of the initial weights."""
+
+    def __post_init__(self) -> None:
+        if self.family not in envs.FAMILIES:
+            raise ValueError(
+                f"family must be one of {', '.join(envs.FAMILIES)}, got {self.family!r}"
+            )
+        if not self.inner_lr > 0:
+            raise ValueError(f"inner_lr must be > 0, got {self.inner_lr}")
+        if self.inner_objective not in ("vpg", "lvc"):
+            raise ValueError(f"inner_objective must be vpg or lvc, got {self.inner_objective!r}")
+        if self.horizon is not None and self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1 or None, got {self.horizon}")
+
+
+def config_like(run_dir: str | os.PathLike[str], seed: int | None = None) -> RandomInitConfig:
+    """The random-init counterpart of another run: same family, architecture and adaptation.
+
+    Reads ``config.json`` of ``run_dir`` (a MAML run: its ``policy`` block, its
+    ``maml`` hyperparameters and ``horizon``); the seed defaults to that run's.
+    """
+    config = RunDir(run_dir).read_config()
+    policy = config.get("policy")
+    if not isinstance(policy, Mapping):
+        raise ValueError(
+            f"{run_dir}/config.json has no 'policy' block to copy the architecture from"
+        )
+    adaptation = config.get("maml", config.get("adaptation"))
+    if not isinstance(adaptation, Mapping) or "inner_lr" not in adaptation:
+        raise ValueError(
+            f"{run_dir}/config.json names no inner_lr (under 'maml' or 'adaptation') to copy; "
+            "--like takes a MAML or random-init run"
+        )
+    return RandomInitConfig(
+        family=config["family"],
+        hidden_sizes=tuple(int(h) for h in policy["hidden_sizes"]),
+        init_std=float(policy["init_std"]),
+        inner_lr=float(adaptation["inner_lr"]),
+        inner_objective=str(adaptation.get("inner_objective", "vpg")),
+        discount=float(adaptation.get("discount", 0.99)),
+        gae_lambda=float(adaptation.get("gae_lambda", 1.0)),
+        horizon=config.get("horizon"),
+        seed=int(config.get("seed", 0)) if seed is None else seed,
+    )
+
+
+def create_run(out: str | os.PathLike[str], config: RandomInitConfig) -> RunDir:
+    """Write a random-init run directory: ``config.json`` and the initial weights.
+
+    Creating the same run again is allowed (the files are rewritten identically).
+
+    Raises:
+        metarl.runs.RunDirError: ``out`` holds another run or unrelated files.
+    """
+    obs_dim, act_dim = env_dims(config.family)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        policy = GaussianMLPPolicy(obs_dim, act_dim, config.hidden_sizes, config.init_std)
+    document = {
+        "method": METHOD,
+        "family": config.family,
+        "seed": config.seed,
+        "horizon": config.horizon,
+        "policy": policy_config(policy, config.init_std),
+        "adaptation": {
+            "inner_lr": config.inner_lr,
+            "inner_objective": config.inner_objective,
+            "discount": config.discount,
+            "gae_lambda": config.gae_lambda,
+        },
+    }
+    # the run is deterministic: recreating the same run is allowed and rewrites identical files
+    run = check_run_dir(out, document, resume=RunDir(out).config_path.is_file())
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"method": METHOD, "family": config.family, "obs_dim": obs_dim, "act_dim": act_dim}
+    save_checkpoint(run.checkpoint_path, policy_tensors(policy), metadata)
+    run.write_config(document)
+    return run
+
+
+def adaptation_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``inner_lr``, ``inner_objective``, ``discount``, ``gae_lambda`` of a random-init run."""
+    adaptation = config.get("adaptation")
+    if not isinstance(adaptation, Mapping) or "inner_lr" not in adaptation:
+        raise ValueError("config.json of a random_init run needs adaptation.inner_lr")
+    return {
+        "inner_lr": float(adaptation["inner_lr"]),
+        "inner_objective": str(adaptation.get("inner_objective", "vpg")),
+        "discount": float(adaptation.get("discount", 0.99)),
+        "gae_lambda": float(adaptation.get("gae_lambda", 1.0)),
+    }
+
+
+def evaluate_random_init_run(
+    run_dir: RunDir, config: Mapping[str, Any], options: EvalOptions, progress: bool = True
+) -> dict:
+    """Evaluator for ``method == "random_init"`` (``metarl evaluate``): the §6 protocol."""
+    policy = load_policy(run_dir, config)
+    settings = adaptation_settings(config)
+    result = evaluate_gradient_adaptation(
+        policy,
+        policy.params(),
+        config["family"],
+        settings["inner_lr"],
+        options,
+        inner_objective=settings["inner_objective"],
+        discount=settings["discount"],
+        gae_lambda=settings["gae_lambda"],
+        horizon=config.get("horizon"),
+        progress=progress,
+    )
+    document = eval_document(METHOD, config["family"], options, result, policy)
+    write_eval_json(run_dir, document)
+    return document

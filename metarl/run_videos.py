@@ -1,0 +1,318 @@
+"""Videos of a trained run: one panel per number of adaptation steps k, side by side.
+
+``metarl render RUN_DIR --split ood --task-index I --steps 0,1,3`` lands here.
+The task is number ``I`` of the split's fixed evaluation tasks (the same list
+``metarl evaluate`` uses, :func:`metarl.evaluation.evaluation_tasks`), so a
+video shows a task whose numbers are in ``eval_<split>.json``.
+
+How a run's policy after k steps is obtained depends on its method, through
+the table :data:`RUN_POLICIES` (method -> ``"module:function"``), which other
+methods extend with one line each. A provider has the signature
+``(run_dir, config, task, steps, options) -> dict[int, PolicyFn]``.
+
+For methods that adapt by policy-gradient steps (``maml``, ``random_init``),
+:func:`gradient_adapted_params` follows the evaluation protocol of DESIGN.md §6 on the one task: ``episodes_per_step``
+fresh episodes per step, the first step at the run's inner lr and later ones at
+half of it (:func:`metarl.evaluation.adaptation_lrs`). The sampling noise of
+one task alone differs from that of the 40-task evaluation, so the adapted
+weights are a fresh draw of the same procedure, not the evaluation's own.
+
+Each panel shows the policy acting (stochastically by default, as evaluated)
+with the family, split, task index, a short task description, the method and k,
+and the running return. Episodes start from the same reset seed in every panel,
+so the panels differ only by the policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarl import render
+
+RUN_POLICIES: dict[str, str] = {
+    "maml": "metarl.run_videos:gradient_run_policies",
+    "random_init": "metarl.run_videos:gradient_run_policies",
+}
+"""method (``config.json["method"]``) -> ``"module:function"`` giving its policy per k."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    """What to render of a run."""
+
+    split: str = "ood"
+    """Evaluation split the task comes from: test or ood."""
+    task_index: int = 0
+    """Index of the task among the split's fixed evaluation tasks."""
+    steps: tuple[int, ...] = (0, 1, 3)
+    """Numbers of adaptation steps k to show, one panel each."""
+    num_tasks: int = 40
+    """Number of evaluation tasks the index refers to (as in `metarl evaluate`)."""
+    episodes_per_step: int = 20
+    """Fresh episodes per adaptation step."""
+    seed: int = 20170
+    """Evaluation seed: fixes the task list, the adaptation episodes and the video's episode."""
+    width: int = 256
+    """Panel width in pixels (a multiple of 16)."""
+    height: int = 192
+    """Panel height in pixels (a multiple of 16)."""
+    deterministic: bool = False
+    """Show the mean action instead of sampling (evaluation samples)."""
+    max_steps: int | None = None
+    """Cut the episode after this many steps (default: the run's horizon)."""
+    frame_stride: int = 1
+    """Keep every n-th step in the video (smaller files)."""
+    fps: float | None = None
+    """Frames per second of the video (default: real time divided by frame_stride)."""
+    device: str = "cpu"
+    """Device for the adaptation steps: auto, cpu or cuda."""
+
+    def __post_init__(self) -> None:
+        if self.split not in ("test", "ood"):
+            raise ValueError(f"split must be one of test, ood, got {self.split!r}")
+        if not self.steps:
+            raise ValueError("steps must name at least one k, e.g. 0,1,3")
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in self.steps):
+            raise ValueError(f"steps must be non-negative integers, got {self.steps}")
+        for name in ("num_tasks", "episodes_per_step", "frame_stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.width % 16 or self.height % 16 or self.width < 64 or self.height < 64:
+            raise ValueError(
+                f"width and height must be multiples of 16 and >= 64, got {self.width}x{self.height}"
+            )
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderResult:
+    """What :func:`render_run` wrote."""
+
+    path: Path
+    frames: int
+    size: tuple[int, int]  # (height, width) of the video
+    returns: dict[int, float]  # k -> return of the episode shown
+    task: Any
+
+
+def describe_task(task: Any, max_chars: int = 38) -> str:
+    """A short one-line description of a task for a panel.
+
+    Scalar fields are printed as ``name=value``; vector fields (per-body
+    multipliers) as their range, ``name x[lo-hi]``. Cut with an ellipsis
+    beyond ``max_chars``.
+    """
+    parts = []
+    for field in dataclasses.fields(task):
+        value = getattr(task, field.name)
+        name = field.name.removesuffix("_multiplier")
+        if isinstance(value, (tuple, list)) and value:
+            array = np.asarray(value, dtype=np.float64)
+            parts.append(f"{name} x[{array.min():.2g}-{array.max():.2g}]")
+        elif isinstance(value, float):
+            parts.append(f"{name}={value:.3g}")
+        else:
+            parts.append(f"{name}={value}")
+    text = ", ".join(parts)
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+
+def select_task(family: str, options: RenderOptions) -> Any:
+    """Task ``options.task_index`` of the split's evaluation tasks.
+
+    Raises:
+        ValueError: the index is outside ``0..num_tasks-1`` (or the family has no such split).
+    """
+    from metarl.evaluation import evaluation_tasks
+
+    if not 0 <= options.task_index < options.num_tasks:
+        raise ValueError(
+            f"--task-index {options.task_index} is outside the {options.split} split's evaluation "
+            f"tasks: choose 0..{options.num_tasks - 1} (or raise --num-tasks)"
+        )
+    tasks = evaluation_tasks(family, options.split, options.num_tasks, options.seed)
+    return tasks[options.task_index]
+
+
+def gradient_adapted_params(
+    policy: Any,
+    params: Mapping[str, Any],
+    family: str,
+    task: Any,
+    steps: int,
+    inner_lr: float,
+    *,
+    episodes_per_step: int,
+    seed: int,
+    inner_objective: str = "vpg",
+    discount: float = 0.99,
+    gae_lambda: float = 1.0,
+    horizon: int | None = None,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:
+    """Parameters after k = 0..steps policy-gradient steps on one task (the §6 protocol).
+
+    Returns:
+        ``steps + 1`` parameter dicts (module-shaped, detached, on CPU); entry k
+        is the policy after k steps.
+    """
+    import torch
+
+    from metarl.adaptation import inner_step
+    from metarl.device import resolve_device
+    from metarl.evaluation import adaptation_lrs
+    from metarl.policy import stack_params
+    from metarl.sampler import VectorEnvSampler
+
+    torch_device = resolve_device(device)
+    policy = policy.to(torch_device)
+    task_params = stack_params({n: v.detach().to(torch_device) for n, v in params.items()}, 1)
+    sequence = [{n: v[0].detach().cpu() for n, v in task_params.items()}]
+    if steps == 0:
+        return sequence
+    sampler = VectorEnvSampler(family, 1, torch_device, horizon=horizon)
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        for lr in adaptation_lrs(inner_lr, steps):
+            episodes = sampler.sample(policy, task_params, [task], episodes_per_step, generator)
+            task_params = inner_step(
+                policy, task_params, episodes, lr, inner_objective, discount, gae_lambda
+            )
+            sequence.append({n: v[0].detach().cpu() for n, v in task_params.items()})
+    finally:
+        sampler.close()
+    return sequence
+
+
+def gradient_run_policies(
+    run_dir: Any, config: Mapping[str, Any], task: Any, steps: Sequence[int], options: RenderOptions
+) -> dict[int, render.PolicyFn]:
+    """Policies after each k in ``steps`` of a run that adapts by policy-gradient steps.
+
+    The run's policy (``metarl.runs.load_policy``) is adapted with the
+    hyperparameters under ``config["maml"]`` (MAML runs) or
+    ``config["adaptation"]`` (random-init runs): ``inner_lr``, ``inner_objective``,
+    ``discount``, ``gae_lambda``.
+    """
+    from metarl.runs import load_policy
+
+    policy = load_policy(run_dir, config)
+    algorithm = config.get("maml", config.get("adaptation"))
+    if not isinstance(algorithm, Mapping) or "inner_lr" not in algorithm:
+        raise ValueError(
+            f"{config['method']} run config names no inner_lr under 'maml' or 'adaptation'"
+        )
+    sequence = gradient_adapted_params(
+        policy,
+        policy.params(),
+        config["family"],
+        task,
+        max(steps),
+        float(algorithm["inner_lr"]),
+        episodes_per_step=options.episodes_per_step,
+        seed=options.seed,
+        inner_objective=algorithm.get("inner_objective", "vpg"),
+        discount=float(algorithm.get("discount", 0.99)),
+        gae_lambda=float(algorithm.get("gae_lambda", 1.0)),
+        horizon=run_horizon(config),
+        device=options.device,
+    )
+    policy = policy.to("cpu")
+    return {
+        k: render.gaussian_policy_fn(
+            policy, sequence[k], deterministic=options.deterministic, seed=options.seed + k
+        )
+        for k in steps
+    }
+
+
+def run_horizon(config: Mapping[str, Any]) -> int | None:
+    """The episode length a run was trained with (None: the family's registered horizon)."""
+    horizon = config.get("horizon", config.get("sampling", {}).get("horizon"))
+    return None if horizon is None else int(horizon)
+
+
+def resolve_policies(method: str) -> Callable[..., dict[int, render.PolicyFn]]:
+    """The policy provider of ``method`` (``ValueError`` listing the methods that can be rendered)."""
+    if method not in RUN_POLICIES:
+        raise ValueError(
+            f"cannot render runs of method {method!r}; rendering supports: {', '.join(sorted(RUN_POLICIES))}"
+        )
+    module_name, function_name = RUN_POLICIES[method].split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def default_output(run_dir: str | os.PathLike[str], options: RenderOptions) -> Path:
+    """``RUN_DIR/render_<split>_task<I>_k<steps>.mp4``."""
+    steps = "-".join(map(str, options.steps))
+    return Path(run_dir) / f"render_{options.split}_task{options.task_index}_k{steps}.mp4"
+
+
+def render_run(
+    run_dir: str | os.PathLike[str],
+    options: RenderOptions,
+    out: str | os.PathLike[str] | None = None,
+) -> RenderResult:
+    """Render a run's policy on one evaluation task after each k of ``options.steps``.
+
+    Checks everything that can be wrong before any long work: the output path,
+    the run directory and its checkpoint, the method, the task index, and
+    that headless rendering works.
+
+    Raises:
+        FileNotFoundError: no run at ``run_dir`` or no checkpoint in it.
+        ValueError: unwritable output, unknown method, task index outside the split.
+        metarl.render.RenderingUnavailableError: no headless OpenGL backend works.
+    """
+    from metarl.runs import RunDir
+
+    target = render.check_video_path(out if out is not None else default_output(run_dir, options))
+    run = RunDir(run_dir)
+    config = run.read_config()
+    if not run.checkpoint_path.is_file():
+        raise FileNotFoundError(
+            f"{run.path} holds no checkpoint ({run.checkpoint_path} is missing): the run never saved "
+            "one; train it (or resume it) until it writes a checkpoint"
+        )
+    provider = resolve_policies(config["method"])
+    family = config["family"]
+    task = select_task(family, options)
+    env = render.make_render_env(family)
+    if render._is_mujoco_env(env):
+        render.select_gl_backend()
+
+    policies = provider(run, config, task, sorted(set(options.steps)), options)
+    max_steps = options.max_steps or run_horizon(config)
+    frames = render.FrameRenderer(options.width, options.height)
+    panels, returns = [], {}
+    try:
+        for k in options.steps:
+            episode = render.rollout(
+                env, policies[k], frames, task=task, seed=options.seed, max_steps=max_steps
+            )
+            returns[k] = episode.total_return
+            header = (
+                f"{family} {options.split} #{options.task_index}",
+                describe_task(task),
+                f"{config['method']}  k = {k}",
+            )
+            panels.append(render.Panel(episode, header))
+    finally:
+        frames.close()
+        env.close()
+    fps = options.fps or render.env_fps(env) / options.frame_stride
+    count, size = render.write_video(
+        render.compose_frames(panels, frame_stride=options.frame_stride), target, fps=fps
+    )
+    return RenderResult(path=target, frames=count, size=size, returns=returns, task=task)

@@ -1,0 +1,160 @@
+"""`metarl render`: videos of a run before and after adaptation, and the errors users hit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+
+from metarl import render
+from metarl.checkpoint import save_checkpoint
+from metarl.cli import main as cli_main
+from metarl.policy import GaussianMLPPolicy
+from metarl.run_videos import RenderOptions, describe_task, render_run, select_task
+from metarl.runs import RunDir, policy_config, policy_tensors
+from metarl.sampler import env_dims
+
+
+def _make_run(
+    directory: Path, family: str, checkpoint: bool = True, horizon: int | None = None
+) -> Path:
+    """A MAML run directory as `metarl train maml` leaves it (config + checkpoint), untrained."""
+    torch.manual_seed(0)
+    obs_dim, act_dim = env_dims(family)
+    policy = GaussianMLPPolicy(obs_dim, act_dim, hidden_sizes=(16, 16))
+    run = RunDir(directory)
+    run.write_config(
+        {
+            "method": "maml",
+            "family": family,
+            "horizon": horizon,
+            "policy": policy_config(policy, init_std=1.0),
+            "maml": {
+                "inner_lr": 0.1,
+                "inner_objective": "vpg",
+                "discount": 0.99,
+                "gae_lambda": 1.0,
+            },
+        }
+    )
+    if checkpoint:
+        run.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {"family": family, "obs_dim": obs_dim, "act_dim": act_dim}
+        save_checkpoint(run.checkpoint_path, policy_tensors(policy), metadata)
+    return directory
+
+
+def test_render_run_writes_one_panel_per_k(tmp_path: Path) -> None:
+    run = _make_run(tmp_path / "run", "Point2DNav")
+    options = RenderOptions(
+        split="ood", task_index=3, steps=(0, 2), num_tasks=5, episodes_per_step=4,
+        width=128, height=96, max_steps=12,
+    )  # fmt: skip
+    result = render_run(run, options, tmp_path / "out" / "p2d.mp4")
+    assert result.path == tmp_path / "out" / "p2d.mp4"
+    assert (result.frames, result.size) == (13, (96, 256))
+    assert sorted(result.returns) == [0, 2]
+    assert result.task == select_task("Point2DNav", options)
+    with imageio.get_reader(result.path) as reader:
+        frames = [frame for frame in reader]
+    assert len(frames) == 13 and frames[0].shape == (96, 256, 3)
+
+
+@pytest.mark.render
+def test_cli_render_mujoco_family_before_and_after(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _make_run(tmp_path / "cheetah", "HalfCheetahCrippled", horizon=20)
+    out = tmp_path / "cheetah.gif"
+    code = cli_main(
+        ["render", str(run), "--split", "ood", "--task-index", "1", "--steps", "0,1", "--num-tasks", "4",
+         "--episodes-per-step", "2", "--width", "96", "--height", "64", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "wrote" in capsys.readouterr().out
+    frames = imageio.mimread(out)
+    assert len(frames) == 21  # reset frame + 20 steps (the run's horizon)
+    assert np.asarray(frames[0]).shape[:2] == (64, 192)
+
+
+def _render_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert cli_main(["render", *argv]) == 2
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_run_without_checkpoint_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _make_run(tmp_path / "run", "Point2DNav", checkpoint=False)
+    error = _render_error([str(run), "--out", str(tmp_path / "x.mp4")], capsys)
+    assert "holds no checkpoint" in error
+
+
+def test_directory_that_is_not_a_run_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = _render_error([str(tmp_path), "--out", str(tmp_path / "x.mp4")], capsys)
+    assert "not a metarl run directory" in error
+
+
+def test_task_index_outside_the_split_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _make_run(tmp_path / "run", "Point2DNav")
+    error = _render_error(
+        [str(run), "--task-index", "40", "--out", str(tmp_path / "x.mp4")], capsys
+    )
+    assert "--task-index 40 is outside" in error and "0..39" in error
+
+
+def test_unwritable_output_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _make_run(tmp_path / "run", "Point2DNav")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    error = _render_error([str(run), "--out", str(blocker / "x.mp4")], capsys)
+    assert "cannot create the folder" in error
+    error = _render_error([str(run), "--out", str(tmp_path / "x.avi")], capsys)
+    assert ".mp4, .gif" in error
+    error = _render_error([str(run), "--steps", "0,one"], capsys)
+    assert "--steps must be comma-separated integers" in error
+
+
+def test_rendering_unavailable_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _make_run(tmp_path / "run", "HalfCheetahDir")
+
+    def unavailable(*args: object, **kwargs: object) -> str:
+        raise render.RenderingUnavailableError(
+            "headless MuJoCo rendering is unavailable: install libegl1"
+        )
+
+    monkeypatch.setattr(render, "select_gl_backend", unavailable)
+    error = _render_error([str(run), "--split", "test", "--out", str(tmp_path / "x.mp4")], capsys)
+    assert "headless MuJoCo rendering is unavailable" in error
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_describe_task_is_short() -> None:
+    import envs
+
+    for family in ("HalfCheetahRandParams", "HalfCheetahCrippled", "Point2DNav"):
+        task = envs.distribution(family).sample(1, "test", np.random.default_rng(0))[0]
+        text = describe_task(task)
+        assert 0 < len(text) <= 38
+    crippled = envs.distribution("HalfCheetahCrippled").sample(1, "ood", np.random.default_rng(0))[
+        0
+    ]
+    assert describe_task(crippled) == f"crippled_actuator={crippled.crippled_actuator}"
+
+
+def test_render_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="split must be one of test, ood"):
+        RenderOptions(split="train")
+    with pytest.raises(ValueError, match="multiples of 16"):
+        RenderOptions(width=100)
+    with pytest.raises(ValueError, match="non-negative integers"):
+        RenderOptions(steps=(0, -1))
