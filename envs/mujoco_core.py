@@ -71,6 +71,8 @@ _UNSTABLE_WARNINGS = np.array([
     int(mujoco.mjtWarning.mjWARN_BADQACC),
 ])
 _UNSTABLE_WARNING_LIST = tuple(int(i) for i in _UNSTABLE_WARNINGS)
+_WARNED, _NOT_WARNED = np.array([True]), np.array([False])
+_WARNED.flags.writeable = _NOT_WARNED.flags.writeable = False
 _OBS_LIMIT = 1e6  # magnitude an observation is clipped to on an unstable step
 _PROBE_SITE = "metarl_contact_probe"
 
@@ -357,6 +359,20 @@ class _Dynamics:
             return np.ones(nu)
         return self.family.ctrl_mask(task, self.joint_names)
 
+    def apply(self, task: Task, current: Callable[[str], np.ndarray]) -> bool:
+        """Write ``task``'s field values into the arrays ``current(name)``; True if any changed.
+
+        Unchanged values are not rewritten, so the caller can skip recomputing the
+        constants derived from them (``mj_setConst``) when a task is set again.
+        """
+        changed = False
+        for name, values in self.fields(task).items():
+            target = current(name)
+            if not np.array_equal(target, values):
+                target[...] = values
+                changed = True
+        return changed
+
     def fields(self, task: Task) -> dict[str, np.ndarray]:
         """Model field values for ``task``: nominal * multipliers (idempotent, never compounds)."""
         if not self.nominal:
@@ -412,6 +428,7 @@ class LocomotionEnv(MetaEnv):
         self._xpos = data.xpos[None]
         self._cfrc = data.cfrc_ext[None] if family.robot.contact_forces else None
         self._warnings = data.warning.number
+        self._warning_total = 0
         self._position = tracked_position(family.robot, self._qpos, self._xpos)
         self._renderer: mujoco.Renderer | None = None
 
@@ -424,14 +441,13 @@ class LocomotionEnv(MetaEnv):
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         self._begin_reset(seed, options)
         family, model, data = self.family_def, self.model, self.data
-        for name, values in self._dynamics.fields(self.task).items():
-            getattr(model, name)[...] = values
-        if self._dynamics.nominal:
+        if self._dynamics.apply(self.task, lambda name: getattr(model, name)):
             mujoco.mj_setConst(model, data)  # constants derived from masses follow them
         self._mask = self._dynamics.ctrl_mask(self.task, model.nu)
         self._params = family.task_arrays([self.task])
         qpos, qvel = reset_state(family.robot, self.init_qpos, self.init_qvel, self.np_random)
-        mujoco.mj_resetData(model, data)
+        mujoco.mj_resetData(model, data)  # also zeroes the warning counters
+        self._warning_total = 0
         data.qpos[:], data.qvel[:] = qpos, qvel
         mujoco.mj_forward(model, data)
         self._position = tracked_position(family.robot, self._qpos, self._xpos)
@@ -440,10 +456,11 @@ class LocomotionEnv(MetaEnv):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action = check_action(action, self.action_space.shape)
         family = self.family_def
-        before = _warning_count(self._warnings)
         np.multiply(action, self._mask, out=self._ctrl[0])
         mujoco.mj_step(self.model, self.data, nstep=family.robot.frame_skip)
-        warned = np.array([_warning_count(self._warnings) > before])
+        count = _warning_count(self._warnings)
+        warned = _WARNED if count > self._warning_total else _NOT_WARNED
+        self._warning_total = count
         position = tracked_position(family.robot, self._qpos, self._xpos)
         obs, reward, terminated, unstable, terms = finish_step(
             family, self._params, action[None], self._qpos, self._qvel, self._cfrc,
@@ -535,12 +552,13 @@ class LocomotionVectorEnv(MetaVectorEnv):
     def _reset_envs(self, index: np.ndarray) -> np.ndarray:
         family, robot = self.family_def, self.family_def.robot
         tasks = [self.tasks[i] for i in index]
+        changed = []
         for i, task in zip(index, tasks, strict=True):
             self._mask[i] = self._dynamics.ctrl_mask(task, self.model.nu)
-            for name, values in self._dynamics.fields(task).items():
-                self._fields[name][i] = values
-        if self._fields:
-            self._batch.set_const(index)
+            if self._dynamics.apply(task, lambda name, i=i: self._fields[name][i]):
+                changed.append(i)
+        if changed:
+            self._batch.set_const(np.array(changed))
         for key, values in family.task_arrays(tasks).items():
             self._params[key][index] = values
         states = [reset_state(robot, self.init_qpos, self.init_qvel, self._rngs[i]) for i in index]

@@ -9,6 +9,14 @@ import pytest
 import envs
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _headless_gl() -> None:
+    """Pick a working headless backend (egl/osmesa) as the README's test command would."""
+    from metarl.render import select_gl_backend
+
+    select_gl_backend()
+
+
 @pytest.mark.render
 @pytest.mark.parametrize("family", ["HalfCheetahVel", "AntGoal", "HopperRandParams"])
 def test_rgb_array_frames_follow_the_robot(family: str) -> None:
