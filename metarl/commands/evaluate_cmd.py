@@ -31,6 +31,7 @@ from metarl.runs import RunDir
 EVALUATORS: dict[str, str] = {
     "maml": "metarl.evaluation:evaluate_maml_run",
     "random_init": "metarl.random_init:evaluate_random_init_run",
+    "finetune": "metarl.finetune:evaluate_finetune_run",
 }
 
 

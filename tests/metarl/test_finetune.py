@@ -213,6 +213,24 @@ def test_bad_command_input_exits_with_a_clear_error(tmp_path, capsys) -> None:
     assert not (tmp_path / "r").exists()  # nothing written on bad input
 
 
+def test_evaluate_writes_the_maml_schema_on_the_protocol_tasks(tmp_path) -> None:
+    from metarl.evaluation import evaluation_tasks
+
+    out = tmp_path / "run"
+    assert cli_main(["train", "finetune", "--env", "Point2DNav", "--timesteps", "512", "--num-envs", "2",
+                     "--hidden-sizes", "16", "16", "--new-head", "--out", str(out), "--device", "cpu"]) == 0
+    assert cli_main(["evaluate", str(out), "--split", "ood", "--num-tasks", "2", "--episodes-per-step", "2",
+                     "--steps", "2", "--device", "cpu", "--no-progress"]) == 0
+    document = json.loads((out / "eval_ood.json").read_text())
+    assert document["method"] == "finetune" and document["split"] == "ood" and document["num_tasks"] == 2
+    assert len(document["returns"]["mean"]) == 3 and len(document["returns"]["ci95"]) == 3
+    assert document["samples_per_step"] == 2 * 2 * 100  # tasks x episodes x horizon
+    assert document["recipe"]["new_head"] is True
+    assert document["params"] == 2 * 16 + 16 + 16 * 16 + 16 + 16 * 2 + 2 + 2  # actor body, head, log-std
+    tasks = evaluation_tasks("Point2DNav", "ood", 2)
+    assert [row["task"] for row in document["per_task"]] == [task.to_dict() for task in tasks]
+
+
 def test_a_run_of_another_method_is_refused_by_the_loader(tmp_path) -> None:
     RunDir(tmp_path).write_config({"method": "maml", "family": "Point2DNav"})
     with pytest.raises(ValueError, match="holds a 'maml' run, not a 'finetune' run"):
