@@ -199,6 +199,13 @@ def _all_true(size: int) -> np.ndarray:
     return array
 
 
+@cache
+def _all_false(size: int) -> np.ndarray:
+    array = np.zeros(size, dtype=bool)
+    array.flags.writeable = False
+    return array
+
+
 def healthy(robot: Robot, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
     """Health ``[B]`` as gymnasium v5 defines it (always True for robots without a health spec)."""
     spec = robot.health
@@ -317,16 +324,18 @@ def finish_step(
     terms["x_velocity"] = velocity[:, 0]
     if velocity.shape[1] == 2:
         terms["y_velocity"] = velocity[:, 1]
-    # One whole-batch reduction tells whether anything is non-finite (an
-    # overflowing sum is flagged too); only then is the per-sub-env test made.
-    if math.isfinite(obs.sum() + reward.sum()) and not warned.any():
+    # Two dot products tell whether anything is non-finite (absurd magnitudes whose
+    # squares overflow are flagged too); only then is the per-sub-env test made.
+    flat = obs.ravel()
+    if math.isfinite(flat @ flat + reward @ reward) and not warned.any():
         unstable = warned  # all False
     else:
-        unstable = warned | ~np.isfinite(obs.sum(axis=1) + reward)
+        with np.errstate(over="ignore", invalid="ignore"):
+            unstable = warned | ~np.isfinite(np.square(obs).sum(axis=1) + np.square(reward))
     if family.terminate_when_unhealthy:
         terminated = ~(is_healthy | unstable)
     else:
-        terminated = unstable & False
+        terminated = _all_false(len(qpos))
     if unstable is not warned:
         obs = np.where(unstable[:, None], np.clip(np.nan_to_num(obs, nan=0.0), -_OBS_LIMIT, _OBS_LIMIT), obs)
         reward = np.where(unstable, 0.0, reward)
