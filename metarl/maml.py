@@ -43,6 +43,7 @@ Schulman et al. 2015 (TRPO).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 
@@ -95,6 +96,10 @@ class MAMLConfig:
     """TRPO conjugate-gradient iterations; >= 1."""
     cg_damping: float = 1e-5
     """Damping added to the KL Hessian-vector products (rllab: 1e-5); >= 0."""
+    cg_subsample: float = 1.0
+    """Fraction of the meta-batch's tasks (the first ones) whose KL curvature the CG uses; in (0, 1].
+    Below 1 trades a noisier Hessian for speed (rllab's subsample_factor); the line search
+    still checks the exact KL on all tasks."""
     line_search_steps: int = 15
     """Maximum step fractions tried by the TRPO line search; >= 1."""
     line_search_backtrack: float = 0.8
@@ -147,6 +152,9 @@ class MAMLConfig:
                 is_number(getattr(self, field)) and 0 <= getattr(self, field) <= 1,
                 "in [0, 1]",
             )
+        require(
+            "cg_subsample", is_number(self.cg_subsample) and 0 < self.cg_subsample <= 1, "in (0, 1]"
+        )
         for field in ("line_search_backtrack", "promp_clip_eps"):
             require(
                 field, is_number(getattr(self, field)) and 0 < getattr(self, field) < 1, "in (0, 1)"
@@ -166,6 +174,15 @@ class _Batch:
     support_advantages: list[torch.Tensor]  # each [T, E, H]
     query_advantages: torch.Tensor  # [T, E, H]
 
+    def first_tasks(self, n: int) -> _Batch:
+        """The same batch restricted to its first ``n`` tasks."""
+        return _Batch(
+            [episodes.task_slice(slice(0, n)) for episodes in self.support],
+            self.query.task_slice(slice(0, n)),
+            [advantages[:n] for advantages in self.support_advantages],
+            self.query_advantages[:n],
+        )
+
 
 @dataclasses.dataclass
 class _PostAdaptation:
@@ -175,6 +192,23 @@ class _PostAdaptation:
     query_mean: torch.Tensor  # [T, E, H, A]
     query_log_std: torch.Tensor  # [T, A]
     query_log_probs: torch.Tensor  # [T, E, H]
+
+    def first_tasks(self, n: int) -> _PostAdaptation:
+        """The same quantities for the first ``n`` tasks."""
+        return _PostAdaptation(
+            [
+                InnerStepResult(
+                    {k: v[:n] for k, v in step.params.items()},
+                    step.mean[:n],
+                    step.log_std[:n],
+                    step.log_probs[:n],
+                )
+                for step in self.steps
+            ],
+            self.query_mean[:n],
+            self.query_log_std[:n],
+            self.query_log_probs[:n],
+        )
 
 
 class MAMLLearner:
@@ -351,8 +385,21 @@ class MAMLLearner:
         post = self._post_adaptation(params, batch, create_graph=not config.first_order)
         old = _detached(post)
         surrogate, kl = self._query_terms(post, batch, old)
-        gradient = flatten(torch.autograd.grad(surrogate, param_list, retain_graph=True))
-        kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
+        curvature_tasks = max(1, math.ceil(config.cg_subsample * batch.query.num_tasks))
+        if curvature_tasks == batch.query.num_tasks:
+            gradient = flatten(torch.autograd.grad(surrogate, param_list, retain_graph=True))
+            kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
+        else:  # the KL curvature of the first tasks only, from their own adaptation graph
+            gradient = flatten(torch.autograd.grad(surrogate, param_list))
+            del post
+            sub_batch, sub_old = (
+                batch.first_tasks(curvature_tasks),
+                old.first_tasks(curvature_tasks),
+            )
+            sub_post = self._post_adaptation(params, sub_batch, create_graph=not config.first_order)
+            _, sub_kl = self._query_terms(sub_post, sub_batch, sub_old)
+            kl_gradient = torch.autograd.grad(sub_kl, param_list, create_graph=True)
+            post = sub_post
         hvp = hessian_vector_product_fn(kl_gradient, param_list, config.cg_damping)
         step = trust_region_step(gradient, hvp, config.max_kl, config.cg_iters)
         del post, kl_gradient, hvp  # free the adaptation graph before the line search

@@ -77,6 +77,8 @@ def post_adaptation_stats(policy, params, support, query, config, sampling_param
         ("max_kl", 0.0),
         ("cg_iters", 0),
         ("cg_damping", -1.0),
+        ("cg_subsample", 0.0),
+        ("cg_subsample", 1.5),
         ("line_search_steps", 0),
         ("line_search_backtrack", 1.0),
         ("promp_clip_eps", 0.0),
@@ -122,6 +124,19 @@ def test_trpo_step_improves_surrogate_and_keeps_the_kl_bound(first_order, object
     assert float(kl) == pytest.approx(metrics["loss/kl"], rel=1e-6)
     # the quadratic model is decent: the full step lands near the bound
     assert float(kl) > 0.1 * config.max_kl
+
+
+def test_trpo_with_subsampled_curvature_keeps_the_kl_bound():
+    config = MAMLConfig(cg_subsample=0.5, inner_lr=0.5)
+    policy = make_policy()
+    support, query = batch()
+    before = snapshot(policy)
+    old_mean, old_log_std = post_adaptation_stats(policy, before, support, query, config, before)
+    metrics = MAMLLearner(policy, config, "cpu").meta_update([support], query)
+    assert metrics["train/step_accepted"] == 1.0
+    new_mean, new_log_std = post_adaptation_stats(policy, snapshot(policy), support, query, config, before)
+    kl = gaussian_kl(old_mean, old_log_std[:, None, None], new_mean, new_log_std[:, None, None])
+    assert 0.0 < float(masked_mean(kl, query.mask).mean()) <= config.max_kl
 
 
 def test_trpo_leaves_parameters_unchanged_when_no_step_is_acceptable():
