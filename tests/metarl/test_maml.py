@@ -134,7 +134,9 @@ def test_trpo_with_subsampled_curvature_keeps_the_kl_bound():
     old_mean, old_log_std = post_adaptation_stats(policy, before, support, query, config, before)
     metrics = MAMLLearner(policy, config, "cpu").meta_update([support], query)
     assert metrics["train/step_accepted"] == 1.0
-    new_mean, new_log_std = post_adaptation_stats(policy, snapshot(policy), support, query, config, before)
+    new_mean, new_log_std = post_adaptation_stats(
+        policy, snapshot(policy), support, query, config, before
+    )
     kl = gaussian_kl(old_mean, old_log_std[:, None, None], new_mean, new_log_std[:, None, None])
     assert 0.0 < float(masked_mean(kl, query.mask).mean()) <= config.max_kl
 
