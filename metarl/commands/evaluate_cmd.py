@@ -32,6 +32,7 @@ EVALUATORS: dict[str, str] = {
     "maml": "metarl.evaluation:evaluate_maml_run",
     "random_init": "metarl.random_init:evaluate_random_init_run",
     "finetune": "metarl.finetune:evaluate_finetune_run",
+    "pretrain": "metarl.pretrain:evaluate_pretrain_run",
 }
 
 

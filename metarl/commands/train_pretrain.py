@@ -1,0 +1,73 @@
+"""``metarl train pretrain``: the MAML paper's "pretrained" baseline (TRPO on the task mixture).
+
+Takes the MAML preset of the same name, so that a pretrain run and a MAML run
+of one preset share the architecture, the training budget and, at
+evaluation, the adaptation (inner lr, steps, episodes). See :mod:`metarl.pretrain`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+import tyro
+
+import envs
+from metarl.cli import UserError
+from metarl.presets import PRESETS, maml_preset
+from metarl.pretrain import run_config_from_document, train_pretrain
+from metarl.runs import RunDir
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPretrainArgs:
+    """Train one policy on the mixture of train tasks with TRPO (no inner loop); adapt it like MAML later."""
+
+    out: Path
+    """Run directory (created; must be new or empty, or hold this run with --resume)."""
+    env: str | None = None
+    """Task family, one of the families listed by `metarl envs`."""
+    preset: str = "fast"
+    """MAML preset whose budget, architecture and adaptation settings to use: tiny, fast or paper."""
+    seed: int = 0
+    """Run seed: policy initialisation, training tasks, sampling noise."""
+    device: str = "auto"
+    """auto (CUDA if available), cpu or cuda."""
+    resume: bool = False
+    """Continue the run in --out from its last checkpoint (bit-exact on CPU)."""
+    iterations: int | None = None
+    """Training iterations in total (default: the preset's; with --resume: extend to this many)."""
+    meta_batch_size: int | None = None
+    """Train tasks per iteration (default: the preset's)."""
+    episodes_per_task: int | None = None
+    """MAML's episodes per task per batch; pretraining samples (inner_steps + 1) times as many per task."""
+    threads: int = 1
+    """CPU threads for torch (1 is fastest for these small networks)."""
+    no_progress: bool = False
+    """Hide the progress bar."""
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(TrainPretrainArgs, args=argv, prog="metarl train pretrain")
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    if args.preset not in PRESETS:
+        raise UserError(f"unknown preset {args.preset!r}; available presets: {', '.join(PRESETS)}")
+    run_dir = RunDir(args.out)
+    if args.resume and run_dir.config_path.is_file():
+        stored = run_dir.read_config()
+        base, preset, seed = run_config_from_document(stored), stored.get("preset"), int(stored.get("seed", 0))
+    else:
+        if args.env is None:
+            raise UserError(f"--env is required for a new run; available families: {', '.join(envs.FAMILIES)}")
+        base, preset, seed = maml_preset(args.preset, args.env), args.preset, args.seed
+    changes = {name: getattr(args, name) for name in ("iterations", "meta_batch_size", "episodes_per_task")
+               if getattr(args, name) is not None}
+    run_config = base.replace(**changes)
+    result = train_pretrain(run_config, args.out, seed=seed, device=args.device, preset=preset,
+                            resume=args.resume, progress=not args.no_progress)
+    print(f"pretrained on {run_config.family} for {run_config.iterations} iterations; "
+          f"evaluate with `metarl evaluate {result.path}`")
+    return 0
