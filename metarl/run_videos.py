@@ -39,6 +39,7 @@ from metarl import render
 RUN_POLICIES: dict[str, str] = {
     "maml": "metarl.run_videos:gradient_run_policies",
     "random_init": "metarl.run_videos:gradient_run_policies",
+    "finetune": "metarl.run_videos:finetune_run_policies",
 }
 """method (``config.json["method"]``) -> ``"module:function"`` giving its policy per k."""
 
@@ -237,6 +238,70 @@ def gradient_run_policies(
     }
 
 
+def finetune_run_policies(
+    run_dir: Any, config: Mapping[str, Any], task: Any, steps: Sequence[int], options: RenderOptions
+) -> dict[int, render.PolicyFn]:
+    """Policies of a fine-tune (stable-baselines3) run after k budget chunks of fine-tuning.
+
+    A fresh copy of the pretrained model gets the run's recipe (freeze, new
+    head, learning rate) and is fine-tuned on the task for ``max(steps)``
+    chunks of ``episodes_per_step`` episodes (:func:`metarl.finetune.prepare_finetune`,
+    as its evaluation does); the weights after each requested k are kept and
+    rebuilt as separate policies.
+    """
+    import torch
+
+    from metarl import finetune
+    from metarl.device import resolve_device
+
+    run_config, spec, state = finetune.load_run(run_dir.path)
+    num_steps = max(steps)
+    recipe = dataclasses.replace(
+        run_config.recipe, episodes_per_step=options.episodes_per_step, num_steps=max(num_steps, 1)
+    )
+    device = resolve_device(options.device)
+    chunk = recipe.episodes_per_step * envs_horizon(spec.family)
+    states: dict[int, dict[str, Any]] = {}
+    with finetune.isolated_global_rng(options.seed):
+        model, venv = finetune.prepare_finetune(spec, state, task, recipe, options.seed, device)
+        try:
+            for k in range(num_steps + 1):
+                if k > 0:
+                    model.learn(total_timesteps=chunk, reset_num_timesteps=False)
+                if k in steps:
+                    states[k] = finetune.model_state(model, venv)
+        finally:
+            venv.close()
+    box = render.make_render_env(spec.family).action_space
+    low, high = np.asarray(box.low, np.float64), np.asarray(box.high, np.float64)
+    policies = {}
+    for k, weights in states.items():
+        model_k, normalizer = finetune.load_policy(spec, weights, device)
+        generator = (
+            None if options.deterministic else torch.Generator().manual_seed(options.seed + k)
+        )
+
+        def act(
+            obs: np.ndarray, model=model_k, normalizer=normalizer, generator=generator
+        ) -> np.ndarray:
+            batch = np.asarray(obs, dtype=np.float64)[None]  # [1, obs_dim]
+            if normalizer is not None:
+                batch = normalizer.normalize_obs(batch)
+            obs_t = torch.as_tensor(batch, dtype=torch.float32, device=model.device)
+            action = finetune.policy_actions(model, obs_t, generator).cpu().numpy()  # [1, act_dim]
+            return finetune.rescale_action(action, low, high)[0]
+
+        policies[k] = act
+    return policies
+
+
+def envs_horizon(family: str) -> int:
+    """The registered horizon of ``family``."""
+    import envs
+
+    return int(envs.family_spec(family).horizon)
+
+
 def run_horizon(config: Mapping[str, Any]) -> int | None:
     """The episode length a run was trained with (None: the family's registered horizon)."""
     horizon = config.get("horizon", config.get("sampling", {}).get("horizon"))
@@ -280,9 +345,10 @@ def render_run(
     target = render.check_video_path(out if out is not None else default_output(run_dir, options))
     run = RunDir(run_dir)
     config = run.read_config()
-    if not run.checkpoint_path.is_file():
+    checkpoint_dir = run.checkpoint_path.parent
+    if not checkpoint_dir.is_dir() or not any(checkpoint_dir.glob("*.safetensors")):
         raise FileNotFoundError(
-            f"{run.path} holds no checkpoint ({run.checkpoint_path} is missing): the run never saved "
+            f"{run.path} holds no checkpoint (no {checkpoint_dir}/*.safetensors): the run never saved "
             "one; train it (or resume it) until it writes a checkpoint"
         )
     provider = resolve_policies(config["method"])

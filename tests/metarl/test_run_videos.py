@@ -158,3 +158,17 @@ def test_render_options_are_checked() -> None:
         RenderOptions(width=100)
     with pytest.raises(ValueError, match="non-negative integers"):
         RenderOptions(steps=(0, -1))
+
+
+def test_render_finetune_run(tmp_path: Path) -> None:
+    from metarl.finetune import FinetuneConfig, train_run
+
+    config = FinetuneConfig(family="Point2DNav", timesteps=256, num_envs=2, hidden_sizes=(8, 8))
+    run = train_run(config, tmp_path / "ft", device_name="cpu")
+    options = RenderOptions(
+        split="test", task_index=1, steps=(0, 1), num_tasks=3, episodes_per_step=2,
+        width=64, height=64, max_steps=8,
+    )  # fmt: skip
+    result = render_run(run.path, options, tmp_path / "ft.mp4")
+    assert (result.frames, result.size) == (9, (64, 128))
+    assert sorted(result.returns) == [0, 1]
