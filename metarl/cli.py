@@ -22,6 +22,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("compare",): ("compare_cmd", "compare evaluated runs: markdown table, CSV and plots of return vs k and vs samples"),
     ("train", "maml"): ("train_maml", "meta-train a policy with MAML (TRPO or ProMP outer loop)"),
     ("evaluate",): ("evaluate_cmd", "evaluate a run on unseen tasks: return before and after k = 1..3 adaptation steps"),
+    ("demo",): ("demo_cmd", "the main job: meta-train MAML on Point2DNav, evaluate on unseen goals, compare with the paper"),
     ("train", "finetune"): ("train_finetune", "pretrain a stable-baselines3 PPO/SAC agent on the train-task mixture"),
     ("train", "pretrain"): ("train_pretrain", "the MAML paper's pretrained baseline: TRPO on the task mixture, adapted like MAML"),
 }

@@ -1,0 +1,126 @@
+"""Reproduce the MAML paper's locomotion/navigation results at the paper's configurations.
+
+For each family, trains ``metarl train maml --preset paper`` (Finn et al. 2017:
+Point2DNav 20 tasks x 20 episodes, horizon 100, 100 iterations; HalfCheetahDir
+/ HalfCheetahVel 40 tasks x 20 episodes, horizon 200), evaluates it with the
+protocol of DESIGN.md §6 (40 unseen test tasks, k = 0..3, 20 episodes per step,
+later steps at half the inner lr) and prints our mean returns beside the
+paper's, with the wall-clock time of training and evaluation.
+
+Training runs in chunks of iterations with bit-exact resume, so ``--time-limit``
+can stop it at a chunk boundary (the result then says how many iterations were
+reached) and running the script again continues the same run directories.
+
+Usage::
+
+    nice -n 10 python scripts/reproduce_maml.py --family Point2DNav
+    python scripts/reproduce_maml.py --family HalfCheetahDir HalfCheetahVel --time-limit 3600
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+import tyro
+
+from metarl.commands.demo_cmd import paper_returns
+from metarl.commands.evaluate_cmd import evaluate
+from metarl.commands.train_maml import train_maml
+from metarl.evaluation import EvalOptions
+from metarl.presets import maml_preset
+from metarl.runs import RunDir, read_metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceArgs:
+    """Train MAML at the paper's configuration and compare k = 0..3 with the paper's figures."""
+
+    family: tuple[str, ...] = ("Point2DNav", "HalfCheetahDir", "HalfCheetahVel")
+    """Families to run, in order (e.g. --family Point2DNav HalfCheetahDir)."""
+    out_root: Path = Path("runs/reproduce")
+    """Where the run directories go (<out_root>/<family>-paper-seed<seed>)."""
+    seed: int = 0
+    """Run seed."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    iterations: int | None = None
+    """Override the paper preset's number of meta-iterations."""
+    time_limit: float | None = None
+    """Stop training a family after about this many seconds (at a chunk boundary) and evaluate."""
+    chunk: int = 5
+    """Iterations per training chunk (checkpoint and time-limit granularity)."""
+    threads: int = 1
+    """CPU threads for torch."""
+    no_progress: bool = False
+    """Hide progress bars."""
+
+
+def reproduce(family: str, args: ReproduceArgs) -> dict:
+    """Train (or continue), evaluate and compare one family; returns the summary."""
+    config = maml_preset("paper", family)
+    if args.iterations is not None:
+        config = config.replace(iterations=args.iterations)
+    run_dir = RunDir(args.out_root / f"{family}-paper-seed{args.seed}")
+    start = time.perf_counter()
+    done = len(read_metrics(run_dir.metrics_path)) if run_dir.config_path.exists() else 0
+    stopped_early = False
+    while done < config.iterations:
+        if args.time_limit is not None and time.perf_counter() - start > args.time_limit:
+            stopped_early = True
+            break
+        target = min(config.iterations, done + args.chunk)
+        result = train_maml(
+            config.replace(iterations=target), run_dir.path, seed=args.seed, device=args.device, preset="paper",
+            resume=run_dir.config_path.exists(), progress=not args.no_progress,
+        )
+        done = result.iterations
+    train_seconds = time.perf_counter() - start
+    rows = read_metrics(run_dir.metrics_path)
+    total_train_seconds = rows[-1]["time/total_s"] if rows else 0.0
+
+    eval_start = time.perf_counter()
+    document = evaluate(run_dir.path, EvalOptions(split="test", device=args.device), progress=not args.no_progress)
+    eval_seconds = time.perf_counter() - eval_start
+    paper = paper_returns()["returns"].get(family, {}).get("maml")
+    summary = {
+        "family": family,
+        "iterations": done,
+        "paper_iterations": maml_preset("paper", family).iterations,
+        "stopped_early": stopped_early,
+        "ours": document["returns"]["mean"],
+        "ours_ci95_of_mean": document["returns"]["mean_ci95"],
+        "paper": paper,
+        "train_seconds_total": total_train_seconds,
+        "train_seconds_this_call": train_seconds,
+        "eval_seconds": eval_seconds,
+        "seconds_per_iteration": total_train_seconds / max(done, 1),
+        "run_dir": str(run_dir.path),
+    }
+    run_dir.write_json("reproduce.json", summary)
+    return summary
+
+
+def main() -> None:
+    args = tyro.cli(ReproduceArgs)
+    torch.set_num_threads(args.threads)
+    summaries = []
+    for family in args.family:
+        summary = reproduce(family, args)
+        summaries.append(summary)
+        print(f"\n{family}: {summary['iterations']} iterations "
+              f"({'stopped by the time limit' if summary['stopped_early'] else 'complete'}), "
+              f"training {summary['train_seconds_total'] / 60:.1f} min "
+              f"({summary['seconds_per_iteration']:.1f} s/iteration), evaluation {summary['eval_seconds']:.0f} s")
+        print("k".ljust(8) + "".join(f"{k:>9d}" for k in range(len(summary["ours"]))))
+        print("ours".ljust(8) + "".join(f"{v:>9.1f}" for v in summary["ours"]))
+        if summary["paper"] is not None:
+            print("paper".ljust(8) + "".join(f"{v:>9.1f}" for v in summary["paper"]))
+    print(json.dumps(summaries, indent=2))
+
+
+if __name__ == "__main__":
+    main()
