@@ -10,7 +10,7 @@ the table :data:`RUN_POLICIES` (method -> ``"module:function"``), which other
 methods extend with one line each. A provider has the signature
 ``(run_dir, config, task, steps, options) -> dict[int, PolicyFn]``.
 
-For methods that adapt by policy-gradient steps (``maml``, ``random_init``),
+For methods that adapt by policy-gradient steps (``maml``, ``pretrain``, ``random_init``),
 :func:`gradient_adapted_params` follows the evaluation protocol of DESIGN.md §6 on the one task: ``episodes_per_step``
 fresh episodes per step, the first step at the run's inner lr and later ones at
 half of it (:func:`metarl.evaluation.adaptation_lrs`). The sampling noise of
@@ -39,6 +39,7 @@ from metarl import render
 RUN_POLICIES: dict[str, str] = {
     "maml": "metarl.run_videos:gradient_run_policies",
     "random_init": "metarl.run_videos:gradient_run_policies",
+    "pretrain": "metarl.run_videos:gradient_run_policies",
     "finetune": "metarl.run_videos:finetune_run_policies",
 }
 """method (``config.json["method"]``) -> ``"module:function"`` giving its policy per k."""
@@ -202,7 +203,7 @@ def gradient_run_policies(
     """Policies after each k in ``steps`` of a run that adapts by policy-gradient steps.
 
     The run's policy (``metarl.runs.load_policy``) is adapted with the
-    hyperparameters under ``config["maml"]`` (MAML runs) or
+    hyperparameters under ``config["maml"]`` (MAML and pretrain runs) or
     ``config["adaptation"]`` (random-init runs): ``inner_lr``, ``inner_objective``,
     ``discount``, ``gae_lambda``.
     """
