@@ -45,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -192,6 +192,11 @@ class _PostAdaptation:
     query_mean: torch.Tensor  # [T, E, H, A]
     query_log_std: torch.Tensor  # [T, A]
     query_log_probs: torch.Tensor  # [T, E, H]
+    initial_params: Params | None = None
+    """Per-task θ ``[T, ...]`` the chain started from (a view of the shared θ)."""
+    query_params: Params | None = None
+    """Parameters the query outputs were computed with: the adapted ones, or a detached
+    leaf copy of them when the graph was cut there (see ``MAMLLearner._post_adaptation``)."""
 
     def first_tasks(self, n: int) -> _PostAdaptation:
         """The same quantities for the first ``n`` tasks."""
@@ -315,9 +320,16 @@ class MAMLLearner:
         batch: _Batch,
         create_graph: bool,
         old_support_log_probs: list[torch.Tensor] | None = None,
+        cut_at_adapted: bool = False,
     ) -> _PostAdaptation:
-        """Adapt from θ = ``params`` on the support batches and evaluate on the query observations."""
+        """Adapt from θ = ``params`` on the support batches and evaluate on the query observations.
+
+        With ``cut_at_adapted`` the query outputs are computed from a detached leaf
+        copy of the adapted parameters, so that the query part (∂/∂θ') and the
+        adaptation part (∂θ'/∂θ) of the graph can be differentiated separately.
+        """
         task_params = as_task_params(self.policy, params, batch.query.num_tasks)
+        initial_params = task_params
         steps = []
         for j, episodes in enumerate(batch.support):
             result = inner_step_with_outputs(
@@ -332,9 +344,13 @@ class MAMLLearner:
             )
             steps.append(result)
             task_params = result.params
+        if cut_at_adapted:
+            task_params = {
+                name: value.detach().requires_grad_(True) for name, value in task_params.items()
+            }
         mean, log_std = batched_policy_forward(self.policy, task_params, batch.query.observations)
         log_probs = gaussian_log_prob(mean, log_std[:, None, None, :], batch.query.actions)
-        return _PostAdaptation(steps, mean, log_std, log_probs)
+        return _PostAdaptation(steps, mean, log_std, log_probs, initial_params, task_params)
 
     # ---------------------------------------------------------------- update
 
@@ -382,27 +398,40 @@ class MAMLLearner:
         param_list = [params[name] for name in names]
 
         graph_start = time.perf_counter()
-        post = self._post_adaptation(params, batch, create_graph=not config.first_order)
+        curvature_tasks = max(1, math.ceil(config.cg_subsample * batch.query.num_tasks))
+        # The adaptation's Jacobian J = ∂θ'/∂θ is symmetric for one inner step (I - α ∇²L_inner)
+        # and the identity at first order; then the KL Hessian at θ_old is exactly J^T F J
+        # (F: Fisher of the adapted policy, the KL's gradient vanishes there), which costs two
+        # second-order products instead of a third-order one.
+        gauss_newton = config.first_order or config.inner_steps == 1
+        post = self._post_adaptation(
+            params, batch, not config.first_order, cut_at_adapted=gauss_newton
+        )
         old = _detached(post)
         surrogate, kl = self._query_terms(post, batch, old)
-        curvature_tasks = max(1, math.ceil(config.cg_subsample * batch.query.num_tasks))
-        if curvature_tasks == batch.query.num_tasks:
+        if gauss_newton:
+            gradient = flatten(
+                _through_adaptation(post, names, param_list, surrogate, retain_graph=True)
+            )
+        else:
             gradient = flatten(torch.autograd.grad(surrogate, param_list, retain_graph=True))
-            kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
-        else:  # the KL curvature of the first tasks only, from their own adaptation graph
-            gradient = flatten(torch.autograd.grad(surrogate, param_list))
-            del post
+        if curvature_tasks < batch.query.num_tasks:  # the KL curvature of the first tasks only
+            del post, kl
             sub_batch, sub_old = (
                 batch.first_tasks(curvature_tasks),
                 old.first_tasks(curvature_tasks),
             )
-            sub_post = self._post_adaptation(params, sub_batch, create_graph=not config.first_order)
-            _, sub_kl = self._query_terms(sub_post, sub_batch, sub_old)
-            kl_gradient = torch.autograd.grad(sub_kl, param_list, create_graph=True)
-            post = sub_post
-        hvp = hessian_vector_product_fn(kl_gradient, param_list, config.cg_damping)
+            post = self._post_adaptation(
+                params, sub_batch, not config.first_order, cut_at_adapted=gauss_newton
+            )
+            _, kl = self._query_terms(post, sub_batch, sub_old)
+        if gauss_newton:
+            hvp = _gauss_newton_product_fn(post, names, param_list, kl, config.cg_damping)
+        else:
+            kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
+            hvp = hessian_vector_product_fn(kl_gradient, param_list, config.cg_damping)
         step = trust_region_step(gradient, hvp, config.max_kl, config.cg_iters)
-        del post, kl_gradient, hvp  # free the adaptation graph before the line search
+        del post, kl, hvp  # free the adaptation graph before the line search
         cg_seconds = time.perf_counter() - graph_start
 
         search_start = time.perf_counter()
@@ -589,3 +618,58 @@ def _inner_loss_metric(old: _PostAdaptation, batch: _Batch) -> float:
     return float(
         -masked_mean(log_probs * batch.support_advantages[0], batch.support[0].mask).mean()
     )
+
+
+def _through_adaptation(
+    post: _PostAdaptation,
+    names: list[str],
+    param_list: list[torch.Tensor],
+    objective: torch.Tensor,
+    retain_graph: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """``J^T ∂objective/∂θ'``: the gradient w.r.t. θ of a function of the (cut) query params."""
+    assert post.query_params is not None
+    query_params = [post.query_params[name] for name in names]
+    adapted = [post.steps[-1].params[name] for name in names]
+    outer = torch.autograd.grad(objective, query_params, retain_graph=True)
+    return torch.autograd.grad(adapted, param_list, grad_outputs=outer, retain_graph=retain_graph)
+
+
+def _gauss_newton_product_fn(
+    post: _PostAdaptation,
+    names: list[str],
+    param_list: list[torch.Tensor],
+    kl: torch.Tensor,
+    damping: float,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``v -> J^T F J v + damping v`` for the KL through a one-step (or first-order) adaptation.
+
+    ``post`` must have been built with ``cut_at_adapted=True``. ``J v`` is taken as the
+    vector-Jacobian product ``J^T v`` per task (J symmetric), ``F u`` as the Hessian-vector
+    product of ``kl`` w.r.t. the cut adapted parameters (the Fisher at θ_old). Both graphs
+    are built once and reused by every call.
+    """
+    assert post.query_params is not None and post.initial_params is not None
+    query_params = [post.query_params[name] for name in names]
+    initial = [post.initial_params[name] for name in names]  # [T, ...] views of θ
+    adapted = [post.steps[-1].params[name] for name in names]
+    num_tasks = initial[0].shape[0]
+    kl_gradient = flatten(torch.autograd.grad(kl, query_params, create_graph=True))
+
+    def product(vector: torch.Tensor) -> torch.Tensor:
+        per_task = [
+            v.unsqueeze(0).expand(num_tasks, *v.shape)
+            for v in unflatten(vector.detach(), param_list)
+        ]
+        jacobian_vector = torch.autograd.grad(
+            adapted, initial, grad_outputs=per_task, retain_graph=True
+        )
+        fisher_vector = torch.autograd.grad(
+            kl_gradient @ flatten(jacobian_vector), query_params, retain_graph=True
+        )
+        back = torch.autograd.grad(
+            adapted, param_list, grad_outputs=fisher_vector, retain_graph=True
+        )
+        return flatten(back) + damping * vector
+
+    return product

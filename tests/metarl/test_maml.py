@@ -126,6 +126,42 @@ def test_trpo_step_improves_surrogate_and_keeps_the_kl_bound(first_order, object
     assert float(kl) > 0.1 * config.max_kl
 
 
+@pytest.mark.parametrize("objective", ["vpg", "lvc"])
+def test_gauss_newton_kl_product_equals_third_order_hessian_product(objective):
+    # TRPO's fast path (one inner step) must give exactly the Hessian of the KL through the
+    # adaptation that plain double backward gives.
+    from metarl.maml import _detached, _gauss_newton_product_fn
+    from metarl.trust_region import hessian_vector_product_fn
+
+    policy = make_policy()
+    learner = MAMLLearner(policy, MAMLConfig(inner_objective=objective, inner_lr=0.5), "cpu")
+    support, query = batch()
+    data = learner._batch([support], query)
+    params = policy.params()
+    names = list(params)
+    param_list = [params[n] for n in names]
+    vector = torch.randn(
+        sum(p.numel() for p in param_list),
+        generator=torch.Generator().manual_seed(3),
+        dtype=torch.float64,
+    )
+
+    post = learner._post_adaptation(params, data, True, cut_at_adapted=True)
+    _, kl = learner._query_terms(post, data, _detached(post))
+    fast = _gauss_newton_product_fn(post, names, param_list, kl, 0.0)(vector)
+
+    post = learner._post_adaptation(params, data, True)
+    _, kl = learner._query_terms(post, data, _detached(post))
+    kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
+    exact = hessian_vector_product_fn(kl_gradient, param_list, 0.0)(vector)
+    torch.testing.assert_close(fast, exact, rtol=1e-9, atol=1e-12)
+    # and it is not the Fisher alone (first order, J = I): the adaptation's Jacobian matters
+    post = learner._post_adaptation(params, data, False, cut_at_adapted=True)
+    _, kl = learner._query_terms(post, data, _detached(post))
+    fisher_only = _gauss_newton_product_fn(post, names, param_list, kl, 0.0)(vector)
+    assert (fast - fisher_only).norm() > 0.05 * exact.norm()
+
+
 def test_trpo_with_subsampled_curvature_keeps_the_kl_bound():
     config = MAMLConfig(cg_subsample=0.5, inner_lr=0.5)
     policy = make_policy()
