@@ -13,6 +13,7 @@ from metarl.cli import UserError
 # target -> (module with main(argv), one-line help)
 TARGETS: dict[str, tuple[str, str]] = {
     "envs": ("metarl.bench.envs", "env steps/s: ours vs gymnasium v5, SyncVectorEnv x8 and mujoco.rollout"),
+    "maml": ("metarl.bench.maml", "MAML: sampler overhead, s/meta-iteration (Point2DNav, HalfCheetahVel paper configs)"),
 }
 
 

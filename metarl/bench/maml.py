@@ -1,0 +1,189 @@
+"""MAML speed (DESIGN.md §8): sampler overhead and seconds per meta-iteration.
+
+Measured side by side in one process:
+
+1. **Sampler**: env steps per second of :class:`~metarl.sampler.VectorEnvSampler`
+   (one batched policy forward per step, per-task parameters) against the same
+   vector env stepped alone with pre-drawn random actions, resets included, at
+   the same batch (tasks x episodes x horizon). Goal: >= 0.8x. The two are
+   measured in interleaved repeats and the best rate of each is kept, so a
+   burst of load from other processes hurts both sides alike.
+2. **Point2DNav meta-iteration** at 20 tasks x 20 episodes x horizon 100 (the
+   MAML paper's config; learn2learn's MAML-TRPO example took about 53 s per
+   meta-iteration at that config on the 2-core dev machine). Goal: < 1 s.
+3. **HalfCheetahVel meta-iteration** at the paper's config (40 tasks x 20
+   episodes x horizon 200) and the share of it spent outside the simulator
+   (``1 - env time / iteration time``). Goal: <= 30%.
+
+A meta-iteration is exactly the trainer's (:func:`metarl.commands.train_maml.meta_iteration`):
+sample support, adapt, sample query, outer update. Seconds per iteration are
+the median over ``iterations`` iterations after one warm-up iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+
+import envs
+from metarl.commands.train_maml import TrainState, initial_policy, meta_iteration
+from metarl.device import resolve_device
+from metarl.maml import MAMLLearner
+from metarl.policy import GaussianMLPPolicy, stack_params
+from metarl.presets import maml_preset
+from metarl.sampler import VectorEnvSampler
+
+GOALS = {"sampler_ratio": 0.8, "point_seconds": 1.0, "outside_share": 0.30}
+LEARN2LEARN_SECONDS = 53.0  # learn2learn MAML-TRPO, Particles2D, 20 x 20 x 100, on the dev machine
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLBenchConfig:
+    """Measure the sampler's overhead and MAML's seconds per meta-iteration."""
+
+    sampler_families: tuple[str, ...] = ("Point2DNav", "HalfCheetahVel")
+    """Families whose sampler overhead is measured (at their paper batch)."""
+    iteration_families: tuple[str, ...] = ("Point2DNav", "HalfCheetahVel")
+    """Families whose meta-iteration time is measured at the paper config."""
+    iterations: int = 2
+    """Measured meta-iterations per family (after one warm-up)."""
+    repeats: int = 3
+    """Interleaved repeats of the sampler measurement (best kept)."""
+    outer: str = "trpo"
+    """Outer loop to time: trpo or promp."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    threads: int = 1
+    """CPU threads for torch."""
+    json: bool = False
+    """Print the results as JSON."""
+
+
+def _env_alone_rate(family: str, num_envs: int, horizon: int, seed: int) -> float:
+    """Steps/s of the vector env alone: reset, then ``horizon`` steps of pre-drawn random actions."""
+    vector_env = gym.make_vec(envs.env_id(family), num_envs=num_envs, vectorization_mode="vector_entry_point",
+                              max_episode_steps=horizon)
+    space = vector_env.single_action_space
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(space.low, space.high, size=(horizon, num_envs, *space.shape)).astype(np.float32)
+    tasks = envs.distribution(family).sample(num_envs, "train", rng)
+    vector_env.set_tasks(tasks)
+    start = time.perf_counter()
+    vector_env.reset(seed=seed)
+    for t in range(horizon):
+        vector_env.step(actions[t])
+    seconds = time.perf_counter() - start
+    vector_env.close()
+    return num_envs * horizon / seconds
+
+
+def sampler_overhead(family: str, repeats: int, device: torch.device) -> dict[str, Any]:
+    """Env steps/s with the policy in the loop vs the env alone, at the family's paper batch."""
+    config = maml_preset("paper", family)
+    horizon = config.horizon or envs.family_spec(family).horizon
+    sampler = VectorEnvSampler(family, config.meta_batch_size, device, horizon=horizon)
+    policy = GaussianMLPPolicy(sampler.obs_dim, sampler.act_dim, config.hidden_sizes).to(device)
+    tasks = envs.distribution(family).sample(config.meta_batch_size, "train", np.random.default_rng(0))
+    params = stack_params({k: v.detach() for k, v in policy.params().items()}, len(tasks))
+    generator = torch.Generator().manual_seed(0)
+    num_envs = config.meta_batch_size * config.episodes_per_task
+    sampler.sample(policy, params, tasks, config.episodes_per_task, generator)  # warm-up
+    best_env, best_sampler, env_share = 0.0, 0.0, 0.0
+    for repeat in range(repeats):
+        best_env = max(best_env, _env_alone_rate(family, num_envs, horizon, repeat))
+        episodes = sampler.sample(policy, params, tasks, config.episodes_per_task, generator)
+        rate = episodes.num_steps / sampler.last_seconds
+        if rate > best_sampler:
+            best_sampler, env_share = rate, sampler.last_env_seconds / sampler.last_seconds
+    sampler.close()
+    return {
+        "family": family,
+        "batch": f"{config.meta_batch_size} tasks x {config.episodes_per_task} episodes x {horizon} steps",
+        "env_alone_steps_per_s": best_env,
+        "sampler_steps_per_s": best_sampler,
+        "ratio": best_sampler / best_env,
+        "env_share_in_sampler": env_share,
+    }
+
+
+def iteration_time(family: str, iterations: int, outer: str, device: torch.device) -> dict[str, Any]:
+    """Seconds per meta-iteration at the paper config, with its breakdown."""
+    config = maml_preset("paper", family).replace(iterations=iterations + 1, maml={"outer": outer})
+    policy = initial_policy(config, seed=0).to(device)
+    learner = MAMLLearner(policy, config.maml, device)
+    sampler = VectorEnvSampler(family, config.meta_batch_size, device, horizon=config.horizon)
+    state = TrainState.fresh(0)
+    rows = [meta_iteration(policy, learner, sampler, config, state) for _ in range(iterations + 1)][1:]
+    sampler.close()
+
+    def median(key: str) -> float:
+        return statistics.median(row[key] for row in rows)
+
+    seconds = median("time/iteration_s")
+    env_seconds = median("time/env_s")
+    return {
+        "family": family,
+        "outer": outer,
+        "batch": f"{config.meta_batch_size} tasks x {config.episodes_per_task} episodes x "
+                 f"{config.horizon or envs.family_spec(family).horizon} steps",
+        "seconds_per_iteration": seconds,
+        "sample_seconds": median("time/sample_s"),
+        "env_seconds": env_seconds,
+        "update_seconds": median("time/update_s"),
+        "outside_env_share": 1.0 - env_seconds / seconds,
+    }
+
+
+def run(config: MAMLBenchConfig) -> dict[str, Any]:
+    """Run every measurement of ``config``; returns the results."""
+    torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    results: dict[str, Any] = {"device": str(device), "threads": config.threads, "sampler": [], "iterations": []}
+    for family in config.sampler_families:
+        results["sampler"].append(sampler_overhead(family, config.repeats, device))
+    for family in config.iteration_families:
+        results["iterations"].append(iteration_time(family, config.iterations, config.outer, device))
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    """Human-readable lines with the goals."""
+    lines = [f"device {results['device']}, torch threads {results['threads']}", "",
+             f"sampler: env steps/s with the policy in the loop vs the env alone (goal >= {GOALS['sampler_ratio']}x)"]
+    for row in results["sampler"]:
+        lines.append(
+            f"  {row['family']:<16} {row['batch']:<36} env alone {row['env_alone_steps_per_s']:>9.0f}/s  "
+            f"sampler {row['sampler_steps_per_s']:>9.0f}/s  ratio {row['ratio']:.2f}x "
+            f"{'(meets goal)' if row['ratio'] >= GOALS['sampler_ratio'] else '(below goal)'}"
+        )
+    lines += ["", "meta-iteration at the paper config (sample support, adapt, sample query, outer update)"]
+    for row in results["iterations"]:
+        line = (
+            f"  {row['family']:<16} {row['batch']:<36} {row['seconds_per_iteration']:7.2f} s/iteration "
+            f"(sampling {row['sample_seconds']:.2f} s, of it env {row['env_seconds']:.2f} s; update "
+            f"{row['update_seconds']:.2f} s); outside simulation {100 * row['outside_env_share']:.0f}%"
+        )
+        if row["family"] == "Point2DNav":
+            line += (f"; goal < {GOALS['point_seconds']:.0f} s, learn2learn MAML-TRPO {LEARN2LEARN_SECONDS:.0f} s "
+                     f"({LEARN2LEARN_SECONDS / row['seconds_per_iteration']:.0f}x faster)")
+        else:
+            line += f"; goal <= {100 * GOALS['outside_share']:.0f}% outside simulation"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    config = tyro.cli(MAMLBenchConfig, args=argv, prog="metarl bench maml")
+    for family in (*config.sampler_families, *config.iteration_families):
+        envs.family_spec(family)
+    results = run(config)
+    print(json.dumps(results, indent=2) if config.json else report(results))
+    return 0
