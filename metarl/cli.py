@@ -25,6 +25,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo",): ("demo_cmd", "the main job: meta-train MAML on Point2DNav, evaluate on unseen goals, compare with the paper"),
     ("train", "finetune"): ("train_finetune", "pretrain a stable-baselines3 PPO/SAC agent on the train-task mixture"),
     ("train", "pretrain"): ("train_pretrain", "the MAML paper's pretrained baseline: TRPO on the task mixture, adapted like MAML"),
+    ("train", "protonet"): ("train_protonet", "train a ProtoNet encoder that identifies the task variant from a few transitions"),
 }
 
 

@@ -44,12 +44,12 @@ al. 2019 (crippled-leg HalfCheetah / Ant variants).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,9 +59,17 @@ from tqdm.auto import tqdm
 
 import envs
 from envs.tasks import Task
-from metarl.checkpoint import atomic_write_text, check_compatible, load_checkpoint, save_checkpoint
+from metarl.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    flatten_state,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_state,
+)
 from metarl.contexts import (
     Behaviour,
+    GaussianPolicyBehaviour,
     check_context_size,
     collect_contexts,
     collect_transitions,
@@ -70,12 +78,13 @@ from metarl.contexts import (
     split_transitions,
     transition_dim,
 )
+from metarl.device import resolve_device
+from metarl.evaluation import EvalOptions, write_eval_json
+from metarl.runs import MetricsLogger, RunDir, check_run_dir, load_policy
 from metarl.sampler import env_dims
 
 #: Context sizes of the evaluation table.
 EVAL_CONTEXT_SIZES: tuple[int, ...] = (1, 4, 16, 64)
-#: Name of the checkpoint inside a run directory's ``checkpoint/`` folder.
-CHECKPOINT_NAME = "protonet.safetensors"
 #: The seed of the evaluation variants and contexts: every run is scored on the same ones.
 EVAL_SEED = 20170315
 
@@ -374,121 +383,258 @@ class TrainedProtoNet:
     history: list[dict[str, float]]
 
 
-def train_protonet(
-    config: ProtoNetConfig,
-    device: torch.device | str = "cpu",
-    behaviour: Behaviour | None = None,
-    progress: bool = True,
-    log: Callable[[int, dict[str, float]], None] | None = None,
-    log_every: int = 50,
-) -> TrainedProtoNet:
-    """Collect the training pool, then train the encoder episodically.
+class ProtoNetTrainer:
+    """Episodic training of a :class:`ContextEncoder`, one Adam step at a time.
+
+    Construction is deterministic in ``config.seed``: it draws the training
+    variants, collects their trajectories (the training pool), initialises the
+    encoder and fits the feature normalisation. :meth:`step` then runs one
+    Adam step on ``episodes_per_iteration`` random episodes. :meth:`state` /
+    :meth:`load_state` hold what changes between steps (weights, Adam, the
+    episode stream), so a resumed run continues exactly as an uninterrupted one.
 
     Args:
         config: hyperparameters.
         device: where the encoder trains.
         behaviour: how training transitions are collected; uniform random actions by default.
-        progress: show progress bars.
-        log: called as ``log(iteration, metrics)`` every ``log_every`` iterations with keys
-            ``train/loss`` and ``train/accuracy`` (averaged since the last call) and ``time/seconds``.
-        log_every: iterations between ``log`` calls.
+        progress: show a progress bar while collecting.
     """
-    device = torch.device(device)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    obs_dim, act_dim = env_dims(config.family)
-    pool = variant_pool(config.family, "train", config.train_variants, rng)
-    check_way(config.way, pool, "train", config.family)
-    # Discrete families spread the same number of trajectories over their few variants.
-    envs_per_variant = config.envs_per_variant
-    if pool.discrete:
-        envs_per_variant = max(envs_per_variant, config.train_variants * config.envs_per_variant // len(pool.tasks))
-    transitions = collect_transitions(config.family, pool.tasks, envs_per_variant, config.episode_length,
-                                      behaviour, seed=int(rng.integers(2**31)), progress=progress)
-    # transitions  # [variants, envs_per_variant, episode_length, dim]
 
-    encoder = ContextEncoder(obs_dim, act_dim, config.hidden_sizes, config.embedding_dim, config.pooled_hidden_sizes)
-    encoder.reset_parameters(generator)
-    encoder.fit_normalisation(torch.from_numpy(transitions))
-    encoder.to(device)
-    handmade = handmade_statistics(
-        sample_contexts(transitions, np.arange(len(pool.tasks)), envs_per_variant, config.context_size, rng), obs_dim, act_dim
-    ).reshape(-1, 2 * obs_dim + 2)
-    handmade_std = handmade.std(axis=0)
-    handmade_std = np.where(handmade_std > 1e-9, handmade_std, 1.0)
+    def __init__(
+        self,
+        config: ProtoNetConfig,
+        device: torch.device | str = "cpu",
+        behaviour: Behaviour | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        rng = np.random.default_rng(config.seed)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        self.obs_dim, self.act_dim = env_dims(config.family)
+        self.pool = variant_pool(config.family, "train", config.train_variants, rng)
+        check_way(config.way, self.pool, "train", config.family)
+        # Discrete families spread the same number of trajectories over their few variants.
+        self.envs_per_variant = config.envs_per_variant
+        if self.pool.discrete:
+            self.envs_per_variant = max(
+                config.envs_per_variant, config.train_variants * config.envs_per_variant // len(self.pool.tasks)
+            )
+        self.transitions = collect_transitions(
+            config.family, self.pool.tasks, self.envs_per_variant, config.episode_length, behaviour,
+            seed=int(rng.integers(2**31)), progress=progress,
+        )  # [variants, envs_per_variant, episode_length, dim]
+        self.encoder = ContextEncoder(self.obs_dim, self.act_dim, config.hidden_sizes, config.embedding_dim,
+                                      config.pooled_hidden_sizes)
+        self.encoder.reset_parameters(generator)
+        self.encoder.fit_normalisation(torch.from_numpy(self.transitions))
+        self.encoder.to(self.device)
+        variants = np.arange(len(self.pool.tasks))
+        handmade = handmade_statistics(
+            sample_contexts(self.transitions, variants, self.envs_per_variant, config.context_size, rng),
+            self.obs_dim, self.act_dim,
+        ).reshape(-1, 2 * self.obs_dim + 2)
+        self.handmade_mean = handmade.mean(axis=0)
+        std = handmade.std(axis=0)
+        self.handmade_std = np.where(std > 1e-9, std, 1.0)
+        self.optimiser = torch.optim.Adam(self.encoder.parameters(), lr=config.learning_rate)
+        self.episode_rng = rng  # the stream of training episodes, from here on
+        self.iteration = 0
+        self.history: list[dict[str, float]] = []
 
-    optimiser = torch.optim.Adam(encoder.parameters(), lr=config.learning_rate)
-    per_variant = config.shot + config.query
-    history: list[dict[str, float]] = []
-    sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
-    start = time.perf_counter()
-    bar = tqdm(range(1, config.iterations + 1), desc=f"protonet {config.family}", disable=not progress)
-    for iteration in bar:
-        chosen = np.stack([rng.choice(len(pool.tasks), size=config.way, replace=False)
+    def step(self) -> tuple[float, float]:
+        """One Adam step on a batch of episodes; returns (loss, accuracy) of the batch."""
+        config = self.config
+        per_variant = config.shot + config.query
+        chosen = np.stack([self.episode_rng.choice(len(self.pool.tasks), size=config.way, replace=False)
                            for _ in range(config.episodes_per_iteration)])  # [episodes, way]
-        contexts = sample_contexts(transitions, chosen.reshape(-1), per_variant, config.context_size, rng)
-        contexts = torch.from_numpy(contexts).to(device)  # [episodes*way, shot+query, C, dim]
-        embeddings = encoder(contexts).reshape(config.episodes_per_iteration, config.way, per_variant, -1)
+        contexts = sample_contexts(self.transitions, chosen.reshape(-1), per_variant, config.context_size,
+                                   self.episode_rng)
+        contexts = torch.from_numpy(contexts).to(self.device)  # [episodes*way, shot+query, C, dim]
+        embeddings = self.encoder(contexts).reshape(config.episodes_per_iteration, config.way, per_variant, -1)
         loss, accuracy = prototypical_loss(embeddings[:, :, : config.shot], embeddings[:, :, config.shot :])
-        optimiser.zero_grad()
+        self.optimiser.zero_grad()
         loss.backward()
-        optimiser.step()
-        sums["loss"] += float(loss.detach())
-        sums["accuracy"] += float(accuracy)
-        sums["count"] += 1
-        if iteration % log_every == 0 or iteration == config.iterations:
-            metrics = {"train/loss": sums["loss"] / sums["count"],
-                       "train/accuracy": sums["accuracy"] / sums["count"],
-                       "time/seconds": time.perf_counter() - start}
-            history.append({"iteration": iteration, **metrics})
-            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
-            if log is not None:
-                log(iteration, metrics)
-            sums = {"loss": 0.0, "accuracy": 0.0, "count": 0}
-    encoder.to("cpu").eval()
-    return TrainedProtoNet(config, encoder, handmade.mean(axis=0), handmade_std, tuple(pool.tasks), history)
+        self.optimiser.step()
+        self.iteration += 1
+        return float(loss.detach()), float(accuracy)
+
+    def train(
+        self,
+        iterations: int,
+        log: Callable[[int, dict[str, float]], None] | None = None,
+        log_every: int = 50,
+        should_stop: Callable[[], bool] = lambda: False,
+        progress: bool = True,
+    ) -> None:
+        """Step until ``iterations`` are done (or ``should_stop()`` after a step).
+
+        ``log(iteration, metrics)`` gets ``train/loss``, ``train/accuracy``
+        (means since the last call) and ``time/seconds`` every ``log_every``
+        iterations and at the end; the same rows go to :attr:`history`.
+        """
+        sums = np.zeros(2)
+        count = 0
+        start = time.perf_counter() - (self.history[-1]["time/seconds"] if self.history else 0.0)
+        bar = tqdm(total=iterations, initial=self.iteration, desc=f"protonet {self.config.family}",
+                   disable=not progress)
+        while self.iteration < iterations:
+            sums += self.step()
+            count += 1
+            bar.update(1)
+            if self.iteration % log_every == 0 or self.iteration == iterations:
+                metrics = {"train/loss": sums[0] / count, "train/accuracy": sums[1] / count,
+                           "time/seconds": time.perf_counter() - start}
+                self.history.append({"iteration": self.iteration, **metrics})
+                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
+                if log is not None:
+                    log(self.iteration, metrics)
+                sums, count = np.zeros(2), 0
+            if should_stop():
+                break
+        bar.close()
+
+    def trained(self) -> TrainedProtoNet:
+        """The encoder (a CPU copy, in eval mode) with its baseline statistics."""
+        encoder = ContextEncoder(self.obs_dim, self.act_dim, self.config.hidden_sizes, self.config.embedding_dim,
+                                 self.config.pooled_hidden_sizes)
+        encoder.load_state_dict({k: v.detach().cpu() for k, v in self.encoder.state_dict().items()})
+        return TrainedProtoNet(self.config, encoder.eval(), self.handmade_mean, self.handmade_std,
+                               tuple(self.pool.tasks), list(self.history))
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Checkpoint contents: ``(tensors, metadata)`` for :func:`metarl.checkpoint.save_checkpoint`."""
+        tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        tensors["handmade.mean"] = torch.as_tensor(self.handmade_mean, dtype=torch.float64)
+        tensors["handmade.std"] = torch.as_tensor(self.handmade_std, dtype=torch.float64)
+        optimiser_tensors, optimiser_tree = flatten_state(self.optimiser.state_dict(), "optimiser.")
+        tensors.update(optimiser_tensors)
+        metadata = {
+            "method": "protonet",
+            "family": self.config.family,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "config": self.config.to_dict(),
+            "iteration": self.iteration,
+            "episode_rng": self.episode_rng.bit_generator.state,
+            "optimiser": optimiser_tree,
+            "train_tasks": [task.to_dict() for task in self.pool.tasks],
+            "history": self.history,
+        }
+        return tensors, metadata
+
+    def load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], where: Any = "") -> None:
+        """Continue from a :meth:`state` of a run with the same configuration."""
+        if metadata.get("config") != self.config.to_dict() | {"iterations": metadata.get("config", {}).get("iterations")}:
+            raise CheckpointError(f"checkpoint {where} was written by a run with another configuration")
+        check_compatible(metadata, self.config.family, self.obs_dim, self.act_dim, where)
+        self.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items()
+                                      if k.startswith("encoder.")})
+        self.optimiser.load_state_dict(unflatten_state(tensors, metadata["optimiser"]))
+        self.episode_rng.bit_generator.state = metadata["episode_rng"]
+        self.iteration = int(metadata["iteration"])
+        self.history = list(metadata["history"])
+
+
+def train_protonet(
+    config: ProtoNetConfig,
+    device: torch.device | str = "cpu",
+    behaviour: Behaviour | None = None,
+    progress: bool = True,
+) -> TrainedProtoNet:
+    """Collect the training pool and train for ``config.iterations`` (no run directory)."""
+    trainer = ProtoNetTrainer(config, device, behaviour, progress)
+    trainer.train(config.iterations, progress=progress)
+    return trainer.trained()
 
 
 # ----------------------------------------------------------------------------
-# Saving and loading
+# Run directories
 # ----------------------------------------------------------------------------
 
 
-def save_trained(trained: TrainedProtoNet, run_dir: str | os.PathLike[str]) -> Path:
-    """Write the encoder (safetensors + JSON metadata) to ``run_dir/checkpoint/``; returns its path."""
-    config = trained.config
-    obs_dim, act_dim = trained.encoder.obs_dim, trained.encoder.act_dim
-    tensors = {f"encoder.{k}": v for k, v in trained.encoder.state_dict().items()}
-    tensors["handmade.mean"] = torch.as_tensor(trained.handmade_mean, dtype=torch.float64)
-    tensors["handmade.std"] = torch.as_tensor(trained.handmade_std, dtype=torch.float64)
-    metadata = {
-        "method": "protonet",
-        "family": config.family,
-        "obs_dim": obs_dim,
-        "act_dim": act_dim,
-        "config": config.to_dict(),
-        "train_tasks": [task.to_dict() for task in trained.train_tasks],
-        "history": trained.history,
-    }
-    path = Path(run_dir) / "checkpoint" / CHECKPOINT_NAME
-    save_checkpoint(path, tensors, metadata)
-    return path
+def run_config(config: ProtoNetConfig, behaviour_run: str | None, device: str) -> dict[str, Any]:
+    """``config.json`` of a protonet run: the method, the hyperparameters and the behaviour."""
+    return {"method": "protonet", **config.to_dict(), "behaviour_run": behaviour_run, "device": device}
+
+
+def behaviour_from_run(path: str | os.PathLike[str] | None, family: str) -> Behaviour | None:
+    """The policy of a run directory (e.g. a MAML run) as a behaviour; ``None`` for uniform random."""
+    if path is None:
+        return None
+    run = RunDir(path)
+    config = run.read_config()
+    if config["family"] != family:
+        raise ValueError(
+            f"behaviour run {path} was trained on {config['family']!r}, but contexts are collected in "
+            f"{family!r}; pass a run of {family!r} or no behaviour run (uniform random actions)"
+        )
+    return GaussianPolicyBehaviour(load_policy(run, config))
+
+
+def train_run(
+    config: ProtoNetConfig,
+    out: str | os.PathLike[str],
+    device: str = "auto",
+    resume: bool = False,
+    behaviour_run: str | None = None,
+    progress: bool = True,
+    checkpoint_every: int = 500,
+) -> RunDir:
+    """Train into a run directory: config.json, metrics.csv + TensorBoard, checkpoint.
+
+    Bad input (a directory of another run, a corrupted checkpoint, a behaviour
+    run of another family) is refused before anything is written. Ctrl-C stops
+    after the current iteration, saves a checkpoint and re-raises
+    ``KeyboardInterrupt``; ``resume=True`` continues it exactly.
+    """
+    document = run_config(config, None if behaviour_run is None else str(behaviour_run), device)
+    run = check_run_dir(out, document, resume)
+    behaviour = behaviour_from_run(behaviour_run, config.family)
+    trainer = ProtoNetTrainer(config, resolve_device(device), behaviour, progress)
+    if resume:
+        tensors, metadata = load_checkpoint(run.checkpoint_path)
+        trainer.load_state(tensors, metadata, run.checkpoint_path)
+    run.write_config(document)
+    logger = MetricsLogger(run, start_iteration=trainer.iteration)
+    interrupted = []
+
+    def save() -> None:
+        save_checkpoint(run.checkpoint_path, *trainer.state())
+
+    def log(iteration: int, metrics: dict[str, float]) -> None:
+        logger.log(iteration, metrics)
+        if iteration % checkpoint_every == 0:
+            save()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    try:
+        trainer.train(config.iterations, log=log, should_stop=lambda: bool(interrupted), progress=progress)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        logger.close()
+    save()
+    if interrupted:
+        raise KeyboardInterrupt(f"stopped after iteration {trainer.iteration}; continue with --resume")
+    return run
 
 
 def load_trained(run_dir: str | os.PathLike[str]) -> TrainedProtoNet:
-    """Rebuild a :class:`TrainedProtoNet` from ``run_dir/checkpoint/``."""
-    path = Path(run_dir) / "checkpoint" / CHECKPOINT_NAME
+    """The trained encoder of a protonet run directory (its latest checkpoint)."""
+    path = RunDir(run_dir).checkpoint_path
     tensors, metadata = load_checkpoint(path)
     if metadata.get("method") != "protonet":
-        raise ValueError(f"{path} holds a {metadata.get('method')!r} checkpoint, not a protonet one")
+        raise CheckpointError(f"{path} holds a {metadata.get('method')!r} checkpoint, not a protonet one")
     config = ProtoNetConfig.from_dict(metadata["config"])
     obs_dim, act_dim = env_dims(config.family)
     check_compatible(metadata, config.family, obs_dim, act_dim, path)
     encoder = ContextEncoder(obs_dim, act_dim, config.hidden_sizes, config.embedding_dim, config.pooled_hidden_sizes)
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")})
-    encoder.eval()
     return TrainedProtoNet(
-        config, encoder, tensors["handmade.mean"].numpy(), tensors["handmade.std"].numpy(),
+        config, encoder.eval(), tensors["handmade.mean"].numpy(), tensors["handmade.std"].numpy(),
         tuple(envs.task_from_dict(t) for t in metadata["train_tasks"]), list(metadata.get("history", [])),
     )
 
@@ -745,6 +891,43 @@ def evaluate_identification(
     return document
 
 
-def write_json(path: str | os.PathLike[str], document: dict[str, Any]) -> None:
-    """Write ``document`` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(document, indent=2) + "\n")
+def evaluate_protonet_run(
+    run_dir: RunDir, config: dict[str, Any], options: EvalOptions, progress: bool = True
+) -> dict[str, Any]:
+    """``metarl evaluate`` for protonet runs: :func:`evaluate_identification`, written to ``eval_<split>.json``.
+
+    ``options.num_tasks`` is the number of variants of a continuous family's
+    pool, ``options.seed`` the evaluation seed; episodes use the run's way and
+    shot. Contexts are collected with the run's behaviour.
+    """
+    trained = load_trained(run_dir.path)
+    behaviour = behaviour_from_run(config.get("behaviour_run"), trained.config.family)
+    document = evaluate_identification(trained, options.split, eval_variants=options.num_tasks,
+                                       seed=options.seed, behaviour=behaviour, progress=progress)
+    write_eval_json(run_dir, document)
+    return document
+
+
+def format_accuracy_report(document: dict[str, Any]) -> str:
+    """A heading and a markdown table of an ``eval_<split>.json`` document (accuracy per context size)."""
+    lines = [
+        f"protonet on {document['family']} ({document['split']} split, {document['variants']} variants, "
+        f"{document['way']}-way {document['shot']}-shot, {document['queries']} queries, "
+        f"{document['episodes']} episodes): identification accuracy, mean ± 95% CI",
+        "",
+        "| C | ProtoNet | hand-made statistics | chance |",
+        "|---|---|---|---|",
+    ]
+    for size, value in document["accuracy"].items():
+        base = document["baselines"]["handmade_statistics"][size]
+        chance = document["baselines"]["chance"][size]["mean"]
+        lines.append(f"| {size} | {_percent(value)} | {_percent(base)} | {100 * chance:.1f}% |")
+    if "accuracy_novel_queries" in document:
+        novel = ", ".join(f"C={size}: {_percent(value)}" for size, value in document["accuracy_novel_queries"].items())
+        lines += ["", f"queries of the novel variants only: {novel}"]
+    return "\n".join(lines)
+
+
+def _percent(value: dict[str, Any]) -> str:
+    low, high = value["ci95"]
+    return f"{100 * value['mean']:.1f}% ± {100 * (high - low) / 2:.1f}"

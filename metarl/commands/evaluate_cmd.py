@@ -33,6 +33,7 @@ EVALUATORS: dict[str, str] = {
     "random_init": "metarl.random_init:evaluate_random_init_run",
     "finetune": "metarl.finetune:evaluate_finetune_run",
     "pretrain": "metarl.pretrain:evaluate_pretrain_run",
+    "protonet": "metarl.protonet:evaluate_protonet_run",
 }
 
 
@@ -87,6 +88,10 @@ def main(argv: list[str]) -> int:
         device=args.device,
     )
     document = evaluate(args.run_dir, options, progress=not args.no_progress)
+    if "accuracy" in document:  # task identification (protonet): accuracy per context size, no returns
+        print(importlib.import_module("metarl.protonet").format_accuracy_report(document))
+        print(f"wrote {RunDir(args.run_dir).eval_path(args.split)}")
+        return 0
     print(
         f"{document['method']} on {document['family']} ({document['split']} split, {document['num_tasks']} tasks, "
         f"{document['episodes_per_step']} episodes per step): mean return per adaptation step"
