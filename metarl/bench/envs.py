@@ -11,10 +11,11 @@ env steps per second (random actions drawn beforehand, resets included) of
    the same model (one call, persistent thread pool, same thread count): the
    physics limit, goal >= 0.6x.
 
-Every measurement is repeated ``repeats`` times in interleaved order and the
-best rate is kept, so a burst of load from other processes hurts both sides
-of a ratio alike. The families measured: HalfCheetahVel, AntDir and
-HopperRandParams (nominal tasks).
+The five measurements of a robot run interleaved, in chunks of about
+``chunk_steps`` env steps, for ``rounds`` rounds (alternating order), and each
+rate is total steps over total time: a burst of load from other processes
+falls on both sides of a ratio alike. Random actions are drawn beforehand. The
+families measured: HalfCheetahVel, AntDir and HopperRandParams (nominal tasks).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
-from functools import partial
 
 import gymnasium as gym
 import mujoco
@@ -50,16 +49,14 @@ class EnvBenchConfig:
 
     robots: tuple[str, ...] = ("half_cheetah", "ant", "hopper")
     """Robots to measure (half_cheetah, ant, hopper)."""
-    single_steps: int = 3000
-    """Env steps per single-env measurement."""
-    vector_steps: int = 200
-    """Steps of the whole batch per vector-env measurement."""
+    chunk_steps: int = 640
+    """Env steps per chunk of every measurement (vector envs: divided among the sub-envs)."""
+    rounds: int = 12
+    """Rounds of interleaved chunks per robot."""
     num_envs: int = 64
     """Sub-envs of our vector env and rollouts of mujoco.rollout."""
     gym_vector_envs: int = 8
     """Sub-envs of gymnasium's SyncVectorEnv."""
-    repeats: int = 3
-    """Repeats of every measurement (interleaved); the best rate is reported."""
     seed: int = 0
     """Seed of the random actions and of the resets."""
 
@@ -67,61 +64,112 @@ class EnvBenchConfig:
         unknown = sorted(set(self.robots) - set(ROBOTS))
         if unknown or not self.robots:
             raise ValueError(f"robots must be some of {sorted(ROBOTS)}, got {list(self.robots)}")
-        for name in ("single_steps", "vector_steps", "num_envs", "gym_vector_envs", "repeats"):
+        for name in ("chunk_steps", "rounds", "num_envs", "gym_vector_envs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def single_env_rate(env: gym.Env, steps: int, seed: int) -> float:
-    """Env steps/s of a single env under random actions, resetting when an episode ends."""
-    actions = np.random.default_rng(seed).uniform(
-        env.action_space.low, env.action_space.high, size=(steps, *env.action_space.shape)
-    ).astype(env.action_space.dtype)
-    env.reset(seed=seed)
-    start = time.perf_counter()
-    for action in actions:
-        _, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            env.reset()
-    return steps / (time.perf_counter() - start)
+class Stepper:
+    """Something that advances by a number of steps and reports the env steps it took."""
+
+    def run(self, steps: int) -> int:
+        raise NotImplementedError
 
 
-def vector_env_rate(env: gym.vector.VectorEnv, steps: int, seed: int) -> float:
-    """Env steps/s (sub-env steps) of a vector env under random actions (it autoresets)."""
-    space = env.single_action_space
-    actions = np.random.default_rng(seed).uniform(
-        space.low, space.high, size=(steps, env.num_envs, *space.shape)
-    ).astype(space.dtype)
-    env.reset(seed=seed)
-    start = time.perf_counter()
-    for action in actions:
-        env.step(action)
-    return steps * env.num_envs / (time.perf_counter() - start)
+class SingleEnvStepper(Stepper):
+    """A single env under random actions drawn beforehand, resetting when an episode ends."""
+
+    def __init__(self, env: gym.Env, seed: int, pool: int = 4096) -> None:
+        space = env.action_space
+        rng = np.random.default_rng(seed)
+        self.env = env
+        self.actions = rng.uniform(space.low, space.high, size=(pool, *space.shape)).astype(space.dtype)
+        self.cursor = 0
+        env.reset(seed=seed)
+
+    def run(self, steps: int) -> int:
+        env, actions, pool = self.env, self.actions, len(self.actions)
+        for _ in range(steps):
+            _, _, terminated, truncated, _ = env.step(actions[self.cursor % pool])
+            self.cursor += 1
+            if terminated or truncated:
+                env.reset()
+        return steps
 
 
-def rollout_rate(robot: Robot, num_rollouts: int, steps: int, seed: int, threads: int) -> float:
-    """Env steps/s of open-loop ``mujoco.rollout``: ``num_rollouts`` x ``steps * frame_skip`` substeps."""
-    model = build_model(robot)
-    datas = [mujoco.MjData(model) for _ in range(max(threads, 1))]
-    nstate = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_FULLPHYSICS)
-    state0 = np.zeros(nstate)
-    mujoco.mj_getState(model, datas[0], state0, mujoco.mjtState.mjSTATE_FULLPHYSICS)
-    rng = np.random.default_rng(seed)
-    low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
-    nstep = steps * robot.frame_skip
-    control = np.repeat(rng.uniform(low, high, size=(num_rollouts, steps, model.nu)), robot.frame_skip, axis=1)
-    initial = np.tile(state0, (num_rollouts, 1))
-    out_state = np.empty((num_rollouts, nstep, nstate))
-    out_sensor = np.empty((num_rollouts, nstep, model.nsensordata))
-    start = time.perf_counter()
-    rollout.rollout(model, datas if threads > 1 else datas[0], initial, control, nstep=nstep,
-                    state=out_state, sensordata=out_sensor, persistent_pool=True)
-    return num_rollouts * steps / (time.perf_counter() - start)
+class VectorEnvStepper(Stepper):
+    """A vector env (it autoresets) under random actions; counts sub-env steps."""
+
+    def __init__(self, env: gym.vector.VectorEnv, seed: int, pool: int = 256) -> None:
+        space = env.single_action_space
+        rng = np.random.default_rng(seed)
+        self.env = env
+        self.actions = rng.uniform(space.low, space.high,
+                                   size=(pool, env.num_envs, *space.shape)).astype(space.dtype)
+        self.cursor = 0
+        env.reset(seed=seed)
+
+    def run(self, steps: int) -> int:
+        for _ in range(steps):
+            self.env.step(self.actions[self.cursor % len(self.actions)])
+            self.cursor += 1
+        return steps * self.env.num_envs
+
+
+class RolloutStepper(Stepper):
+    """Open-loop ``mujoco.rollout``: one call of ``steps * frame_skip`` substeps per rollout.
+
+    Each call continues from the states where the previous one ended.
+    """
+
+    def __init__(self, robot: Robot, num_rollouts: int, seed: int, threads: int) -> None:
+        self.robot = robot
+        self.model = build_model(robot)
+        self.datas = [mujoco.MjData(self.model) for _ in range(max(threads, 1))]
+        nstate = mujoco.mj_stateSize(self.model, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        state = np.zeros(nstate)
+        mujoco.mj_getState(self.model, self.datas[0], state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        self.initial = np.tile(state, (num_rollouts, 1))
+        self.rng = np.random.default_rng(seed)
+        self.num_rollouts = num_rollouts
+
+    def run(self, steps: int) -> int:
+        model, robot = self.model, self.robot
+        ranges = model.actuator_ctrlrange
+        control = self.rng.uniform(ranges[:, 0], ranges[:, 1], size=(self.num_rollouts, steps, model.nu))
+        control = np.repeat(control, robot.frame_skip, axis=1)  # held for frame_skip substeps
+        data = self.datas if len(self.datas) > 1 else self.datas[0]
+        states, _ = rollout.rollout(model, data, self.initial, control, nstep=steps * robot.frame_skip,
+                                    persistent_pool=True)
+        self.initial = np.ascontiguousarray(states[:, -1])
+        return self.num_rollouts * steps
+
+
+def interleaved_rates(steppers: dict[str, tuple[Stepper, int]], rounds: int,
+                      bar: tqdm | None = None) -> dict[str, float]:
+    """Env steps/s of each stepper, measured in alternating chunks.
+
+    Each round runs every stepper for its chunk (``steppers[key] = (stepper, chunk)``),
+    in an order that alternates from round to round, so that load from other
+    processes falls on all of them alike; rates are total steps over total time.
+    """
+    steps = dict.fromkeys(steppers, 0)
+    seconds = dict.fromkeys(steppers, 0.0)
+    keys = list(steppers)
+    for round_index in range(rounds):
+        for key in keys if round_index % 2 == 0 else keys[::-1]:
+            stepper, chunk = steppers[key]
+            start = time.perf_counter()
+            steps[key] += stepper.run(chunk)
+            seconds[key] += time.perf_counter() - start
+        if bar is not None:
+            bar.update()
+    return {key: steps[key] / seconds[key] for key in keys}
 
 
 @dataclasses.dataclass
 class RobotResult:
-    """Best rates (env steps/s) of one robot."""
+    """Rates (env steps/s) of one robot."""
 
     robot: str
     family: str
@@ -136,44 +184,39 @@ class RobotResult:
 
 
 def measure(config: EnvBenchConfig) -> list[RobotResult]:
-    """Run every measurement ``config.repeats`` times (interleaved) and keep the best."""
+    """Measure every robot: five steppers interleaved chunk by chunk (see module docstring)."""
     threads = os.cpu_count() or 1
-    jobs: list[tuple[str, str, Callable[[], float]]] = []
-    for name in config.robots:
-        family, gym_id, robot = ROBOTS[name]
-        ours_single = gym.make(envs.env_id(family))
-        gym_single = gym.make(gym_id)
-        ours_vector = gym.make_vec(envs.env_id(family), num_envs=config.num_envs,
-                                   vectorization_mode="vector_entry_point")
-        gym_sync = gym.make_vec(gym_id, num_envs=config.gym_vector_envs, vectorization_mode="sync")
-        single, vector, seed = config.single_steps, config.vector_steps, config.seed
-        # the gymnasium vector env gets as many sub-env steps as ours
-        gym_vector_steps = max(1, vector * config.num_envs // config.gym_vector_envs)
-        jobs += [
-            (name, "ours_single", partial(single_env_rate, ours_single, single, seed)),
-            (name, "gym_single", partial(single_env_rate, gym_single, single, seed)),
-            (name, "ours_vector", partial(vector_env_rate, ours_vector, vector, seed)),
-            (name, "gym_sync", partial(vector_env_rate, gym_sync, gym_vector_steps, seed)),
-            (name, "rollout", partial(rollout_rate, robot, config.num_envs, vector, seed, threads)),
-        ]
-    best: dict[tuple[str, str], float] = {}
-    with tqdm(total=len(jobs) * config.repeats, desc="bench envs", unit="run") as bar:
-        for _ in range(config.repeats):
-            for robot_name, key, job in jobs:
-                best[robot_name, key] = max(best.get((robot_name, key), 0.0), job())
-                bar.update()
+    results = []
+    with tqdm(total=len(config.robots) * config.rounds, desc="bench envs", unit="round") as bar:
+        for name in config.robots:
+            family, gym_id, robot = ROBOTS[name]
+            seed, n, g = config.seed, config.num_envs, config.gym_vector_envs
+            ours_vector = gym.make_vec(envs.env_id(family), num_envs=n,
+                                       vectorization_mode="vector_entry_point")
+            gym_sync = gym.make_vec(gym_id, num_envs=g, vectorization_mode="sync")
+            chunk = config.chunk_steps
+            steppers: dict[str, tuple[Stepper, int]] = {
+                "ours_single": (SingleEnvStepper(gym.make(envs.env_id(family)), seed), chunk),
+                "gym_single": (SingleEnvStepper(gym.make(gym_id), seed), chunk),
+                # the vector envs and rollout take about as many env steps per chunk
+                "ours_vector": (VectorEnvStepper(ours_vector, seed), max(1, chunk // n)),
+                "gym_sync": (VectorEnvStepper(gym_sync, seed), max(1, chunk // g)),
+                "rollout": (RolloutStepper(robot, n, seed, threads), max(1, chunk // n)),
+            }
+            rates = interleaved_rates(steppers, config.rounds, bar)
+            ours_vector.close()
+            gym_sync.close()
+            results.append(RobotResult(name, family, gym_id, rates))
     rollout.shutdown_persistent_pool()
-    return [RobotResult(name, ROBOTS[name][0], ROBOTS[name][1],
-                        {key: rate for (robot, key), rate in best.items() if robot == name})
-            for name in config.robots]
+    return results
 
 
 def format_results(results: list[RobotResult], config: EnvBenchConfig) -> str:
     """A markdown table of rates and ratios with their goals."""
     n, g = config.num_envs, config.gym_vector_envs
     lines = [
-        f"env steps/s, best of {config.repeats}; {os.cpu_count()} CPUs; mujoco {mujoco.__version__}, "
-        f"gymnasium {gym.__version__}",
+        f"env steps/s over {config.rounds} interleaved rounds of {config.chunk_steps} env steps; "
+        f"{os.cpu_count()} CPUs; mujoco {mujoco.__version__}, gymnasium {gym.__version__}",
         "",
         f"| robot (our family) | ours single | gym v5 single | ratio (goal {GOALS['single']}) "
         f"| ours vector x{n} | gym Sync x{g} | ratio (goal {GOALS['vector']}) "

@@ -9,8 +9,8 @@ from metarl.cli import main as cli_main
 
 
 def test_bench_envs_measures_all_sides_and_formats_ratios() -> None:
-    config = EnvBenchConfig(robots=("half_cheetah",), single_steps=40, vector_steps=4, num_envs=4,
-                            gym_vector_envs=2, repeats=1)
+    config = EnvBenchConfig(robots=("half_cheetah",), chunk_steps=40, rounds=2, num_envs=4,
+                            gym_vector_envs=2)
     (result,) = measure(config)
     assert set(result.rates) == {"ours_single", "gym_single", "ours_vector", "gym_sync", "rollout"}
     assert all(rate > 0 for rate in result.rates.values())
