@@ -210,6 +210,9 @@ def test_bad_command_input_exits_with_a_clear_error(tmp_path, capsys) -> None:
     assert "timesteps must be a positive int" in capsys.readouterr().err
     assert cli_main([*base, "--freeze", "5"]) == 2
     assert "freeze=5 asks for more layers than the policy network has" in capsys.readouterr().err.replace("\n", " ")
+    if not torch.cuda.is_available():
+        assert cli_main([*base, "--device", "cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err.replace("\n", " ")
     assert not (tmp_path / "r").exists()  # nothing written on bad input
 
 
@@ -275,3 +278,13 @@ def test_finetuning_on_unseen_tasks_beats_the_pretrained_policy_over_three_seeds
                             for task in tasks])  # [tasks, k]
         before, after = returns[:, 0].mean(), returns[:, -1].mean()
         assert after > before + 8.0, f"seed {seed}: fine-tuning {before:.1f} -> {after:.1f}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_finetuning_runs_on_cuda() -> None:
+    spec = _spec("ppo")
+    recipe = ft.FinetuneRecipe(freeze=1, new_head=True, episodes_per_step=2, num_steps=1)
+    result = ft.finetune_on_task(spec, _random_state(spec), _tasks(1)[0], recipe, seed=0,
+                                 device=torch.device("cuda"))
+    assert len(result.returns) == 2 and all(np.isfinite(result.returns))
