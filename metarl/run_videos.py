@@ -17,6 +17,10 @@ half of it (:func:`metarl.evaluation.adaptation_lrs`). The sampling noise of
 one task alone differs from that of the 40-task evaluation, so the adapted
 weights are a fresh draw of the same procedure, not the evaluation's own.
 
+A ProtoNet run (task identification, no policy) gives one panel instead: the
+robot acting at random, as when its contexts were collected, with the variant
+the identifier picks from the transitions seen so far (:func:`protonet_panel`).
+
 Each panel shows the policy acting (stochastically by default, as evaluated)
 with the family, split, task index, a short task description, the method and k,
 and the running return. Episodes start from the same reset seed in every panel,
@@ -312,8 +316,9 @@ def run_horizon(config: Mapping[str, Any]) -> int | None:
 def resolve_policies(method: str) -> Callable[..., dict[int, render.PolicyFn]]:
     """The policy provider of ``method`` (``ValueError`` listing the methods that can be rendered)."""
     if method not in RUN_POLICIES:
+        supported = ", ".join(sorted([*RUN_POLICIES, "protonet"]))
         raise ValueError(
-            f"cannot render runs of method {method!r}; rendering supports: {', '.join(sorted(RUN_POLICIES))}"
+            f"cannot render runs of method {method!r}; rendering supports: {supported}"
         )
     module_name, function_name = RUN_POLICIES[method].split(":")
     return getattr(importlib.import_module(module_name), function_name)
@@ -323,6 +328,108 @@ def default_output(run_dir: str | os.PathLike[str], options: RenderOptions) -> P
     """``RUN_DIR/render_<split>_task<I>_k<steps>.mp4``."""
     steps = "-".join(map(str, options.steps))
     return Path(run_dir) / f"render_{options.split}_task{options.task_index}_k{steps}.mp4"
+
+
+IDENTIFICATION_WINDOW = 64
+"""Transitions (the most recent) the ProtoNet overlay identifies from, as in its evaluation's largest context."""
+
+
+def protonet_candidates(
+    family: str, split: str, task: Any, options: RenderOptions, way: int
+) -> list[Any]:
+    """The variants a ProtoNet video chooses among; ``task`` is always one of them.
+
+    Discrete families (HalfCheetahCrippled): every distinct variant of the train
+    split and of ``split`` (the novel ood ones beside the trained ones).
+    Continuous families: ``way`` evaluation tasks of the split, ``task`` included.
+    """
+    from metarl.contexts import distinct_variants
+    from metarl.evaluation import evaluation_tasks
+
+    train_variants = distinct_variants(family, "train")
+    split_variants = distinct_variants(family, split)
+    if train_variants is not None and split_variants is not None:
+        unique = {t.task_id: t for t in [*train_variants, *split_variants]}
+        return list(unique.values())
+    others = [
+        t for t in evaluation_tasks(family, split, options.num_tasks, options.seed) if t != task
+    ]
+    return [*others[: max(1, way - 1)], task]
+
+
+def protonet_panel(run: Any, task: Any, options: RenderOptions) -> render.Panel:
+    """One panel of a ProtoNet run: the robot acting with the behaviour its contexts come
+    from (uniform random actions, or the run's ``behaviour_run`` policy), with the variant
+    the identifier picks from the transitions seen so far.
+
+    Prototypes are the mean embeddings of ``shot`` support contexts (the run's
+    context size) collected on each candidate variant
+    (:func:`protonet_candidates`); at step t the identifier embeds the last
+    :data:`IDENTIFICATION_WINDOW` transitions ``(s, a, r, s')`` and picks the
+    nearest prototype.
+    """
+    from metarl.contexts import collect_contexts
+    from metarl.protonet import TaskIdentifier, behaviour_from_run, load_trained
+
+    trained = load_trained(run.path)
+    config = trained.config
+    identifier = TaskIdentifier(trained.encoder, config.family)
+    behaviour_run = run.read_config().get("behaviour_run")
+    behaviour = behaviour_from_run(behaviour_run, config.family)  # None: uniform random actions
+    candidates = protonet_candidates(config.family, options.split, task, options, config.way)
+    support = collect_contexts(
+        config.family, candidates, config.shot, config.context_size, behaviour=behaviour,
+        seed=options.seed, progress=False,
+    )  # fmt: skip  # [variants, shot, context_size, transition_dim]
+    prototypes = identifier.prototypes(support)  # [variants, embedding]
+    truth = next(i for i, candidate in enumerate(candidates) if candidate == task)
+
+    env = render.make_render_env(config.family)
+    if behaviour is None:
+        act = render.random_policy_fn(env.action_space, options.seed)
+    else:
+        rng = np.random.default_rng(options.seed)
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            return np.asarray(behaviour(np.asarray(obs, np.float64)[None], rng))[0]
+
+    frames = render.FrameRenderer(options.width, options.height)
+    try:
+        episode = render.rollout(
+            env, act, frames, task=task, seed=options.seed, max_steps=options.max_steps
+        )
+    finally:
+        frames.close()
+        env.close()
+    transitions = np.concatenate(
+        [
+            episode.observations[:-1],
+            episode.actions,
+            episode.rewards[:, None],
+            episode.observations[1:],
+        ],
+        axis=1,
+    )  # [steps, transition_dim]: (s, a, r, s')
+    lines: list[tuple[str, ...]] = [("identified: -  (no transition yet)",)]
+    correct = 0
+    for t in range(1, episode.steps + 1):
+        index, _ = identifier.identify(
+            transitions[max(0, t - IDENTIFICATION_WINDOW) : t], prototypes
+        )
+        correct += index == truth
+        mark = "right" if index == truth else "wrong"
+        lines.append(
+            (
+                f"identified: {describe_task(candidates[index], 26)} ({mark})",
+                f"right on {correct}/{t} steps, {len(candidates)} candidates",
+            )
+        )
+    header = (
+        f"{config.family} {options.split} #{options.task_index}",
+        f"true: {describe_task(task, 32)}",
+        "protonet, " + ("random actions" if behaviour is None else "behaviour policy"),
+    )
+    return render.Panel(episode, header, step_lines=tuple(lines))
 
 
 def render_run(
@@ -352,8 +459,20 @@ def render_run(
             f"{run.path} holds no checkpoint (no {checkpoint_dir}/*.safetensors): the run never saved "
             "one; train it (or resume it) until it writes a checkpoint"
         )
-    provider = resolve_policies(config["method"])
     family = config["family"]
+    if config["method"] == "protonet":
+        task = select_task(family, options)
+        probe = render.make_render_env(family)
+        if render._is_mujoco_env(probe):
+            render.select_gl_backend()
+        probe.close()
+        panel = protonet_panel(run, task, options)
+        fps = options.fps or render.env_fps(probe) / options.frame_stride
+        count, size = render.write_video(
+            render.compose_frames([panel], frame_stride=options.frame_stride), target, fps=fps
+        )
+        return RenderResult(target, count, size, {0: panel.rollout.total_return}, task)
+    provider = resolve_policies(config["method"])
     task = select_task(family, options)
     env = render.make_render_env(family)
     if render._is_mujoco_env(env):

@@ -172,3 +172,26 @@ def test_render_finetune_run(tmp_path: Path) -> None:
     result = render_run(run.path, options, tmp_path / "ft.mp4")
     assert (result.frames, result.size) == (9, (64, 128))
     assert sorted(result.returns) == [0, 1]
+
+
+def test_render_protonet_run_overlays_the_identified_variant(tmp_path: Path) -> None:
+    from metarl.protonet import ProtoNetConfig, train_run
+
+    config = ProtoNetConfig(
+        family="Point2DNav", way=3, shot=2, query=2, context_size=4, hidden_sizes=(16, 16),
+        embedding_dim=8, pooled_hidden_sizes=(), iterations=5, train_variants=6, envs_per_variant=4,
+        transitions_per_env=20,
+    )  # fmt: skip
+    run = train_run(config, tmp_path / "proto", device="cpu", progress=False)
+    options = RenderOptions(
+        split="ood", task_index=2, num_tasks=4, width=64, height=64, max_steps=6
+    )
+    result = render_run(run.path, options, tmp_path / "proto.mp4")
+    assert (result.frames, result.size) == (7, (64, 64))
+    from metarl.run_videos import protonet_panel
+
+    panel = protonet_panel(run, select_task("Point2DNav", options), options)
+    assert len(panel.step_lines) == 7
+    assert panel.step_lines[0] == ("identified: -  (no transition yet)",)
+    assert panel.step_lines[6][0].startswith("identified: goal_x_m=")
+    assert panel.step_lines[6][1].endswith("/6 steps, 3 candidates")
