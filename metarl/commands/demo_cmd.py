@@ -8,6 +8,9 @@
    protocol from the untrained initial policy (random init).
 3. Prints the k = 0..3 table beside the MAML paper's (Finn et al. 2017;
    ``metarl/data/maml_paper_returns.json``) and writes a plot of it.
+4. Renders a video of the policy on one unseen goal before adaptation and
+   after 1 and 3 steps (``demo_before_after.mp4``; ``--no-video`` skips it,
+   and it is skipped with a message when rendering is unavailable).
 
 The demo configuration is smaller than the paper's (fewer episodes per task and
 iterations, narrower network) so that it finishes in about a minute; the
@@ -74,6 +77,8 @@ class DemoArgs:
     """CPU threads for torch."""
     no_progress: bool = False
     """Hide the progress bars."""
+    no_video: bool = False
+    """Skip the before/after adaptation video."""
 
 
 def plot_returns(
@@ -157,9 +162,31 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
     print(f"paper: {reference['source']}")
     plot = plot_returns(run_dir.path / PLOT_NAME, document["returns"], baseline_document["returns"], paper,
                         f"{FAMILY}: return on {options.num_tasks} unseen goals")
+    video = None if args.no_video else render_demo_video(run_dir, args.seed)
     total = time.perf_counter() - start
     print(f"wrote {run_dir.eval_path('test')} and {plot}; training {train_seconds:.0f} s, total {total:.0f} s")
-    return {"maml": document, "random_init": baseline_document, "paper": paper, "seconds": total}
+    return {"maml": document, "random_init": baseline_document, "paper": paper, "seconds": total, "video": video}
+
+
+def render_demo_video(run_dir: RunDir, seed: int) -> Path | None:
+    """Render the policy before and after 1 and 3 adaptation steps on one unseen goal.
+
+    Returns the video path, or ``None`` (with a message saying why) when rendering is unavailable.
+    """
+    from metarl.render import RenderingUnavailableError
+    from metarl.run_videos import RenderOptions, render_run
+
+    options = RenderOptions(split="test", task_index=0, steps=(0, 1, 3), width=192, height=192)
+    target = run_dir.path / "demo_before_after.mp4"
+    print(f"video: the policy on unseen goal 0 before adaptation and after k = 1 and 3 steps -> {target}")
+    try:
+        result = render_run(run_dir.path, options, target)
+    except RenderingUnavailableError as error:
+        print(f"video skipped: {error}")
+        return None
+    returns = ", ".join(f"k={k}: {value:.1f}" for k, value in result.returns.items())
+    print(f"video: {result.frames} frames; return of the episodes shown: {returns}")
+    return result.path
 
 
 def main(argv: list[str]) -> int:
