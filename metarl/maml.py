@@ -18,8 +18,12 @@ objective ``vpg`` or ``lvc``). The meta-gradient goes through the adaptation
   subject to ``mean_i KL(π_old'_i || π_θ'_i) <= max_kl``, where both the
   surrogate and the KL are functions of θ through the adaptation. The step is
   ``sqrt(2δ / d^T H d) d`` with ``d`` from ``cg_iters`` conjugate-gradient
-  iterations on Hessian-vector products of that KL (double backward through
-  the adaptation graph, which is built once per meta-update), followed by a
+  iterations on Hessian-vector products of that KL (through the adaptation
+  graph, which is built once per meta-update and shared by the gradient and
+  every CG iteration; for one inner step or first order the product is the
+  exact Gauss-Newton form ``J^T F J v`` at θ_old, two second-order products,
+  otherwise plain double backward, third order; ``cg_subsample`` < 1 takes
+  the curvature from the first tasks only), followed by a
   backtracking line search that re-adapts at each candidate θ and accepts the
   first one that improves the surrogate and keeps the exact KL within the
   bound (otherwise θ is left unchanged).
@@ -409,6 +413,7 @@ class MAMLLearner:
         )
         old = _detached(post)
         surrogate, kl = self._query_terms(post, batch, old)
+        surrogate_before = float(surrogate.detach())
         if gauss_newton:
             gradient = flatten(
                 _through_adaptation(post, names, param_list, surrogate, retain_graph=True)
@@ -431,11 +436,10 @@ class MAMLLearner:
             kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
             hvp = hessian_vector_product_fn(kl_gradient, param_list, config.cg_damping)
         step = trust_region_step(gradient, hvp, config.max_kl, config.cg_iters)
-        del post, kl, hvp  # free the adaptation graph before the line search
+        del post, kl, hvp, surrogate  # free the adaptation graph before the line search
         cg_seconds = time.perf_counter() - graph_start
 
         search_start = time.perf_counter()
-        surrogate_before = float(surrogate.detach())
         start_vector = flatten([p.detach() for p in param_list])
         old_support_log_probs = [s.log_probs for s in old.steps]
 
