@@ -427,8 +427,7 @@ def load_pretrained(path: str | os.PathLike) -> tuple[ModelSpec, dict[str, torch
 
 def _check_state_against_spec(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path) -> None:
     """Build the model on CPU and compare names and shapes, so a mismatch is reported clearly."""
-    env = make_vec_env(spec, 1, np.random.default_rng(0))
-    model = build_model(spec, env, torch.device("cpu"))
+    model = _untrained_model(spec)
     expected = {k: tuple(v.shape) for k, v in model.policy.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items() if k not in (_OBS_MEAN, _OBS_VAR, _LOG_ENT_COEF)}
     if expected != found:
@@ -439,7 +438,6 @@ def _check_state_against_spec(spec: ModelSpec, state: dict[str, torch.Tensor], p
         )
     if spec.normalize_obs and (_OBS_MEAN not in state or tuple(state[_OBS_MEAN].shape) != (spec.obs_dim,)):
         raise CheckpointError(f"{path} lacks the observation statistics of size {spec.obs_dim} its description requires")
-    env.close()
 
 
 # ----------------------------------------------------------------------------
@@ -685,8 +683,8 @@ def finetune_on_task(
 
 
 def parameter_count(spec: ModelSpec) -> int:
-    """Parameters of the policy network that acts (body, head, log-std), not the critic."""
-    model, _ = load_policy_untrained(spec)
+    """Parameters of the policy network that acts (body, head, PPO's log-std), not the critic."""
+    model = _untrained_model(spec)
     if isinstance(model, PPO):
         modules = [model.policy.mlp_extractor.policy_net, model.policy.action_net]
         return sum(p.numel() for m in modules for p in m.parameters()) + model.policy.log_std.numel()
@@ -694,17 +692,19 @@ def parameter_count(spec: ModelSpec) -> int:
 
 
 def flops_per_forward(spec: ModelSpec) -> int:
-    """Multiply-adds x 2 of one policy forward on one observation (Linear layers only)."""
+    """2 x the multiply-adds of one policy forward on one observation (Linear layers only)."""
     sizes = [spec.obs_dim, *spec.hidden_sizes]
     body = sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    heads = 2 if spec.algo == "sac" else 1
+    heads = 2 if spec.algo == "sac" else 1  # SAC's actor has a mean and a log-std head
     return body + heads * 2 * sizes[-1] * spec.act_dim
 
 
-def load_policy_untrained(spec: ModelSpec) -> tuple[BaseAlgorithm, DummyVecEnv]:
-    """A freshly initialised model of ``spec`` on CPU (for sizes and counts)."""
+def _untrained_model(spec: ModelSpec) -> BaseAlgorithm:
+    """A freshly initialised model of ``spec`` on CPU (for names, shapes and counts)."""
     env = make_vec_env(spec, 1, np.random.default_rng(0))
-    return build_model(spec, env, torch.device("cpu")), env
+    model = build_model(spec, env, torch.device("cpu"))
+    env.close()
+    return model
 
 
 # ----------------------------------------------------------------------------

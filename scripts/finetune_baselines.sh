@@ -21,8 +21,10 @@ if [ $# -eq 0 ]; then FAMILIES=(HalfCheetahVel HalfCheetahDir); else FAMILIES=("
 SEED=${SEED:-0}
 PRESET=${PRESET:-fast}                      # MAML preset: fast = 20 tasks x 10 episodes per batch
 PRETRAIN_ITERATIONS=${PRETRAIN_ITERATIONS:-20}
+META_BATCH_SIZE=${META_BATCH_SIZE:-10}      # tasks per iteration (paper: 40)
+EPISODES_PER_TASK=${EPISODES_PER_TASK:-10}  # MAML's per batch; pretraining samples twice as many (paper: 20)
 MAML_ITERATIONS=${MAML_ITERATIONS:-0}       # 0: no MAML run here (paper: 100-475 iterations)
-PPO_TIMESTEPS=${PPO_TIMESTEPS:-200000}
+PPO_TIMESTEPS=${PPO_TIMESTEPS:-100000}
 EVAL_TASKS=${EVAL_TASKS:-10}                # protocol: 40
 REFERENCE=${REFERENCE:-/work/shared/reference/maml_paper_returns.json}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -53,7 +55,8 @@ for family in "${FAMILIES[@]}"; do
     dir="$OUT/$family"
     runs=()
     train "$dir/pretrain" pretrain --env "$family" --preset "$PRESET" --iterations "$PRETRAIN_ITERATIONS" \
-        --seed "$SEED" --device cpu --no-progress
+        --meta-batch-size "$META_BATCH_SIZE" --episodes-per-task "$EPISODES_PER_TASK" --seed "$SEED" --device cpu \
+        --no-progress
     evaluate "$dir/pretrain"
     runs+=("$dir/pretrain")
     train "$dir/finetune_ppo" finetune --env "$family" --algo ppo --timesteps "$PPO_TIMESTEPS" --seed "$SEED" \
@@ -61,7 +64,8 @@ for family in "${FAMILIES[@]}"; do
     evaluate "$dir/finetune_ppo"
     runs+=("$dir/finetune_ppo")
     if [ "$MAML_ITERATIONS" -gt 0 ]; then
-        train "$dir/maml" maml --env "$family" --preset "$PRESET" --iterations "$MAML_ITERATIONS" --seed "$SEED" \
+        train "$dir/maml" maml --env "$family" --preset "$PRESET" --iterations "$MAML_ITERATIONS" \
+            --meta-batch-size "$META_BATCH_SIZE" --episodes-per-task "$EPISODES_PER_TASK" --seed "$SEED" \
             --device cpu --no-progress
         evaluate "$dir/maml"
         runs+=("$dir/maml")
