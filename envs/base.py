@@ -15,6 +15,7 @@ time limit, gymnasium's default next-step autoreset, input checks and the
 
 from __future__ import annotations
 
+import math
 from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -36,7 +37,10 @@ def check_action(action: Any, shape: tuple[int, ...], what: str = "action") -> n
         raise ValueError(f"{what} must be numeric with shape {shape}: {error}") from None
     if array.shape != shape:
         raise ValueError(f"{what} must have shape {shape}, got {array.shape}")
-    if not np.isfinite(array).all():
+    # fast path: one dot product is finite for any ordinary action; only otherwise
+    # (non-finite, or so large that its square overflows) is each entry checked
+    flat = array.ravel()
+    if not math.isfinite(flat @ flat) and not np.isfinite(array).all():
         raise ValueError(f"{what} must be finite, got {array}")
     return array
 

@@ -75,7 +75,7 @@ def test_nominal_robots_match_gymnasium_v5(family: str, gym_id: str, compared: i
         np.testing.assert_array_equal(obs_ours[:compared], obs_theirs[:compared])
         assert term_ours == term_theirs
         assert info_ours["x_velocity"] == info_theirs["x_velocity"]
-        if same_reward:
-            assert reward_ours == reward_theirs
+        if same_reward:  # the control cost sums in another order: equal to rounding
+            assert reward_ours == pytest.approx(reward_theirs, rel=0, abs=1e-12)
         if term_ours:
             break
