@@ -140,3 +140,27 @@ def test_vector_env_refuses_bad_input() -> None:
     with pytest.raises(ValueError, match="num_threads"):
         gym.make_vec("MetaRL/AntGoal-v0", num_envs=2, vectorization_mode="vector_entry_point",
                      num_threads=-1)
+
+
+@pytest.mark.parametrize("family", ["HalfCheetahRandParams", "HopperRandParams", "AntCrippled"])
+def test_switching_tasks_leaves_no_trace(family: str) -> None:
+    """After tasks A, B, A a sub-env (and the single env) behaves as a fresh env with task A."""
+    first, second = envs.distribution(family).sample(2, "ood", np.random.default_rng(4))
+    env = gym.make(envs.env_id(family))
+    actions = np.random.default_rng(0).uniform(-1, 1, (10, *env.action_space.shape))
+
+    def run_single(single: gym.Env, task) -> np.ndarray:
+        observations = [single.reset(seed=8, options={"task": task})[0]]
+        observations += [single.step(a)[0] for a in actions]
+        return np.array(observations)
+
+    fresh = run_single(gym.make(envs.env_id(family)), first)
+    run_single(env, first)
+    run_single(env, second)
+    np.testing.assert_array_equal(run_single(env, first), fresh)
+
+    vec = gym.make_vec(envs.env_id(family), num_envs=2, vectorization_mode="vector_entry_point")
+    for tasks in ([first, second], [second, first], [first, second]):
+        observations = [vec.reset(seed=8, options={"tasks": tasks})[0]]
+        observations += [vec.step(np.stack([a, a]))[0] for a in actions]
+    np.testing.assert_array_equal(np.array(observations)[:, 0], fresh)
