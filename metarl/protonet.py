@@ -115,8 +115,13 @@ class ProtoNetConfig:
     pooled_hidden_sizes: tuple[int, ...] = (128,)
     """Widths of the ReLU hidden layers of the MLP applied after mean pooling (empty: the
     mean-pooled vector is the embedding)."""
-    learning_rate: float = 1e-3
-    """Adam step size."""
+    handmade_features: bool = False
+    """Append the standardised hand-made statistics of the context (mean and std of s' - s and of r)
+    to the learned embedding: a fixed part that keeps generic dynamics information for variants
+    unlike every training one (an actuator never crippled in training), which the learned part,
+    trained on the training variants only, may discard."""
+    learning_rate: float = 2e-3
+    """Adam step size at the start; it decays to 0 along a cosine over ``iterations``."""
     iterations: int = 2000
     """Adam steps."""
     episodes_per_iteration: int = 4
@@ -194,9 +199,9 @@ class ProtoNetConfig:
 def preset(name: str, family: str = "Point2DNav") -> ProtoNetConfig:
     """Named configurations: ``tiny`` (tests, seconds) and ``default`` (the README runs)."""
     if name == "tiny":
-        return ProtoNetConfig(family=family, hidden_sizes=(64, 64), embedding_dim=32, iterations=300,
-                              episodes_per_iteration=2, train_variants=60, envs_per_variant=10,
-                              context_size=8, learning_rate=3e-3)
+        return ProtoNetConfig(family=family, hidden_sizes=(64, 64), embedding_dim=32, pooled_hidden_sizes=(64,),
+                              iterations=500, episodes_per_iteration=2, train_variants=60, envs_per_variant=10,
+                              context_size=16, learning_rate=1e-2)
     if name == "default":
         return ProtoNetConfig(family=family)
     raise ValueError(f"unknown preset {name!r}; available presets: tiny, default")
@@ -228,10 +233,12 @@ class ContextEncoder(nn.Module):
         hidden_sizes: Sequence[int],
         embedding_dim: int,
         pooled_hidden_sizes: Sequence[int] = (),
+        handmade_features: bool = False,
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.embedding_dim = embedding_dim
+        self.handmade_features = handmade_features
         dim = transition_dim(obs_dim, act_dim)
         sizes = (dim, *hidden_sizes, embedding_dim)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
@@ -239,6 +246,14 @@ class ContextEncoder(nn.Module):
         self.pooled_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(pooled[:-1], pooled[1:], strict=True))
         self.register_buffer("feature_mean", torch.zeros(dim))
         self.register_buffer("feature_std", torch.ones(dim))
+        # Set by the trainer and by load_trained from the checkpoint's handmade.* tensors (one copy).
+        self.register_buffer("handmade_mean", torch.zeros(2 * obs_dim + 2), persistent=False)
+        self.register_buffer("handmade_std", torch.ones(2 * obs_dim + 2), persistent=False)
+
+    @property
+    def output_dim(self) -> int:
+        """Size of the embeddings :meth:`forward` returns."""
+        return self.embedding_dim + (2 * self.obs_dim + 2 if self.handmade_features else 0)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """PyTorch's default ``nn.Linear`` initialisation, drawn from ``generator``."""
@@ -273,6 +288,9 @@ class ContextEncoder(nn.Module):
         x = self.embed_transitions(contexts).mean(dim=-2)  # [..., embedding_dim]
         for layer in self.pooled_layers:
             x = layer(torch.relu(x))
+        if self.handmade_features:
+            handmade = handmade_statistics(contexts, self.obs_dim, self.act_dim)  # [..., 2*obs_dim + 2]
+            x = torch.cat([x, (handmade - self.handmade_mean) / self.handmade_std], dim=-1)
         return x
 
 
@@ -307,17 +325,20 @@ def prototypical_loss(
 # ----------------------------------------------------------------------------
 
 
-def handmade_statistics(contexts: np.ndarray, obs_dim: int, act_dim: int) -> np.ndarray:
-    """Mean and std of ``s' - s`` and of ``r`` over a context.
+def handmade_statistics(contexts: np.ndarray | torch.Tensor, obs_dim: int, act_dim: int) -> np.ndarray | torch.Tensor:
+    """Mean and std of ``s' - s`` and of ``r`` over a context (numpy in, numpy out; torch in, torch out).
 
     ``contexts  # [..., C, transition_dim]`` -> ``[..., 2 * obs_dim + 2]`` laid out as
-    ``[mean(s' - s), std(s' - s), mean(r), std(r)]``.
+    ``[mean(s' - s), std(s' - s), mean(r), std(r)]`` (population std: 0 for C = 1).
     """
-    s, _, r, s_next = split_transitions(np.asarray(contexts, dtype=np.float64), obs_dim, act_dim)
+    if not isinstance(contexts, torch.Tensor):
+        return handmade_statistics(torch.as_tensor(np.asarray(contexts, dtype=np.float64)), obs_dim, act_dim).numpy()
+    s, _, r, s_next = split_transitions(contexts, obs_dim, act_dim)
     delta = s_next - s  # [..., C, obs_dim]
-    return np.concatenate(
-        [delta.mean(axis=-2), delta.std(axis=-2), r.mean(axis=-1)[..., None], r.std(axis=-1)[..., None]],
-        axis=-1,
+    return torch.cat(
+        [delta.mean(dim=-2), delta.std(dim=-2, correction=0), r.mean(dim=-1, keepdim=True),
+         r.std(dim=-1, correction=0, keepdim=True)],
+        dim=-1,
     )
 
 
@@ -425,7 +446,7 @@ class ProtoNetTrainer:
             seed=int(rng.integers(2**31)), progress=progress,
         )  # [variants, envs_per_variant, episode_length, dim]
         self.encoder = ContextEncoder(self.obs_dim, self.act_dim, config.hidden_sizes, config.embedding_dim,
-                                      config.pooled_hidden_sizes)
+                                      config.pooled_hidden_sizes, config.handmade_features)
         self.encoder.reset_parameters(generator)
         self.encoder.fit_normalisation(torch.from_numpy(self.transitions))
         self.encoder.to(self.device)
@@ -437,6 +458,8 @@ class ProtoNetTrainer:
         self.handmade_mean = handmade.mean(axis=0)
         std = handmade.std(axis=0)
         self.handmade_std = np.where(std > 1e-9, std, 1.0)
+        self.encoder.handmade_mean.copy_(torch.as_tensor(self.handmade_mean))
+        self.encoder.handmade_std.copy_(torch.as_tensor(self.handmade_std))
         self.optimiser = torch.optim.Adam(self.encoder.parameters(), lr=config.learning_rate)
         self.episode_rng = rng  # the stream of training episodes, from here on
         self.iteration = 0
@@ -453,6 +476,10 @@ class ProtoNetTrainer:
         contexts = torch.from_numpy(contexts).to(self.device)  # [episodes*way, shot+query, C, dim]
         embeddings = self.encoder(contexts).reshape(config.episodes_per_iteration, config.way, per_variant, -1)
         loss, accuracy = prototypical_loss(embeddings[:, :, : config.shot], embeddings[:, :, config.shot :])
+        # Cosine decay of the step size over the run (Loshchilov & Hutter 2017).
+        progress = self.iteration / config.iterations
+        for group in self.optimiser.param_groups:
+            group["lr"] = config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
         self.optimiser.zero_grad()
         loss.backward()
         self.optimiser.step()
@@ -497,8 +524,10 @@ class ProtoNetTrainer:
     def trained(self) -> TrainedProtoNet:
         """The encoder (a CPU copy, in eval mode) with its baseline statistics."""
         encoder = ContextEncoder(self.obs_dim, self.act_dim, self.config.hidden_sizes, self.config.embedding_dim,
-                                 self.config.pooled_hidden_sizes)
+                                 self.config.pooled_hidden_sizes, self.config.handmade_features)
         encoder.load_state_dict({k: v.detach().cpu() for k, v in self.encoder.state_dict().items()})
+        encoder.handmade_mean.copy_(torch.as_tensor(self.handmade_mean))
+        encoder.handmade_std.copy_(torch.as_tensor(self.handmade_std))
         return TrainedProtoNet(self.config, encoder.eval(), self.handmade_mean, self.handmade_std,
                                tuple(self.pool.tasks), list(self.history))
 
@@ -631,8 +660,11 @@ def load_trained(run_dir: str | os.PathLike[str]) -> TrainedProtoNet:
     config = ProtoNetConfig.from_dict(metadata["config"])
     obs_dim, act_dim = env_dims(config.family)
     check_compatible(metadata, config.family, obs_dim, act_dim, path)
-    encoder = ContextEncoder(obs_dim, act_dim, config.hidden_sizes, config.embedding_dim, config.pooled_hidden_sizes)
+    encoder = ContextEncoder(obs_dim, act_dim, config.hidden_sizes, config.embedding_dim, config.pooled_hidden_sizes,
+                             config.handmade_features)
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")})
+    encoder.handmade_mean.copy_(tensors["handmade.mean"])
+    encoder.handmade_std.copy_(tensors["handmade.std"])
     return TrainedProtoNet(
         config, encoder.eval(), tensors["handmade.mean"].numpy(), tensors["handmade.std"].numpy(),
         tuple(envs.task_from_dict(t) for t in metadata["train_tasks"]), list(metadata.get("history", [])),
@@ -718,7 +750,7 @@ class TaskIdentifier:
             context; ``[B]`` indices and ``[B, N]`` distances for a batch.
         """
         protos = torch.as_tensor(np.asarray(prototypes, dtype=np.float32))
-        dim = self.encoder.embedding_dim
+        dim = self.encoder.output_dim
         if protos.ndim != 2 or protos.shape[0] == 0 or protos.shape[1] != dim:
             raise ValueError(f"prototypes must have shape [N >= 1, {dim}], got {tuple(protos.shape)}")
         embedding = torch.from_numpy(self.embed(transitions))  # [E] or [B, E]

@@ -40,6 +40,11 @@ class TrainProtoNetArgs:
     """Named settings of everything else: default or tiny (a seconds-long smoke run)."""
     iterations: int | None = None
     """Adam steps (default: the preset's)."""
+    train_variants: int | None = None
+    """Train tasks in the training pool, 12 episodes each (default: the preset's; discrete families
+    spread the same number of episodes over their distinct variants)."""
+    learning_rate: float | None = None
+    """Initial Adam step size, decayed along a cosine (default: the preset's)."""
     seed: int = 0
     """Run seed; every random draw of the run derives from it."""
     behaviour_run: str | None = None
@@ -61,6 +66,8 @@ def main(argv: list[str]) -> int:
     config = dataclasses.replace(
         base, way=args.way, shot=args.shot, query=args.query, context_size=args.context, seed=args.seed,
         iterations=base.iterations if args.iterations is None else args.iterations,
+        train_variants=base.train_variants if args.train_variants is None else args.train_variants,
+        learning_rate=base.learning_rate if args.learning_rate is None else args.learning_rate,
         envs_per_variant=max(base.envs_per_variant, args.shot + args.query),
     )
     # The encoder is small: intra-op threads only add contention with the envs.
