@@ -68,7 +68,9 @@ from metarl.policy import (
     batched_policy_forward,
     gaussian_kl,
     gaussian_log_prob,
+    stack_params,
 )
+from metarl.policy_derivatives import GaussianFisher, LikelihoodLossHessian, TaskMLP
 from metarl.trust_region import (
     backtracking_line_search,
     flatten,
@@ -402,41 +404,51 @@ class MAMLLearner:
         param_list = [params[name] for name in names]
 
         graph_start = time.perf_counter()
-        curvature_tasks = max(1, math.ceil(config.cg_subsample * batch.query.num_tasks))
+        num_tasks = batch.query.num_tasks
+        curvature_tasks = max(1, math.ceil(config.cg_subsample * num_tasks))
         # The adaptation's Jacobian J = ∂θ'/∂θ is symmetric for one inner step (I - α ∇²L_inner)
         # and the identity at first order; then the KL Hessian at θ_old is exactly J^T F J
-        # (F: Fisher of the adapted policy, the KL's gradient vanishes there), which costs two
-        # second-order products instead of a third-order one.
-        gauss_newton = config.first_order or config.inner_steps == 1
-        post = self._post_adaptation(
-            params, batch, not config.first_order, cut_at_adapted=gauss_newton
-        )
-        old = _detached(post)
-        surrogate, kl = self._query_terms(post, batch, old)
-        surrogate_before = float(surrogate.detach())
-        if gauss_newton:
-            gradient = flatten(
-                _through_adaptation(post, names, param_list, surrogate, retain_graph=True)
-            )
-        else:
+        # (F: Fisher of the adapted policy, the KL's gradient vanishes there), and the gradient
+        # and every product are computed in closed form (metarl.policy_derivatives).
+        if config.first_order or config.inner_steps == 1:
+            with torch.no_grad():
+                old = self._post_adaptation(params, batch, False)
+                surrogate_before = float(
+                    masked_mean(batch.query_advantages, batch.query.mask).mean()
+                )  # the likelihood ratio is 1 at θ_old
+                model = _ClosedFormTRPO(self.policy, params, old.steps[-1].params, batch, config)
+                gradient = model.surrogate_gradient()
+                if curvature_tasks < num_tasks:  # the KL curvature of the first tasks only
+                    model = _ClosedFormTRPO(
+                        self.policy,
+                        params,
+                        {k: v[:curvature_tasks] for k, v in old.steps[-1].params.items()},
+                        batch.first_tasks(curvature_tasks),
+                        config,
+                    )
+                step = trust_region_step(
+                    gradient,
+                    model.kl_hessian_product,
+                    config.max_kl,
+                    config.cg_iters,
+                    quadratic_form=model.kl_quadratic_form,
+                )
+            del model
+        else:  # several second-order inner steps: double backward through the adaptation graph
+            post = self._post_adaptation(params, batch, True)
+            old = _detached(post)
+            surrogate, kl = self._query_terms(post, batch, old)
+            surrogate_before = float(surrogate.detach())
             gradient = flatten(torch.autograd.grad(surrogate, param_list, retain_graph=True))
-        if curvature_tasks < batch.query.num_tasks:  # the KL curvature of the first tasks only
-            del post, kl
-            sub_batch, sub_old = (
-                batch.first_tasks(curvature_tasks),
-                old.first_tasks(curvature_tasks),
-            )
-            post = self._post_adaptation(
-                params, sub_batch, not config.first_order, cut_at_adapted=gauss_newton
-            )
-            _, kl = self._query_terms(post, sub_batch, sub_old)
-        if gauss_newton:
-            hvp = _gauss_newton_product_fn(post, names, param_list, kl, config.cg_damping)
-        else:
+            if curvature_tasks < num_tasks:
+                del post, kl
+                sub_batch = batch.first_tasks(curvature_tasks)
+                post = self._post_adaptation(params, sub_batch, True)
+                _, kl = self._query_terms(post, sub_batch, old.first_tasks(curvature_tasks))
             kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
             hvp = hessian_vector_product_fn(kl_gradient, param_list, config.cg_damping)
-        step = trust_region_step(gradient, hvp, config.max_kl, config.cg_iters)
-        del post, kl, hvp, surrogate  # free the adaptation graph before the line search
+            step = trust_region_step(gradient, hvp, config.max_kl, config.cg_iters)
+            del post, kl, hvp, surrogate, kl_gradient  # free the graph before the line search
         cg_seconds = time.perf_counter() - graph_start
 
         search_start = time.perf_counter()
@@ -677,3 +689,101 @@ def _gauss_newton_product_fn(
         return flatten(back) + damping * vector
 
     return product
+
+
+class _ClosedFormTRPO:
+    """MAML-TRPO's gradient and KL curvature at θ_old for one inner step or first order.
+
+    With ``θ'_i = θ - α ∇L_i(θ)`` the adaptation's Jacobian is ``J_i = I - α ∇²L_i``
+    (symmetric; the identity at first order). At θ_old the surrogate's gradient is
+    ``sum_i J_i ∇_θ'_i S`` and the Hessian of the mean post-adaptation KL is
+    ``sum_i J_i F_i J_i`` (``F_i``: Fisher of the adapted policy on the query data,
+    weighted as the mean KL). All factors come from
+    :mod:`metarl.policy_derivatives` on forward passes cached here once, so a
+    product costs two inner-loss Hessian-vector products and one Fisher product
+    and builds no autograd graph. Must run under ``torch.no_grad``.
+
+    Args:
+        policy: the meta-policy (structure only).
+        params: θ_old (shared, module shapes).
+        adapted: θ'_old per task ``[T, ...]`` (ignored parts: none).
+        batch: the meta-batch (its tasks are the ``T`` tasks of ``adapted``).
+        config: ``inner_lr``, ``inner_objective``, ``first_order``, ``cg_damping``.
+    """
+
+    def __init__(
+        self,
+        policy: GaussianMLPPolicy,
+        params: Params,
+        adapted: Params,
+        batch: _Batch,
+        config: MAMLConfig,
+    ) -> None:
+        self.names = [name for name, _ in policy.named_parameters()]
+        self.shapes = [params[name].shape for name in self.names]
+        self.inner_lr = config.inner_lr
+        self.damping = config.cg_damping
+        query = batch.query
+        num_tasks = query.num_tasks
+        self.num_tasks = num_tasks
+        self.inner: LikelihoodLossHessian | None = None
+        if not config.first_order:
+            support = batch.support[0]
+            support_mlp = TaskMLP(
+                policy,
+                stack_params({k: v.detach() for k, v in params.items()}, num_tasks),
+                support.observations,
+            )
+            self.inner = LikelihoodLossHessian(
+                support_mlp,
+                support.actions,
+                -batch.support_advantages[0] * _per_task_weights(support.mask),
+                likelihood_ratio=config.inner_objective == "lvc",
+            )
+        query_mlp = TaskMLP(policy, adapted, query.observations)
+        query_weights = _per_task_weights(query.mask) / num_tasks  # [T, E, H]: mean over tasks
+        self.fisher = GaussianFisher(query_mlp, query_weights)
+        # S = mean_i masked_mean_i(π'/π'_old A): its gradient at the old point is the
+        # likelihood-ratio loss gradient with c_n = A_n w_n
+        self.surrogate = LikelihoodLossHessian(
+            query_mlp, query.actions, batch.query_advantages * query_weights, likelihood_ratio=True
+        )
+
+    def _jacobian_product(self, tangent: Params) -> Params:
+        """``J_i v_i`` per task (``J_i`` symmetric, so also ``J_i^T v_i``)."""
+        if self.inner is None:
+            return tangent
+        hessian = self.inner.hessian_product(tangent)
+        return {name: tangent[name] - self.inner_lr * hessian[name] for name in self.names}
+
+    def _per_task(self, vector: torch.Tensor) -> Params:
+        """A flat θ-direction ``[n]`` as the same tangent for every task ``[T, ...]``."""
+        chunks = vector.split([math.prod(shape) for shape in self.shapes])
+        return {
+            name: chunk.view(shape).expand(self.num_tasks, *shape)
+            for name, chunk, shape in zip(self.names, chunks, self.shapes, strict=True)
+        }
+
+    def _task_sum(self, per_task: Params) -> torch.Tensor:
+        """Sum over tasks, flattened in parameter order  # [n]."""
+        return torch.cat([per_task[name].sum(dim=0).reshape(-1) for name in self.names])
+
+    def surrogate_gradient(self) -> torch.Tensor:
+        """``∇_θ S = sum_i J_i ∇_θ'_i S``  # [n]."""
+        return self._task_sum(self._jacobian_product(self.surrogate.gradient()))
+
+    def kl_hessian_product(self, vector: torch.Tensor) -> torch.Tensor:
+        """``(sum_i J_i F_i J_i + damping) v``  # [n]."""
+        fisher_vector = self.fisher.product(self._jacobian_product(self._per_task(vector)))
+        return self._task_sum(self._jacobian_product(fisher_vector)) + self.damping * vector
+
+    def kl_quadratic_form(self, vector: torch.Tensor) -> torch.Tensor:
+        """``v^T (sum_i J_i F_i J_i + damping) v`` (scalar; forward mode only)."""
+        per_task = self._jacobian_product(self._per_task(vector))
+        return self.fisher.quadratic_form(per_task).sum() + self.damping * (vector @ vector)
+
+
+def _per_task_weights(mask: torch.Tensor) -> torch.Tensor:
+    """``mask / count`` per task: the weights of :func:`metarl.adaptation.masked_mean`  # [T, ...]."""
+    dims = tuple(range(1, mask.dim()))
+    return mask / mask.sum(dim=dims, keepdim=True).clamp(min=1.0)

@@ -119,6 +119,7 @@ def trust_region_step(
     hessian_vector_product: Callable[[torch.Tensor], torch.Tensor],
     max_kl: float,
     cg_iters: int = 10,
+    quadratic_form: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TrustRegionStep:
     """Natural-gradient step for maximising an objective with gradient ``gradient``.
 
@@ -130,6 +131,9 @@ def trust_region_step(
         hessian_vector_product: ``v -> H v`` of the KL (damped).
         max_kl: trust-region radius δ (> 0).
         cg_iters: conjugate-gradient iterations.
+        quadratic_form: ``v -> v^T H v`` (damped, the same ``H``) when it is
+            cheaper than a product (e.g. forward mode only); default
+            ``v @ hessian_vector_product(v)``.
 
     Returns:
         The step (zero if the gradient or the curvature vanishes).
@@ -137,7 +141,10 @@ def trust_region_step(
     if not max_kl > 0:
         raise ValueError(f"max_kl must be > 0, got {max_kl}")
     direction = conjugate_gradient(hessian_vector_product, gradient, cg_iters)
-    curvature = float(direction @ hessian_vector_product(direction))
+    if quadratic_form is None:
+        curvature = float(direction @ hessian_vector_product(direction))
+    else:
+        curvature = float(quadratic_form(direction))
     if not math.isfinite(curvature) or curvature <= 0.0:
         return TrustRegionStep(torch.zeros_like(gradient), 0.0, 0.0)
     scale = math.sqrt(2.0 * max_kl / curvature)

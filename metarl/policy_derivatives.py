@@ -1,0 +1,286 @@
+"""Closed-form derivative products of the Gaussian MLP policy, one parameter set per task.
+
+MAML-TRPO multiplies the Hessian of the post-adaptation KL by a vector about
+eleven times per meta-update (conjugate gradient). Through autograd each
+product rebuilds and walks a double-backward graph of the whole adaptation;
+here the products are written out for :class:`~metarl.policy.GaussianMLPPolicy`
+(tanh MLP mean, state-independent log-std) on top of one cached forward pass:
+
+- :class:`TaskMLP`: the MLP evaluated for ``T`` parameter sets on ``T`` batches
+  of observations, keeping every layer's input and tanh slope. Its methods are
+  the three linear maps every product is made of: :meth:`TaskMLP.jvp`
+  (parameter tangent -> mean tangent, forward mode), :meth:`TaskMLP.vjp` (mean
+  cotangent -> parameter cotangent, reverse mode) and :meth:`TaskMLP.vjp_tangent`
+  (the directional derivative of the reverse pass: forward over reverse).
+- :class:`LikelihoodLossHessian`: gradient and Hessian-vector products of the
+  inner-loop policy-gradient loss (``vpg`` or ``lvc``) of every task, i.e. of
+  ``sum_n c_n log π(a_n|s_n)`` or ``sum_n c_n π(a_n|s_n)/π_old(a_n|s_n)``.
+- :class:`GaussianFisher`: products with the Hessian of
+  ``sum_n w_n KL(π_old(.|s_n) || π(.|s_n))`` at ``π = π_old`` (the Fisher
+  ``J_μ^T diag(w/σ²) J_μ`` plus ``2 sum_n w_n`` on the log-std), and its
+  quadratic form.
+
+Everything runs without autograd (callers wrap it in ``torch.no_grad``);
+per product the cost is a few batched matrix products per layer (a
+Hessian-vector product of the loss: 6 products the size of the forward pass's
+hidden layer, a Fisher product: 4). Parameter tangents and cotangents are
+:data:`~metarl.policy.Params` dicts with a leading task dimension, like
+per-task parameters (``name -> [tasks, *parameter shape]``).
+
+References: Pearlmutter 1994 (fast exact Hessian-vector products); Martens
+2010 / Schraudolph 2002 (Gauss-Newton products); Schulman et al. 2015 (TRPO,
+Fisher-vector products of the Gaussian policy).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from metarl.policy import LOG_2PI, GaussianMLPPolicy, Params
+
+
+def _weight(index: int) -> str:
+    return f"layers.{index}.weight"
+
+
+def _bias(index: int) -> str:
+    return f"layers.{index}.bias"
+
+
+class TaskMLP:
+    """The policy's mean network for ``T`` parameter sets, with its forward pass cached.
+
+    Args:
+        policy: the module (only its structure is used).
+        task_params: per-task parameters ``[tasks, ...]`` (detached, or under no_grad).
+        observations: ``[tasks, ..., obs_dim]``; flattened to ``[tasks, N, obs_dim]``.
+    """
+
+    def __init__(
+        self, policy: GaussianMLPPolicy, task_params: Params, observations: torch.Tensor
+    ) -> None:
+        self.num_layers = len(policy.layers)
+        self.num_tasks = observations.shape[0]
+        x = observations.reshape(self.num_tasks, -1, observations.shape[-1])  # [T, N, obs]
+        self.weights: list[torch.Tensor] = []  # layer l: [T, out, in]
+        self.inputs: list[torch.Tensor] = []  # layer l's input: [T, N, in]
+        self.slopes: list[torch.Tensor] = []  # hidden layer l: 1 - tanh^2, [T, N, out]
+        for index in range(self.num_layers):
+            weight = task_params[_weight(index)].detach()  # [T, out, in]
+            bias = task_params[_bias(index)].detach()  # [T, out]
+            self.weights.append(weight)
+            self.inputs.append(x)
+            z = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # [T, N, out]
+            if index < self.num_layers - 1:
+                x = torch.tanh(z)
+                self.slopes.append(1.0 - x * x)
+        self.mean = z  # [T, N, act]
+        self.log_std = task_params["log_std"].detach()  # [T, act]
+
+    def jvp(self, tangent: Params) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mean tangent for a tangent of the layer parameters (forward mode).
+
+        Args:
+            tangent: per-task tangents of the layer parameters (a ``log_std``
+                entry is ignored: the mean does not depend on it).
+
+        Returns:
+            The mean tangent ``[T, N, act]`` and the tangents of the hidden
+            layers' outputs (``[T, N, hidden_l]`` each), which
+            :meth:`vjp_tangent` needs.
+        """
+        hidden_tangents: list[torch.Tensor] = []
+        x_dot: torch.Tensor | None = None
+        for index in range(self.num_layers):
+            z_dot = torch.baddbmm(
+                tangent[_bias(index)].unsqueeze(1),
+                self.inputs[index],
+                tangent[_weight(index)].transpose(1, 2),
+            )  # [T, N, out]
+            if x_dot is not None:
+                z_dot.baddbmm_(x_dot, self.weights[index].transpose(1, 2))
+            if index < self.num_layers - 1:
+                x_dot = self.slopes[index] * z_dot
+                hidden_tangents.append(x_dot)
+        return z_dot, hidden_tangents
+
+    def vjp(self, cotangent: torch.Tensor) -> tuple[Params, list[torch.Tensor], list[torch.Tensor]]:
+        """Layer-parameter cotangent for a mean cotangent (reverse mode).
+
+        Args:
+            cotangent: ``[T, N, act]``, e.g. ``∂loss/∂mean``.
+
+        Returns:
+            The per-task cotangents of the layer parameters (no ``log_std``), and
+            for :meth:`vjp_tangent` the cotangents of each layer's pre-activation
+            (``[T, N, out_l]``, input layer first) and of each hidden layer's
+            output (``[T, N, hidden_l]``).
+        """
+        grads: Params = {}
+        pre_activation: list[torch.Tensor] = []
+        hidden_output: list[torch.Tensor] = []
+        e = cotangent
+        for index in reversed(range(self.num_layers)):
+            pre_activation.append(e)
+            grads[_weight(index)] = torch.bmm(e.transpose(1, 2), self.inputs[index])  # [T, out, in]
+            grads[_bias(index)] = e.sum(dim=1)  # [T, out]
+            if index > 0:
+                a = torch.bmm(e, self.weights[index])  # [T, N, in]
+                hidden_output.append(a)
+                e = a * self.slopes[index - 1]
+        return grads, pre_activation[::-1], hidden_output[::-1]
+
+    def slope_terms(self, hidden_output: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``-2 a_l x_l`` per hidden layer (``a_l``: cotangent of its output ``x_l``):
+        the derivative of ``a_l (1 - x_l²)`` w.r.t. ``x_l``, for :meth:`vjp_tangent`."""
+        return [-2.0 * a * self.inputs[index + 1] for index, a in enumerate(hidden_output)]
+
+    def vjp_tangent(
+        self,
+        pre_activation: list[torch.Tensor],
+        slope_terms: list[torch.Tensor],
+        cotangent_tangent: torch.Tensor,
+        tangent: Params,
+        hidden_tangents: list[torch.Tensor],
+    ) -> Params:
+        """Directional derivative of :meth:`vjp` (forward over reverse).
+
+        The parameters move along ``tangent`` and the mean cotangent along
+        ``cotangent_tangent``; the result is the change of the layer-parameter
+        cotangent.
+
+        Args:
+            pre_activation: from :meth:`vjp` of the cotangent at the base point.
+            slope_terms: :meth:`slope_terms` of that :meth:`vjp`'s hidden outputs.
+            cotangent_tangent: ``[T, N, act]``.
+            tangent: per-task tangents of the layer parameters.
+            hidden_tangents: from :meth:`jvp` of ``tangent``.
+
+        Returns:
+            Per-task tangents of the layer-parameter cotangent (no ``log_std``).
+        """
+        grads: Params = {}
+        e_dot = cotangent_tangent
+        for index in reversed(range(self.num_layers)):
+            e = pre_activation[index]
+            weight_grad = torch.bmm(e_dot.transpose(1, 2), self.inputs[index])  # [T, out, in]
+            if index > 0:
+                weight_grad.baddbmm_(e.transpose(1, 2), hidden_tangents[index - 1])
+            grads[_weight(index)] = weight_grad
+            grads[_bias(index)] = e_dot.sum(dim=1)  # [T, out]
+            if index > 0:
+                a_dot = torch.bmm(e_dot, self.weights[index])  # [T, N, in]
+                a_dot.baddbmm_(e, tangent[_weight(index)])
+                e_dot = (
+                    a_dot * self.slopes[index - 1]
+                    + slope_terms[index - 1] * hidden_tangents[index - 1]
+                )
+        return grads
+
+
+def _log_prob_terms(
+    mlp: TaskMLP, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``q = (a - μ)/σ²``, ``z² = (a - μ)²/σ²``, ``1/σ²`` and ``log π(a|s)`` of every step."""
+    inverse_variance = torch.exp(-2.0 * mlp.log_std).unsqueeze(1)  # [T, 1, act]
+    difference = actions.reshape(mlp.mean.shape) - mlp.mean  # [T, N, act]
+    q = difference * inverse_variance  # [T, N, act]
+    z_sq = difference * q  # [T, N, act]
+    log_probs = (-0.5 * z_sq - mlp.log_std.unsqueeze(1) - 0.5 * LOG_2PI).sum(dim=-1)  # [T, N]
+    return q, z_sq, inverse_variance, log_probs
+
+
+class LikelihoodLossHessian:
+    """Gradient and Hessian-vector products of ``L_i = sum_n c_n f_n`` per task.
+
+    ``f_n = log π(a_n|s_n)`` (``likelihood_ratio=False``, the ``vpg`` inner loss
+    with ``c_n = -A_n m_n / count``) or ``f_n = π(a_n|s_n) / π_old(a_n|s_n)``
+    (``likelihood_ratio=True``, ``lvc``; ``old_log_probs`` default: the current
+    log-probabilities, i.e. a ratio of 1 with its derivatives). The Hessian is
+    the exact one, including the network's second derivatives.
+
+    Args:
+        mlp: the network at the parameters the derivatives are taken at.
+        actions: ``[T, ..., act]`` (same leading shape as the observations).
+        coefficients: ``c_n`` ``[T, ...]``.
+        likelihood_ratio: see above.
+        old_log_probs: ``[T, ...]`` log-probabilities of the sampling policy.
+    """
+
+    def __init__(
+        self,
+        mlp: TaskMLP,
+        actions: torch.Tensor,
+        coefficients: torch.Tensor,
+        likelihood_ratio: bool,
+        old_log_probs: torch.Tensor | None = None,
+    ) -> None:
+        self.mlp = mlp
+        self.q, self.z_sq, self.inverse_variance, log_probs = _log_prob_terms(mlp, actions)
+        coefficients = coefficients.reshape(log_probs.shape)  # [T, N]
+        if likelihood_ratio and old_log_probs is not None:
+            ratio = torch.exp(log_probs - old_log_probs.reshape(log_probs.shape))  # [T, N]
+            coefficients = coefficients * ratio
+        self.likelihood_ratio = likelihood_ratio
+        self.c = coefficients.unsqueeze(-1)  # [T, N, 1]
+        mean_grad = self.c * self.q  # [T, N, act], ∂L/∂μ
+        self.log_std_grad = (self.c * (self.z_sq - 1.0)).sum(dim=1)  # [T, act]
+        self.layer_grads, self.pre_activation, hidden_output = mlp.vjp(mean_grad)
+        self.slope_terms = mlp.slope_terms(hidden_output)
+
+    def gradient(self) -> Params:
+        """``∇L_i`` of every task (per-task tensors, ``log_std`` included)."""
+        return {**self.layer_grads, "log_std": self.log_std_grad}
+
+    def hessian_product(self, tangent: Params) -> Params:
+        """``∇²L_i v_i`` of every task for the per-task tangents ``tangent``."""
+        mean_dot, hidden_tangents = self.mlp.jvp(tangent)  # [T, N, act]
+        log_std_dot = tangent["log_std"].unsqueeze(1)  # [T, 1, act]
+        c, q, z_sq = self.c, self.q, self.z_sq
+        # second derivatives of log π: ∂²/∂μ² = -1/σ², ∂²/∂μ∂logσ = -2q, ∂²/∂logσ² = -2z²
+        mean_grad_dot = c * (-self.inverse_variance * mean_dot - 2.0 * q * log_std_dot)
+        log_std_grad_dot = (c * (-2.0 * q * mean_dot - 2.0 * z_sq * log_std_dot)).sum(dim=1)
+        if self.likelihood_ratio:  # the ratio's Hessian adds ∇log π ∇log π^T
+            directional = (q * mean_dot + (z_sq - 1.0) * log_std_dot).sum(
+                dim=-1, keepdim=True
+            )  # [T, N, 1]
+            weighted = c * directional
+            mean_grad_dot = mean_grad_dot + weighted * q
+            log_std_grad_dot = log_std_grad_dot + (weighted * (z_sq - 1.0)).sum(dim=1)
+        layer = self.mlp.vjp_tangent(
+            self.pre_activation, self.slope_terms, mean_grad_dot, tangent, hidden_tangents
+        )
+        return {**layer, "log_std": log_std_grad_dot}
+
+
+class GaussianFisher:
+    """Hessian of ``sum_n w_n KL(π_old(.|s_n) || π(.|s_n))`` at ``π = π_old``, per task.
+
+    With a state-independent log-std the Fisher of the diagonal Gaussian is
+    ``J_μ^T diag(w_n / σ²) J_μ`` on the network's parameters and ``2 sum_n w_n``
+    on each log-std entry, with no cross terms.
+
+    Args:
+        mlp: the network at π_old's parameters.
+        weights: ``w_n`` ``[T, ...]`` (e.g. mask / count / tasks for a mean KL).
+    """
+
+    def __init__(self, mlp: TaskMLP, weights: torch.Tensor) -> None:
+        self.mlp = mlp
+        weights = weights.reshape(mlp.mean.shape[:2])  # [T, N]
+        self.mean_scale = weights.unsqueeze(-1) * torch.exp(-2.0 * mlp.log_std).unsqueeze(1)
+        self.log_std_scale = 2.0 * weights.sum(dim=1, keepdim=True)  # [T, 1]
+
+    def product(self, tangent: Params) -> Params:
+        """``F_i v_i`` of every task for the per-task tangents ``tangent``."""
+        mean_dot, _ = self.mlp.jvp(tangent)
+        layer, _, _ = self.mlp.vjp(self.mean_scale * mean_dot)
+        return {**layer, "log_std": self.log_std_scale * tangent["log_std"]}
+
+    def quadratic_form(self, tangent: Params) -> torch.Tensor:
+        """``v_i^T F_i v_i`` of every task  # [T] (forward mode only)."""
+        mean_dot, _ = self.mlp.jvp(tangent)
+        log_std_dot = tangent["log_std"]
+        return (self.mean_scale * mean_dot * mean_dot).sum(dim=(1, 2)) + (
+            self.log_std_scale * log_std_dot * log_std_dot
+        ).sum(dim=1)

@@ -1,0 +1,152 @@
+"""Closed-form derivative products of the Gaussian MLP policy against autograd (float64)."""
+
+import pytest
+import torch
+from torch.func import grad, jvp
+
+from metarl.maml import (
+    MAMLConfig,
+    MAMLLearner,
+    _ClosedFormTRPO,
+    _detached,
+    _gauss_newton_product_fn,
+)
+from metarl.policy import GaussianMLPPolicy, batched_policy_forward, gaussian_kl, gaussian_log_prob
+from metarl.policy_derivatives import GaussianFisher, LikelihoodLossHessian, TaskMLP
+from metarl.trust_region import flatten, hessian_vector_product_fn
+from tests.metarl.synthetic_episodes import random_episodes
+
+DTYPE = torch.float64
+
+
+def close(actual, expected):
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-9, atol=1e-12)
+
+
+@pytest.fixture
+def problem():
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(3, 2, hidden_sizes=(7, 5), init_std=0.7).to(DTYPE)
+    tasks, steps = 3, 11
+
+    def noise(*shape):
+        return torch.randn(*shape, generator=generator, dtype=DTYPE)
+
+    params = {  # distinct parameters per task
+        name: value.detach().expand(tasks, *value.shape) + 0.1 * noise(tasks, *value.shape)
+        for name, value in policy.named_parameters()
+    }
+    tangent = {name: noise(*value.shape) for name, value in params.items()}
+    data = {
+        "observations": noise(tasks, steps, 3),
+        "actions": noise(tasks, steps, 2),
+        "coefficients": noise(tasks, steps),
+        "old_log_probs": 0.1 * noise(tasks, steps),
+        "weights": torch.rand(tasks, steps, generator=generator, dtype=DTYPE),
+    }
+    return policy, params, tangent, data
+
+
+@pytest.mark.parametrize("likelihood_ratio", [False, True])
+def test_loss_gradient_and_hessian_product_match_autograd(problem, likelihood_ratio):
+    policy, params, tangent, data = problem
+    old = data["old_log_probs"] if likelihood_ratio else None
+
+    def loss(task_params):
+        mean, log_std = batched_policy_forward(policy, task_params, data["observations"])
+        log_probs = gaussian_log_prob(mean, log_std[:, None, :], data["actions"])
+        values = torch.exp(log_probs - old) if likelihood_ratio else log_probs
+        return (data["coefficients"] * values).sum()
+
+    _, expected_product = jvp(grad(loss), (params,), (tangent,))
+    with torch.no_grad():
+        model = LikelihoodLossHessian(
+            TaskMLP(policy, params, data["observations"]),
+            data["actions"],
+            data["coefficients"],
+            likelihood_ratio,
+            old,
+        )
+        close(model.gradient(), grad(loss)(params))
+        close(model.hessian_product(tangent), expected_product)
+
+
+def test_fisher_product_and_quadratic_form_match_the_kl_hessian(problem):
+    policy, params, tangent, data = problem
+
+    def kl(task_params):  # KL(π_old || π) with π_old frozen at ``params``
+        mean, log_std = batched_policy_forward(policy, task_params, data["observations"])
+        return (
+            data["weights"]
+            * gaussian_kl(mean.detach(), log_std.detach()[:, None, :], mean, log_std[:, None, :])
+        ).sum()
+
+    _, expected = jvp(grad(kl), (params,), (tangent,))
+    with torch.no_grad():
+        fisher = GaussianFisher(TaskMLP(policy, params, data["observations"]), data["weights"])
+        close(fisher.product(tangent), expected)
+        per_task = sum((expected[name] * tangent[name]).flatten(1).sum(1) for name in expected)
+        torch.testing.assert_close(fisher.quadratic_form(tangent), per_task, rtol=1e-9, atol=0)
+
+
+def maml_setup(objective, first_order, num_tasks=4):
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(3, 2, hidden_sizes=(16,), init_std=0.8).to(DTYPE)
+    config = MAMLConfig(inner_objective=objective, first_order=first_order, inner_lr=0.5)
+    learner = MAMLLearner(policy, config, "cpu")
+    support = random_episodes(num_tasks=num_tasks, episodes_per_task=6, horizon=10, seed=0)
+    query = random_episodes(num_tasks=num_tasks, episodes_per_task=6, horizon=10, seed=100)
+    return learner, learner._batch([support], query)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("objective", ["vpg", "lvc"])
+def test_closed_form_trpo_matches_autograd_through_the_adaptation(objective, first_order):
+    learner, batch = maml_setup(objective, first_order)
+    params = learner.policy.params()
+    names = list(params)
+    param_list = [params[name] for name in names]
+    vector = torch.randn(
+        sum(p.numel() for p in param_list), generator=torch.Generator().manual_seed(3), dtype=DTYPE
+    )
+    # reference: autograd through the (cut) adaptation graph
+    post = learner._post_adaptation(params, batch, not first_order, cut_at_adapted=True)
+    surrogate, kl = learner._query_terms(post, batch, _detached(post))
+    reference_product = _gauss_newton_product_fn(post, names, param_list, kl, 1e-3)(vector)
+    post = learner._post_adaptation(params, batch, not first_order)
+    surrogate, _ = learner._query_terms(post, batch, _detached(post))
+    reference_gradient = flatten(torch.autograd.grad(surrogate, param_list))
+
+    config = MAMLConfig(
+        inner_objective=objective, first_order=first_order, inner_lr=0.5, cg_damping=1e-3
+    )
+    with torch.no_grad():
+        adapted = learner._post_adaptation(params, batch, False).steps[-1].params
+        model = _ClosedFormTRPO(learner.policy, params, adapted, batch, config)
+        torch.testing.assert_close(
+            model.surrogate_gradient(), reference_gradient, rtol=1e-9, atol=1e-12
+        )
+        product = model.kl_hessian_product(vector)
+        torch.testing.assert_close(product, reference_product, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(
+            model.kl_quadratic_form(vector), vector @ product, rtol=1e-9, atol=0
+        )
+
+
+def test_closed_form_kl_product_is_the_exact_third_order_hessian():
+    learner, batch = maml_setup("vpg", first_order=False)
+    params = learner.policy.params()
+    param_list = list(params.values())
+    vector = torch.randn(
+        sum(p.numel() for p in param_list), generator=torch.Generator().manual_seed(4), dtype=DTYPE
+    )
+    post = learner._post_adaptation(params, batch, True)
+    _, kl = learner._query_terms(post, batch, _detached(post))
+    kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
+    exact = hessian_vector_product_fn(kl_gradient, param_list, 0.0)(vector)
+    config = MAMLConfig(inner_lr=0.5, cg_damping=0.0)
+    with torch.no_grad():
+        model = _ClosedFormTRPO(learner.policy, params, post.steps[-1].params, batch, config)
+        torch.testing.assert_close(model.kl_hessian_product(vector), exact, rtol=1e-9, atol=1e-12)
