@@ -79,6 +79,8 @@ class RenderOptions:
     """Frames per second of the video (default: real time divided by frame_stride)."""
     device: str = "cpu"
     """Device for the adaptation steps: auto, cpu or cuda."""
+    quality: float = 6.0
+    """mp4 quality, 0 (smallest file) to 10 (best); ignored for gif."""
 
     def __post_init__(self) -> None:
         if self.split not in ("test", "ood"):
@@ -97,6 +99,8 @@ class RenderOptions:
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not 0.0 <= self.quality <= 10.0:
+            raise ValueError(f"quality must be in 0..10, got {self.quality}")
         if self.fps is not None and not self.fps > 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
 
@@ -469,7 +473,10 @@ def render_run(
         panel = protonet_panel(run, task, options)
         fps = options.fps or render.env_fps(probe) / options.frame_stride
         count, size = render.write_video(
-            render.compose_frames([panel], frame_stride=options.frame_stride), target, fps=fps
+            render.compose_frames([panel], frame_stride=options.frame_stride),
+            target,
+            fps=fps,
+            quality=options.quality,
         )
         return RenderResult(target, count, size, {0: panel.rollout.total_return}, task)
     provider = resolve_policies(config["method"])
@@ -499,6 +506,9 @@ def render_run(
         env.close()
     fps = options.fps or render.env_fps(env) / options.frame_stride
     count, size = render.write_video(
-        render.compose_frames(panels, frame_stride=options.frame_stride), target, fps=fps
+        render.compose_frames(panels, frame_stride=options.frame_stride),
+        target,
+        fps=fps,
+        quality=options.quality,
     )
     return RenderResult(path=target, frames=count, size=size, returns=returns, task=task)

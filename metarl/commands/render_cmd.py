@@ -51,6 +51,8 @@ class RenderArgs:
     """Frames per second (default: real time)."""
     device: str = "cpu"
     """Device for the adaptation steps: auto, cpu or cuda."""
+    quality: float = 6.0
+    """mp4 quality, 0 (smallest file) to 10 (best); ignored for gif."""
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -84,6 +86,7 @@ def main(argv: list[str]) -> int:
         frame_stride=args.frame_stride,
         fps=args.fps,
         device=args.device,
+        quality=args.quality,
     )
     try:
         result = render_run(args.run_dir, options, args.out)
