@@ -14,7 +14,7 @@ import tyro
 
 from metarl import render
 from metarl.cli import UserError
-from metarl.run_videos import RenderOptions, render_run
+from metarl.run_videos import RenderOptions, describe_task, render_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
     except render.RenderingUnavailableError as error:
         raise UserError(str(error)) from None
     returns = ", ".join(f"k={k}: {value:.1f}" for k, value in result.returns.items())
-    print(f"task {options.task_index} of {options.split}: {result.task}")
+    print(f"task {options.task_index} of {options.split}: {describe_task(result.task, 100)}")
     print(f"return of the episode shown: {returns}")
     print(f"wrote {result.path} ({result.frames} frames, {result.size[1]}x{result.size[0]})")
     return 0
