@@ -79,14 +79,12 @@ from metarl.contexts import (
     transition_dim,
 )
 from metarl.device import resolve_device
-from metarl.evaluation import EvalOptions, write_eval_json
+from metarl.evaluation import EVAL_SEED, EvalOptions, write_eval_json
 from metarl.runs import MetricsLogger, RunDir, check_run_dir, load_policy
 from metarl.sampler import env_dims
 
 #: Context sizes of the evaluation table.
 EVAL_CONTEXT_SIZES: tuple[int, ...] = (1, 4, 16, 64)
-#: The seed of the evaluation variants and contexts: every run is scored on the same ones.
-EVAL_SEED = 20170315
 
 
 # ----------------------------------------------------------------------------

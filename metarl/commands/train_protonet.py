@@ -45,6 +45,9 @@ class TrainProtoNetArgs:
     spread the same number of episodes over their distinct variants)."""
     learning_rate: float | None = None
     """Initial Adam step size, decayed along a cosine (default: the preset's)."""
+    handmade_features: bool = False
+    """Append the standardised hand-made statistics (mean and std of s' - s and of r) to the learned
+    embedding, for variants unlike every training one (e.g. HalfCheetahCrippled's ood actuators)."""
     seed: int = 0
     """Run seed; every random draw of the run derives from it."""
     behaviour_run: str | None = None
@@ -68,6 +71,7 @@ def main(argv: list[str]) -> int:
         iterations=base.iterations if args.iterations is None else args.iterations,
         train_variants=base.train_variants if args.train_variants is None else args.train_variants,
         learning_rate=base.learning_rate if args.learning_rate is None else args.learning_rate,
+        handmade_features=args.handmade_features,
         envs_per_variant=max(base.envs_per_variant, args.shot + args.query),
     )
     # The encoder is small: intra-op threads only add contention with the envs.

@@ -13,11 +13,13 @@ from envs.point2d import Point2DNavTask
 from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main as cli_main
 from metarl.contexts import collect_contexts, distinct_variants, sample_contexts, transition_dim
+from metarl.policy import GaussianMLPPolicy
 from metarl.protonet import (
     ContextEncoder,
     ProtoNetConfig,
     ProtoNetTrainer,
     TaskIdentifier,
+    behaviour_from_run,
     evaluate_identification,
     handmade_statistics,
     load_trained,
@@ -26,6 +28,7 @@ from metarl.protonet import (
     train_run,
     variant_pool,
 )
+from metarl.runs import RunDir, policy_config, policy_tensors
 
 FAMILY = "Point2DNav"
 DIM = transition_dim(2, 2)  # Point2DNav: obs 2, act 2 -> 7
@@ -196,3 +199,21 @@ def test_training_identifies_unseen_variants_well_above_chance() -> None:
         handmade = document["baselines"]["handmade_statistics"]["16"]["mean"]
         assert accuracy >= 0.5, f"seed {seed}: accuracy {accuracy:.3f} (chance 0.2)"
         assert accuracy >= handmade + 0.15, f"seed {seed}: {accuracy:.3f} vs hand-made {handmade:.3f}"
+
+
+def test_contexts_can_be_collected_with_the_policy_of_a_run(tmp_path) -> None:
+    policy = GaussianMLPPolicy(2, 2, (8,), init_std=0.01)
+    with torch.no_grad():  # a policy that always moves right: mean action (+0.05, 0)
+        for parameter in policy.parameters():
+            parameter.zero_()
+        policy.layers[-1].bias.copy_(torch.tensor([0.05, 0.0]))
+        policy.log_std.fill_(-5.0)  # std 0.007
+    run = RunDir(tmp_path / "maml")
+    run.write_config({"method": "maml", "family": FAMILY, "policy": policy_config(policy, 0.01)})
+    save_checkpoint(run.checkpoint_path, policy_tensors(policy), {"family": FAMILY, "obs_dim": 2, "act_dim": 2})
+    behaviour = behaviour_from_run(run.path, FAMILY)
+    contexts = collect_contexts(FAMILY, [Point2DNavTask(0.0, 0.3)], 3, 20, behaviour, seed=0, progress=False)
+    actions = contexts[..., 2:4]
+    np.testing.assert_allclose(actions.mean(axis=(0, 1, 2)), [0.05, 0.0], atol=0.01)
+    with pytest.raises(ValueError, match="was trained on 'Point2DNav'"):
+        behaviour_from_run(run.path, "HalfCheetahVel")
