@@ -4,8 +4,8 @@ The inner loop of MAML: starting from the meta-parameters, each task takes
 ``k`` policy-gradient steps on its own support episodes. Parameters are plain
 tensor dicts (``torch.func`` style) with a leading task dimension
 ``[tasks, ...]``; the policy module is never mutated. All tasks are adapted in
-one batched computation: the policy is evaluated per task with
-``torch.func.vmap`` (:func:`metarl.policy.batched_policy_forward`), the
+one batched computation: the policy is evaluated with each task's own
+parameters (:func:`metarl.policy.batched_policy_forward`), the
 per-task losses are summed, and one ``torch.autograd.grad`` call gives every
 task's gradient at once (task ``i``'s loss depends only on its own slice of
 the stacked parameters, so the gradient of the sum w.r.t. the stack is the

@@ -76,6 +76,20 @@ class TaskMLP:
                 self.slopes.append(1.0 - x * x)
         self.mean = z  # [T, N, act]
         self.log_std = task_params["log_std"].detach()  # [T, act]
+        self._buffers: dict[tuple[str, int], torch.Tensor] = {}
+
+    def _workspace(self, kind: str, index: int) -> torch.Tensor:
+        """A buffer shaped like hidden layer ``index``'s output, allocated once and reused.
+
+        Products write their large intermediates ``[T, N, hidden]`` into these
+        instead of fresh tensors: allocating (and page-faulting) tens of
+        megabytes per operation costs about as much as the arithmetic.
+        """
+        key = (kind, index)
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = torch.empty_like(self.slopes[index])
+        return buffer
 
     def jvp(self, tangent: Params) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Mean tangent for a tangent of the layer parameters (forward mode).
@@ -87,35 +101,47 @@ class TaskMLP:
         Returns:
             The mean tangent ``[T, N, act]`` and the tangents of the hidden
             layers' outputs (``[T, N, hidden_l]`` each), which
-            :meth:`vjp_tangent` needs.
+            :meth:`vjp_tangent` needs. The hidden tangents live in this
+            object's workspace: valid until the next :meth:`jvp`.
         """
         hidden_tangents: list[torch.Tensor] = []
         x_dot: torch.Tensor | None = None
         for index in range(self.num_layers):
-            z_dot = torch.baddbmm(
-                tangent[_bias(index)].unsqueeze(1),
-                self.inputs[index],
-                tangent[_weight(index)].transpose(1, 2),
-            )  # [T, N, out]
+            weight_dot = tangent[_weight(index)].transpose(1, 2)  # [T, in, out]
+            hidden = index < self.num_layers - 1
+            out = self._workspace("x_dot", index) if hidden else None
+            z_dot = torch.bmm(self.inputs[index], weight_dot, out=out)  # [T, N, out]
             if x_dot is not None:
                 z_dot.baddbmm_(x_dot, self.weights[index].transpose(1, 2))
-            if index < self.num_layers - 1:
-                x_dot = self.slopes[index] * z_dot
+            z_dot.add_(tangent[_bias(index)].unsqueeze(1))
+            if hidden:
+                x_dot = z_dot.mul_(self.slopes[index])
                 hidden_tangents.append(x_dot)
         return z_dot, hidden_tangents
 
-    def vjp(self, cotangent: torch.Tensor) -> tuple[Params, list[torch.Tensor], list[torch.Tensor]]:
-        """Layer-parameter cotangent for a mean cotangent (reverse mode).
-
-        Args:
-            cotangent: ``[T, N, act]``, e.g. ``∂loss/∂mean``.
+    def vjp(self, cotangent: torch.Tensor) -> Params:
+        """Layer-parameter cotangent for a mean cotangent ``[T, N, act]`` (reverse mode).
 
         Returns:
-            The per-task cotangents of the layer parameters (no ``log_std``), and
-            for :meth:`vjp_tangent` the cotangents of each layer's pre-activation
-            (``[T, N, out_l]``, input layer first) and of each hidden layer's
-            output (``[T, N, hidden_l]``).
+            The per-task cotangents of the layer parameters (no ``log_std``).
         """
+        return self._vjp(cotangent, keep=False)[0]
+
+    def vjp_with_intermediates(
+        self, cotangent: torch.Tensor
+    ) -> tuple[Params, list[torch.Tensor], list[torch.Tensor]]:
+        """:meth:`vjp`, also returning what :meth:`vjp_tangent` needs at this cotangent.
+
+        Returns:
+            The layer cotangents, the cotangents of each layer's pre-activation
+            (``[T, N, out_l]``, input layer first) and of each hidden layer's
+            output (``[T, N, hidden_l]``); freshly allocated, kept by the caller.
+        """
+        return self._vjp(cotangent, keep=True)
+
+    def _vjp(
+        self, cotangent: torch.Tensor, keep: bool
+    ) -> tuple[Params, list[torch.Tensor], list[torch.Tensor]]:
         grads: Params = {}
         pre_activation: list[torch.Tensor] = []
         hidden_output: list[torch.Tensor] = []
@@ -125,9 +151,13 @@ class TaskMLP:
             grads[_weight(index)] = torch.bmm(e.transpose(1, 2), self.inputs[index])  # [T, out, in]
             grads[_bias(index)] = e.sum(dim=1)  # [T, out]
             if index > 0:
-                a = torch.bmm(e, self.weights[index])  # [T, N, in]
-                hidden_output.append(a)
-                e = a * self.slopes[index - 1]
+                out = None if keep else self._workspace("a", index - 1)
+                a = torch.bmm(e, self.weights[index], out=out)  # [T, N, in]
+                if keep:
+                    hidden_output.append(a)
+                    e = a * self.slopes[index - 1]
+                else:
+                    e = a.mul_(self.slopes[index - 1])
         return grads, pre_activation[::-1], hidden_output[::-1]
 
     def slope_terms(self, hidden_output: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -150,8 +180,8 @@ class TaskMLP:
         cotangent.
 
         Args:
-            pre_activation: from :meth:`vjp` of the cotangent at the base point.
-            slope_terms: :meth:`slope_terms` of that :meth:`vjp`'s hidden outputs.
+            pre_activation: from :meth:`vjp_with_intermediates` at the base point.
+            slope_terms: :meth:`slope_terms` of its hidden outputs.
             cotangent_tangent: ``[T, N, act]``.
             tangent: per-task tangents of the layer parameters.
             hidden_tangents: from :meth:`jvp` of ``tangent``.
@@ -169,11 +199,12 @@ class TaskMLP:
             grads[_weight(index)] = weight_grad
             grads[_bias(index)] = e_dot.sum(dim=1)  # [T, out]
             if index > 0:
-                a_dot = torch.bmm(e_dot, self.weights[index])  # [T, N, in]
+                a_dot = torch.bmm(
+                    e_dot, self.weights[index], out=self._workspace("a_dot", index - 1)
+                )  # [T, N, in]
                 a_dot.baddbmm_(e, tangent[_weight(index)])
-                e_dot = (
-                    a_dot * self.slopes[index - 1]
-                    + slope_terms[index - 1] * hidden_tangents[index - 1]
+                e_dot = a_dot.mul_(self.slopes[index - 1]).addcmul_(
+                    slope_terms[index - 1], hidden_tangents[index - 1]
                 )
         return grads
 
@@ -225,7 +256,7 @@ class LikelihoodLossHessian:
         self.c = coefficients.unsqueeze(-1)  # [T, N, 1]
         mean_grad = self.c * self.q  # [T, N, act], ∂L/∂μ
         self.log_std_grad = (self.c * (self.z_sq - 1.0)).sum(dim=1)  # [T, act]
-        self.layer_grads, self.pre_activation, hidden_output = mlp.vjp(mean_grad)
+        self.layer_grads, self.pre_activation, hidden_output = mlp.vjp_with_intermediates(mean_grad)
         self.slope_terms = mlp.slope_terms(hidden_output)
 
     def gradient(self) -> Params:
@@ -274,7 +305,7 @@ class GaussianFisher:
     def product(self, tangent: Params) -> Params:
         """``F_i v_i`` of every task for the per-task tangents ``tangent``."""
         mean_dot, _ = self.mlp.jvp(tangent)
-        layer, _, _ = self.mlp.vjp(self.mean_scale * mean_dot)
+        layer = self.mlp.vjp(mean_dot.mul_(self.mean_scale))
         return {**layer, "log_std": self.log_std_scale * tangent["log_std"]}
 
     def quadratic_form(self, tangent: Params) -> torch.Tensor:
