@@ -288,3 +288,23 @@ def test_finetuning_runs_on_cuda() -> None:
     result = ft.finetune_on_task(spec, _random_state(spec), _tasks(1)[0], recipe, seed=0,
                                  device=torch.device("cuda"))
     assert len(result.returns) == 2 and all(np.isfinite(result.returns))
+
+
+def test_only_the_finetune_module_imports_stable_baselines3_and_algorithms_stay_apart() -> None:
+    import ast
+    from pathlib import Path
+
+    import metarl
+
+    root = Path(metarl.__file__).parent
+    algorithms = {"maml", "pretrain", "finetune", "protonet"}
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        module = path.stem
+        if module != "finetune":
+            assert not any(name.split(".")[0] == "stable_baselines3" for name in imported), path
+        if module in algorithms and path.parent == root:
+            others = {f"metarl.{name}" for name in algorithms - {module}}
+            assert not imported & others, f"{path.name} imports {imported & others}"
