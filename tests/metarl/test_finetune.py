@@ -17,6 +17,15 @@ from metarl.runs import RunDir
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small networks: one intra-op thread is fastest, and avoids oversubscribing a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tasks(n: int, split: str = "test", seed: int = 0) -> list:
     return envs.distribution("Point2DNav").sample(n, split, np.random.default_rng(seed))
 
@@ -267,7 +276,6 @@ def test_finetune_on_task_reports_k_0_to_num_steps_with_the_maml_budget() -> Non
 
 @pytest.mark.slow
 def test_finetuning_on_unseen_tasks_beats_the_pretrained_policy_over_three_seeds() -> None:
-    torch.set_num_threads(1)
     tasks = _tasks(4, "test", seed=11)
     recipe = ft.FinetuneRecipe(learning_rate=1e-3)
     for seed in range(3):

@@ -25,6 +25,15 @@ from metarl.runs import RunDir, RunDirError, load_policy
 from metarl.sampler import VectorEnvSampler
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small networks: one intra-op thread is fastest, and avoids oversubscribing a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tiny(iterations: int = 2, **changes):
     return maml_preset("tiny", "Point2DNav").replace(iterations=iterations, meta_batch_size=4,
                                                       episodes_per_task=3, **changes)
@@ -92,7 +101,6 @@ def test_command_and_wrong_method_errors(tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_pretraining_learns_and_adaptation_improves_over_three_seeds(tmp_path) -> None:
-    torch.set_num_threads(1)
     run_config = maml_preset("tiny", "Point2DNav").replace(iterations=10, meta_batch_size=10, episodes_per_task=5)
     options = EvalOptions(split="test", num_tasks=8, episodes_per_step=10, steps=3, device="cpu")
     for seed in range(3):
