@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import statistics
 import time
 from typing import Any
@@ -59,6 +60,9 @@ class MAMLBenchConfig:
     """Interleaved repeats of the sampler measurement (best kept)."""
     outer: str = "trpo"
     """Outer loop to time: trpo or promp."""
+    cg_subsample: float | None = None
+    """Override the preset's cg_subsample (fraction of tasks whose KL curvature TRPO's conjugate
+    gradient uses, in (0, 1]); None keeps the paper configs' exact curvature (1.0)."""
     device: str = "auto"
     """auto, cpu or cuda."""
     threads: int = 1
@@ -114,14 +118,32 @@ def sampler_overhead(family: str, repeats: int, device: torch.device) -> dict[st
     }
 
 
-def iteration_time(family: str, iterations: int, outer: str, device: torch.device) -> dict[str, Any]:
-    """Seconds per meta-iteration at the paper config, with its breakdown."""
-    config = maml_preset("paper", family).replace(iterations=iterations + 1, maml={"outer": outer})
+def iteration_time(
+    family: str, iterations: int, outer: str, device: torch.device, cg_subsample: float | None = None
+) -> dict[str, Any]:
+    """Seconds per meta-iteration at the paper config, with its breakdown.
+
+    Besides wall-clock seconds it records the CPU seconds of this process per
+    iteration and the load average: on a shared machine the wall clock also
+    counts the time other processes hold the cores.
+    """
+    changes: dict[str, Any] = {"outer": outer}
+    if cg_subsample is not None:
+        changes["cg_subsample"] = cg_subsample
+    config = maml_preset("paper", family).replace(iterations=iterations + 1, maml=changes)
     policy = initial_policy(config, seed=0).to(device)
     learner = MAMLLearner(policy, config.maml, device)
     sampler = VectorEnvSampler(family, config.meta_batch_size, device, horizon=config.horizon)
     state = TrainState.fresh(0)
-    rows = [meta_iteration(policy, learner, sampler, config, state) for _ in range(iterations + 1)][1:]
+    rows = []
+    load_before = os.getloadavg()[0]
+    for _ in range(iterations + 1):
+        cpu_start = time.process_time()
+        row = meta_iteration(policy, learner, sampler, config, state)
+        row["time/cpu_s"] = time.process_time() - cpu_start
+        rows.append(row)
+    rows = rows[1:]
+    load_after = os.getloadavg()[0]
     sampler.close()
 
     def median(key: str) -> float:
@@ -132,9 +154,12 @@ def iteration_time(family: str, iterations: int, outer: str, device: torch.devic
     return {
         "family": family,
         "outer": outer,
+        "cg_subsample": config.maml.cg_subsample,
         "batch": f"{config.meta_batch_size} tasks x {config.episodes_per_task} episodes x "
                  f"{config.horizon or envs.family_spec(family).horizon} steps",
         "seconds_per_iteration": seconds,
+        "cpu_seconds_per_iteration": median("time/cpu_s"),
+        "load_average": [load_before, load_after],
         "sample_seconds": median("time/sample_s"),
         "env_seconds": env_seconds,
         "update_seconds": median("time/update_s"),
@@ -150,7 +175,9 @@ def run(config: MAMLBenchConfig) -> dict[str, Any]:
     for family in config.sampler_families:
         results["sampler"].append(sampler_overhead(family, config.repeats, device))
     for family in config.iteration_families:
-        results["iterations"].append(iteration_time(family, config.iterations, config.outer, device))
+        results["iterations"].append(
+            iteration_time(family, config.iterations, config.outer, device, config.cg_subsample)
+        )
     return results
 
 
@@ -167,7 +194,9 @@ def report(results: dict[str, Any]) -> str:
     lines += ["", "meta-iteration at the paper config (sample support, adapt, sample query, outer update)"]
     for row in results["iterations"]:
         line = (
-            f"  {row['family']:<16} {row['batch']:<36} {row['seconds_per_iteration']:7.2f} s/iteration "
+            f"  {row['family']:<16} {row['batch']:<36} cg_subsample {row['cg_subsample']:g}: "
+            f"{row['seconds_per_iteration']:7.2f} s/iteration (CPU {row['cpu_seconds_per_iteration']:.2f} s, "
+            f"load average {row['load_average'][0]:.1f}-{row['load_average'][1]:.1f}) "
             f"(sampling {row['sample_seconds']:.2f} s, of it env {row['env_seconds']:.2f} s; update "
             f"{row['update_seconds']:.2f} s); outside simulation {100 * row['outside_env_share']:.0f}%"
         )
