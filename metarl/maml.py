@@ -18,12 +18,13 @@ objective ``vpg`` or ``lvc``). The meta-gradient goes through the adaptation
   subject to ``mean_i KL(π_old'_i || π_θ'_i) <= max_kl``, where both the
   surrogate and the KL are functions of θ through the adaptation. The step is
   ``sqrt(2δ / d^T H d) d`` with ``d`` from ``cg_iters`` conjugate-gradient
-  iterations on Hessian-vector products of that KL (through the adaptation
-  graph, which is built once per meta-update and shared by the gradient and
-  every CG iteration; for one inner step or first order the product is the
-  exact Gauss-Newton form ``J^T F J v`` at θ_old, two second-order products,
-  otherwise plain double backward, third order; ``cg_subsample`` < 1 takes
-  the curvature from the first tasks only), followed by a
+  iterations on Hessian-vector products of that KL (for one inner step or
+  first order the exact ``sum_i J_i F_i J_i v`` at θ_old, with ``J_i`` the
+  symmetric Jacobian of task i's adaptation and ``F_i`` the Fisher of its
+  adapted policy, computed in closed form from forward passes cached once per
+  meta-update, :class:`_ClosedFormTRPO`; for several second-order inner steps
+  double backward through the adaptation graph, third order; ``cg_subsample``
+  < 1 takes the curvature from the first tasks only), followed by a
   backtracking line search that re-adapts at each candidate θ and accepts the
   first one that improves the surrogate and keeps the exact KL within the
   bound (otherwise θ is left unchanged).
@@ -636,21 +637,6 @@ def _inner_loss_metric(old: _PostAdaptation, batch: _Batch) -> float:
     )
 
 
-def _through_adaptation(
-    post: _PostAdaptation,
-    names: list[str],
-    param_list: list[torch.Tensor],
-    objective: torch.Tensor,
-    retain_graph: bool = False,
-) -> tuple[torch.Tensor, ...]:
-    """``J^T ∂objective/∂θ'``: the gradient w.r.t. θ of a function of the (cut) query params."""
-    assert post.query_params is not None
-    query_params = [post.query_params[name] for name in names]
-    adapted = [post.steps[-1].params[name] for name in names]
-    outer = torch.autograd.grad(objective, query_params, retain_graph=True)
-    return torch.autograd.grad(adapted, param_list, grad_outputs=outer, retain_graph=retain_graph)
-
-
 def _gauss_newton_product_fn(
     post: _PostAdaptation,
     names: list[str],
@@ -660,7 +646,8 @@ def _gauss_newton_product_fn(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> J^T F J v + damping v`` for the KL through a one-step (or first-order) adaptation.
 
-    ``post`` must have been built with ``cut_at_adapted=True``. ``J v`` is taken as the
+    The autograd reference for :class:`_ClosedFormTRPO` (used by the tests and
+    the speed comparison, not by the update). ``post`` must have been built with ``cut_at_adapted=True``. ``J v`` is taken as the
     vector-Jacobian product ``J^T v`` per task (J symmetric), ``F u`` as the Hessian-vector
     product of ``kl`` w.r.t. the cut adapted parameters (the Fisher at θ_old). Both graphs
     are built once and reused by every call.
@@ -706,7 +693,7 @@ class _ClosedFormTRPO:
     Args:
         policy: the meta-policy (structure only).
         params: θ_old (shared, module shapes).
-        adapted: θ'_old per task ``[T, ...]`` (ignored parts: none).
+        adapted: θ'_old per task ``[T, ...]`` (after all inner steps).
         batch: the meta-batch (its tasks are the ``T`` tasks of ``adapted``).
         config: ``inner_lr``, ``inner_objective``, ``first_order``, ``cg_damping``.
     """

@@ -73,7 +73,7 @@ class TaskMLP:
             z = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # [T, N, out]
             if index < self.num_layers - 1:
                 x = torch.tanh(z)
-                self.slopes.append(1.0 - x * x)
+                self.slopes.append(torch.mul(x, x).neg_().add_(1.0))  # 1 - tanh²
         self.mean = z  # [T, N, act]
         self.log_std = task_params["log_std"].detach()  # [T, act]
         self._buffers: dict[tuple[str, int], torch.Tensor] = {}
@@ -163,7 +163,9 @@ class TaskMLP:
     def slope_terms(self, hidden_output: list[torch.Tensor]) -> list[torch.Tensor]:
         """``-2 a_l x_l`` per hidden layer (``a_l``: cotangent of its output ``x_l``):
         the derivative of ``a_l (1 - x_l²)`` w.r.t. ``x_l``, for :meth:`vjp_tangent`."""
-        return [-2.0 * a * self.inputs[index + 1] for index, a in enumerate(hidden_output)]
+        return [
+            torch.mul(a, self.inputs[index + 1]).mul_(-2.0) for index, a in enumerate(hidden_output)
+        ]
 
     def vjp_tangent(
         self,
@@ -254,17 +256,31 @@ class LikelihoodLossHessian:
             coefficients = coefficients * ratio
         self.likelihood_ratio = likelihood_ratio
         self.c = coefficients.unsqueeze(-1)  # [T, N, 1]
-        mean_grad = self.c * self.q  # [T, N, act], ∂L/∂μ
+        self.mean_grad = self.c * self.q  # [T, N, act], ∂L/∂μ
         self.log_std_grad = (self.c * (self.z_sq - 1.0)).sum(dim=1)  # [T, act]
-        self.layer_grads, self.pre_activation, hidden_output = mlp.vjp_with_intermediates(mean_grad)
-        self.slope_terms = mlp.slope_terms(hidden_output)
+        self._layer_grads: Params | None = None
+        self._pre_activation: list[torch.Tensor] = []
+        self._slope_terms: list[torch.Tensor] = []
+
+    def _prepare_products(self) -> None:
+        """Cache the reverse pass at the base point (once, on the first product)."""
+        layer_grads, self._pre_activation, hidden_output = self.mlp.vjp_with_intermediates(
+            self.mean_grad
+        )
+        self._layer_grads = layer_grads
+        self._slope_terms = self.mlp.slope_terms(hidden_output)
 
     def gradient(self) -> Params:
         """``∇L_i`` of every task (per-task tensors, ``log_std`` included)."""
-        return {**self.layer_grads, "log_std": self.log_std_grad}
+        layer_grads = self._layer_grads
+        if layer_grads is None:
+            layer_grads = self.mlp.vjp(self.mean_grad)
+        return {**layer_grads, "log_std": self.log_std_grad}
 
     def hessian_product(self, tangent: Params) -> Params:
         """``∇²L_i v_i`` of every task for the per-task tangents ``tangent``."""
+        if self._layer_grads is None:
+            self._prepare_products()
         mean_dot, hidden_tangents = self.mlp.jvp(tangent)  # [T, N, act]
         log_std_dot = tangent["log_std"].unsqueeze(1)  # [T, 1, act]
         c, q, z_sq = self.c, self.q, self.z_sq
@@ -279,7 +295,7 @@ class LikelihoodLossHessian:
             mean_grad_dot = mean_grad_dot + weighted * q
             log_std_grad_dot = log_std_grad_dot + (weighted * (z_sq - 1.0)).sum(dim=1)
         layer = self.mlp.vjp_tangent(
-            self.pre_activation, self.slope_terms, mean_grad_dot, tangent, hidden_tangents
+            self._pre_activation, self._slope_terms, mean_grad_dot, tangent, hidden_tangents
         )
         return {**layer, "log_std": log_std_grad_dot}
 
