@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,9 @@ PLOT_NAME = "demo_returns.png"
 
 def paper_returns() -> dict[str, Any]:
     """The MAML paper's figures shipped with metarl (``{"source", "protocol", "returns": {family: ...}}``)."""
-    text = resources.files("metarl").joinpath("data/maml_paper_returns.json").read_text()
-    return json.loads(text)
+    # Next to this package (not importlib.resources: it fails when metarl is
+    # resolved as a namespace package, as some editable installs do).
+    return json.loads((Path(__file__).resolve().parents[1] / "data" / "maml_paper_returns.json").read_text())
 
 
 def demo_config(iterations: int) -> MAMLRunConfig:

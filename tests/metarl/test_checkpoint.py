@@ -101,3 +101,11 @@ def test_checkpoint_of_another_env_is_refused() -> None:
     with pytest.raises(CheckpointError, match="not 'HalfCheetahDir'"):
         check_compatible(metadata, "HalfCheetahDir", 20, 6)
     check_compatible(metadata, "HalfCheetahVel", 20, 6)
+
+
+def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "c.safetensors"
+    _save(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
