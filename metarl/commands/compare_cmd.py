@@ -29,7 +29,7 @@ class CompareArgs:
     """Folder for comparison.md, comparison.csv, return_vs_k.png and return_vs_samples.png."""
     reference: Path | None = None
     """Optional JSON of published curves, {"returns": {family: {method: [k0, ...]}}, "source": ...}
-    (e.g. shared/reference/maml_paper_returns.json); its rows for the runs' family are added."""
+    (e.g. metarl/data/maml_paper_returns.json, the MAML paper's curves); its rows for the runs' family are added."""
 
 
 def load_reference(path: Path, family: str) -> tuple[dict[str, list[float]], str]:
