@@ -29,7 +29,7 @@ LOG="$OUT/commands.log"
 timed() {  # run a metarl command, log it with its wall-clock seconds
     local start end
     start=$(date +%s.%N)
-    python -m metarl.cli "$@"
+    metarl "$@"
     end=$(date +%s.%N)
     printf 'metarl %s  # %s s\n' "$*" "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }')" | tee -a "$LOG"
 }
