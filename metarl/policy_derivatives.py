@@ -61,18 +61,25 @@ class TaskMLP:
     ) -> None:
         self.num_layers = len(policy.layers)
         self.num_tasks = observations.shape[0]
-        x = observations.reshape(self.num_tasks, -1, observations.shape[-1])  # [T, N, obs]
+        obs = observations.reshape(self.num_tasks, -1, observations.shape[-1])  # [T, N, obs]
+        # Each layer's input is stored with a trailing column of ones, ``[x, 1]``, so that
+        # one matrix product applies weight and bias (``[x, 1] [W, b]^T``) and gives the
+        # gradients of both (``e^T [x, 1] = [e^T x, sum e]``) without extra passes.
+        self.inputs_ones: list[torch.Tensor] = [_with_ones(obs)]  # layer l: [T, N, in + 1]
+        self.inputs: list[torch.Tensor] = []  # layer l's input x (a view): [T, N, in]
         self.weights: list[torch.Tensor] = []  # layer l: [T, out, in]
-        self.inputs: list[torch.Tensor] = []  # layer l's input: [T, N, in]
         self.slopes: list[torch.Tensor] = []  # hidden layer l: 1 - tanh^2, [T, N, out]
         for index in range(self.num_layers):
             weight = task_params[_weight(index)].detach()  # [T, out, in]
-            bias = task_params[_bias(index)].detach()  # [T, out]
             self.weights.append(weight)
-            self.inputs.append(x)
-            z = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # [T, N, out]
-            if index < self.num_layers - 1:
-                x = torch.tanh(z)
+            x_ones = self.inputs_ones[index]
+            self.inputs.append(x_ones[..., :-1])
+            z = torch.bmm(x_ones, _append_bias(weight, task_params[_bias(index)]).transpose(1, 2))
+            if index < self.num_layers - 1:  # z: [T, N, out]
+                x_ones = z.new_empty(*z.shape[:-1], z.shape[-1] + 1)
+                x_ones[..., -1] = 1.0
+                x = torch.tanh(z, out=x_ones[..., :-1])
+                self.inputs_ones.append(x_ones)
                 self.slopes.append(torch.mul(x, x).neg_().add_(1.0))  # 1 - tanh²
         self.mean = z  # [T, N, act]
         self.log_std = task_params["log_std"].detach()  # [T, act]
@@ -107,13 +114,14 @@ class TaskMLP:
         hidden_tangents: list[torch.Tensor] = []
         x_dot: torch.Tensor | None = None
         for index in range(self.num_layers):
-            weight_dot = tangent[_weight(index)].transpose(1, 2)  # [T, in, out]
+            layer_dot = _append_bias(tangent[_weight(index)], tangent[_bias(index)])
             hidden = index < self.num_layers - 1
             out = self._workspace("x_dot", index) if hidden else None
-            z_dot = torch.bmm(self.inputs[index], weight_dot, out=out)  # [T, N, out]
+            z_dot = torch.bmm(
+                self.inputs_ones[index], layer_dot.transpose(1, 2), out=out
+            )  # [T, N, out]
             if x_dot is not None:
                 z_dot.baddbmm_(x_dot, self.weights[index].transpose(1, 2))
-            z_dot.add_(tangent[_bias(index)].unsqueeze(1))
             if hidden:
                 x_dot = z_dot.mul_(self.slopes[index])
                 hidden_tangents.append(x_dot)
@@ -148,8 +156,8 @@ class TaskMLP:
         e = cotangent
         for index in reversed(range(self.num_layers)):
             pre_activation.append(e)
-            grads[_weight(index)] = torch.bmm(e.transpose(1, 2), self.inputs[index])  # [T, out, in]
-            grads[_bias(index)] = e.sum(dim=1)  # [T, out]
+            layer_grad = torch.bmm(e.transpose(1, 2), self.inputs_ones[index])  # [T, out, in+1]
+            grads[_weight(index)], grads[_bias(index)] = layer_grad[..., :-1], layer_grad[..., -1]
             if index > 0:
                 out = None if keep else self._workspace("a", index - 1)
                 a = torch.bmm(e, self.weights[index], out=out)  # [T, N, in]
@@ -195,11 +203,13 @@ class TaskMLP:
         e_dot = cotangent_tangent
         for index in reversed(range(self.num_layers)):
             e = pre_activation[index]
-            weight_grad = torch.bmm(e_dot.transpose(1, 2), self.inputs[index])  # [T, out, in]
+            layer_grad = torch.bmm(
+                e_dot.transpose(1, 2), self.inputs_ones[index]
+            )  # [T, out, in + 1]
+            weight_grad = layer_grad[..., :-1]
             if index > 0:
                 weight_grad.baddbmm_(e.transpose(1, 2), hidden_tangents[index - 1])
-            grads[_weight(index)] = weight_grad
-            grads[_bias(index)] = e_dot.sum(dim=1)  # [T, out]
+            grads[_weight(index)], grads[_bias(index)] = weight_grad, layer_grad[..., -1]
             if index > 0:
                 a_dot = torch.bmm(
                     e_dot, self.weights[index], out=self._workspace("a_dot", index - 1)
@@ -209,6 +219,16 @@ class TaskMLP:
                     slope_terms[index - 1], hidden_tangents[index - 1]
                 )
         return grads
+
+
+def _with_ones(x: torch.Tensor) -> torch.Tensor:
+    """``[x, 1]``: ``x`` with a trailing column of ones  # [..., d + 1]."""
+    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
+
+
+def _append_bias(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``[W, b]``: the bias as an extra input column of the weight  # [T, out, in + 1]."""
+    return torch.cat([weight, bias.unsqueeze(-1)], dim=-1)
 
 
 def _log_prob_terms(
