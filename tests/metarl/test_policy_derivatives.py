@@ -1,5 +1,7 @@
 """Closed-form derivative products of the Gaussian MLP policy against autograd (float64)."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch.func import grad, jvp
@@ -150,3 +152,37 @@ def test_closed_form_kl_product_is_the_exact_third_order_hessian():
     with torch.no_grad():
         model = _ClosedFormTRPO(learner.policy, params, post.steps[-1].params, batch, config)
         torch.testing.assert_close(model.kl_hessian_product(vector), exact, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_closed_form_trpo_on_cuda_matches_cpu():
+    learner, batch = maml_setup("lvc", first_order=False)
+    params = {name: value.detach() for name, value in learner.policy.params().items()}
+    vector = torch.randn(
+        sum(p.numel() for p in params.values()),
+        generator=torch.Generator().manual_seed(5),
+        dtype=DTYPE,
+    )
+    config = MAMLConfig(inner_objective="lvc", inner_lr=0.5, cg_damping=1e-3)
+    results = []
+    for device in ("cpu", "cuda"):
+        on_device = {name: value.to(device) for name, value in params.items()}
+        data = dataclasses.replace(
+            batch,
+            support=[episodes.to(device) for episodes in batch.support],
+            query=batch.query.to(device),
+            support_advantages=[a.to(device) for a in batch.support_advantages],
+            query_advantages=batch.query_advantages.to(device),
+        )
+        with torch.no_grad():
+            adapted = learner._post_adaptation(on_device, data, False).steps[-1].params
+            model = _ClosedFormTRPO(learner.policy, on_device, adapted, data, config)
+            results.append(
+                (
+                    model.surrogate_gradient().cpu(),
+                    model.kl_hessian_product(vector.to(device)).cpu(),
+                )
+            )
+    for cpu_result, cuda_result in zip(*results, strict=True):
+        torch.testing.assert_close(cuda_result, cpu_result, rtol=1e-7, atol=1e-10)
