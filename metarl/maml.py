@@ -69,7 +69,6 @@ from metarl.policy import (
     batched_policy_forward,
     gaussian_kl,
     gaussian_log_prob,
-    stack_params,
 )
 from metarl.policy_derivatives import GaussianFisher, LikelihoodLossHessian, TaskMLP
 from metarl.trust_region import (
@@ -321,6 +320,64 @@ class MAMLLearner:
                 ).params
         return task_params
 
+    def _adapt_closed_form(
+        self,
+        params: Params,
+        support: Sequence[Episodes],
+        support_advantages: Sequence[torch.Tensor],
+        lrs: Sequence[float],
+        old_support_log_probs: Sequence[torch.Tensor] | None = None,
+        query: Episodes | None = None,
+    ) -> tuple[_PostAdaptation, list[TaskMLP], TaskMLP | None]:
+        """The inner steps from θ = ``params`` (no graph), with the inner gradients in closed form.
+
+        Computes what :meth:`_post_adaptation` computes with ``create_graph=False``
+        under ``torch.no_grad`` (the inner-loss gradient from
+        :mod:`metarl.policy_derivatives` instead of autograd) and keeps the cached
+        forward passes, which the closed-form curvature then reuses. (Where nothing
+        is reused, e.g. the line search, :meth:`_post_adaptation` is the cheaper of
+        the two: its forward keeps less.) Must run under ``torch.no_grad``.
+
+        Returns:
+            The adaptation (query outputs only if ``query`` is given; zero-size
+            placeholders otherwise), the support networks (at the parameters
+            before each step) and the query network (at the adapted parameters).
+        """
+        config = self.config
+        task_params = as_task_params(
+            self.policy, {k: v.detach() for k, v in params.items()}, support[0].num_tasks
+        )
+        steps, support_mlps = [], []
+        for j, (episodes, lr) in enumerate(zip(support, lrs, strict=True)):
+            mlp = TaskMLP(self.policy, task_params, episodes.observations)
+            loss = LikelihoodLossHessian(
+                mlp,
+                episodes.actions,
+                -support_advantages[j] * _per_task_weights(episodes.mask),
+                likelihood_ratio=config.inner_objective == "lvc",
+                old_log_probs=None if old_support_log_probs is None else old_support_log_probs[j],
+            )
+            gradient = loss.gradient()
+            adapted = {name: value - lr * gradient[name] for name, value in task_params.items()}
+            steps.append(
+                InnerStepResult(
+                    adapted,
+                    mlp.mean.view(*episodes.actions.shape),
+                    mlp.log_std,
+                    loss.log_probs.view(episodes.mask.shape),
+                )
+            )
+            support_mlps.append(mlp)
+            task_params = adapted
+        if query is None:
+            empty = task_params["log_std"].new_empty(0)
+            return _PostAdaptation(steps, empty, empty, empty), support_mlps, None
+        query_mlp = TaskMLP(self.policy, task_params, query.observations)
+        mean = query_mlp.mean.view(*query.actions.shape)  # [T, E, H, A]
+        log_probs = gaussian_log_prob(mean, query_mlp.log_std[:, None, None, :], query.actions)
+        post = _PostAdaptation(steps, mean, query_mlp.log_std, log_probs, query_params=task_params)
+        return post, support_mlps, query_mlp
+
     def _post_adaptation(
         self,
         params: Params,
@@ -406,27 +463,33 @@ class MAMLLearner:
 
         graph_start = time.perf_counter()
         num_tasks = batch.query.num_tasks
+        lrs = [config.inner_lr] * config.inner_steps
         curvature_tasks = max(1, math.ceil(config.cg_subsample * num_tasks))
         # The adaptation's Jacobian J = ∂θ'/∂θ is symmetric for one inner step (I - α ∇²L_inner)
         # and the identity at first order; then the KL Hessian at θ_old is exactly J^T F J
         # (F: Fisher of the adapted policy, the KL's gradient vanishes there), and the gradient
         # and every product are computed in closed form (metarl.policy_derivatives).
-        if config.first_order or config.inner_steps == 1:
+        closed_form = config.first_order or config.inner_steps == 1
+        if closed_form:
             with torch.no_grad():
-                old = self._post_adaptation(params, batch, False)
+                old, support_mlps, query_mlp = self._adapt_closed_form(
+                    params, batch.support, batch.support_advantages, lrs, query=batch.query
+                )
                 surrogate_before = float(
                     masked_mean(batch.query_advantages, batch.query.mask).mean()
                 )  # the likelihood ratio is 1 at θ_old
-                model = _ClosedFormTRPO(self.policy, params, old.steps[-1].params, batch, config)
+                model = _ClosedFormTRPO(support_mlps[0], query_mlp, batch, config)
                 gradient = model.surrogate_gradient()
                 if curvature_tasks < num_tasks:  # the KL curvature of the first tasks only
-                    model = _ClosedFormTRPO(
-                        self.policy,
+                    sub_batch = batch.first_tasks(curvature_tasks)
+                    _, support_mlps, query_mlp = self._adapt_closed_form(
                         params,
-                        {k: v[:curvature_tasks] for k, v in old.steps[-1].params.items()},
-                        batch.first_tasks(curvature_tasks),
-                        config,
+                        sub_batch.support,
+                        sub_batch.support_advantages,
+                        lrs,
+                        query=sub_batch.query,
                     )
+                    model = _ClosedFormTRPO(support_mlps[0], query_mlp, sub_batch, config)
                 step = trust_region_step(
                     gradient,
                     model.kl_hessian_product,
@@ -434,7 +497,7 @@ class MAMLLearner:
                     config.cg_iters,
                     quadratic_form=model.kl_quadratic_form,
                 )
-            del model
+            del model, support_mlps, query_mlp
         else:  # several second-order inner steps: double backward through the adaptation graph
             post = self._post_adaptation(params, batch, True)
             old = _detached(post)
@@ -691,23 +754,18 @@ class _ClosedFormTRPO:
     and builds no autograd graph. Must run under ``torch.no_grad``.
 
     Args:
-        policy: the meta-policy (structure only).
-        params: θ_old (shared, module shapes).
-        adapted: θ'_old per task ``[T, ...]`` (after all inner steps).
-        batch: the meta-batch (its tasks are the ``T`` tasks of ``adapted``).
+        support_mlp: the network at θ_old on the first support batch (the
+            inner step's loss; unused at first order).
+        query_mlp: the network at θ'_old (after all inner steps) on the query batch.
+        batch: the meta-batch of those networks.
         config: ``inner_lr``, ``inner_objective``, ``first_order``, ``cg_damping``.
     """
 
     def __init__(
-        self,
-        policy: GaussianMLPPolicy,
-        params: Params,
-        adapted: Params,
-        batch: _Batch,
-        config: MAMLConfig,
+        self, support_mlp: TaskMLP, query_mlp: TaskMLP, batch: _Batch, config: MAMLConfig
     ) -> None:
-        self.names = [name for name, _ in policy.named_parameters()]
-        self.shapes = [params[name].shape for name in self.names]
+        self.names = list(support_mlp.task_params)
+        self.shapes = [support_mlp.task_params[name].shape[1:] for name in self.names]
         self.inner_lr = config.inner_lr
         self.damping = config.cg_damping
         query = batch.query
@@ -716,18 +774,12 @@ class _ClosedFormTRPO:
         self.inner: LikelihoodLossHessian | None = None
         if not config.first_order:
             support = batch.support[0]
-            support_mlp = TaskMLP(
-                policy,
-                stack_params({k: v.detach() for k, v in params.items()}, num_tasks),
-                support.observations,
-            )
             self.inner = LikelihoodLossHessian(
                 support_mlp,
                 support.actions,
                 -batch.support_advantages[0] * _per_task_weights(support.mask),
                 likelihood_ratio=config.inner_objective == "lvc",
             )
-        query_mlp = TaskMLP(policy, adapted, query.observations)
         query_weights = _per_task_weights(query.mask) / num_tasks  # [T, E, H]: mean over tasks
         self.fisher = GaussianFisher(query_mlp, query_weights)
         # S = mean_i masked_mean_i(π'/π'_old A): its gradient at the old point is the

@@ -61,6 +61,7 @@ class TaskMLP:
     ) -> None:
         self.num_layers = len(policy.layers)
         self.num_tasks = observations.shape[0]
+        self.task_params = {name: value.detach() for name, value in task_params.items()}
         obs = observations.reshape(self.num_tasks, -1, observations.shape[-1])  # [T, N, obs]
         # Each layer's input is stored with a trailing column of ones, ``[x, 1]``, so that
         # one matrix product applies weight and bias (``[x, 1] [W, b]^T``) and gives the
@@ -270,6 +271,7 @@ class LikelihoodLossHessian:
     ) -> None:
         self.mlp = mlp
         self.q, self.z_sq, self.inverse_variance, log_probs = _log_prob_terms(mlp, actions)
+        self.log_probs = log_probs  # [T, N], log π(a_n|s_n) at the base point
         coefficients = coefficients.reshape(log_probs.shape)  # [T, N]
         if likelihood_ratio and old_log_probs is not None:
             ratio = torch.exp(log_probs - old_log_probs.reshape(log_probs.shape))  # [T, N]

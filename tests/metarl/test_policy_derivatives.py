@@ -103,6 +103,47 @@ def maml_setup(objective, first_order, num_tasks=4):
     return learner, learner._batch([support], query)
 
 
+def closed_form_model(learner, params, batch, config):
+    _, support_mlps, query_mlp = learner._adapt_closed_form(
+        params, batch.support, batch.support_advantages, [config.inner_lr], query=batch.query
+    )
+    return _ClosedFormTRPO(support_mlps[0], query_mlp, batch, config)
+
+
+@pytest.mark.parametrize("objective", ["vpg", "lvc"])
+def test_closed_form_adaptation_equals_the_autograd_one(objective):
+    learner, batch = maml_setup(objective, first_order=False)
+    params = learner.policy.params()
+    generator = torch.Generator().manual_seed(6)
+    shifted = {  # a point away from the sampling policy, as in the line search
+        name: value.detach() + 0.05 * torch.randn(value.shape, generator=generator, dtype=DTYPE)
+        for name, value in params.items()
+    }
+    two_steps = [batch.support[0], batch.support[0]]
+    advantages = [batch.support_advantages[0]] * 2
+    with torch.no_grad():
+        sampling = learner._post_adaptation(params, batch, False)
+        old_log_probs = [sampling.steps[0].log_probs] * 2
+        expected = learner._post_adaptation(
+            shifted,
+            dataclasses.replace(batch, support=two_steps, support_advantages=advantages),
+            False,
+            old_log_probs,
+        )
+        actual, _, _ = learner._adapt_closed_form(
+            shifted, two_steps, advantages, [0.5, 0.5], old_log_probs, batch.query
+        )
+    for got, want in zip(actual.steps, expected.steps, strict=True):
+        for name in want.params:
+            torch.testing.assert_close(got.params[name], want.params[name], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got.mean, want.mean, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got.log_probs, want.log_probs, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(actual.query_mean, expected.query_mean, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        actual.query_log_probs, expected.query_log_probs, rtol=1e-10, atol=1e-12
+    )
+
+
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("objective", ["vpg", "lvc"])
 def test_closed_form_trpo_matches_autograd_through_the_adaptation(objective, first_order):
@@ -125,8 +166,7 @@ def test_closed_form_trpo_matches_autograd_through_the_adaptation(objective, fir
         inner_objective=objective, first_order=first_order, inner_lr=0.5, cg_damping=1e-3
     )
     with torch.no_grad():
-        adapted = learner._post_adaptation(params, batch, False).steps[-1].params
-        model = _ClosedFormTRPO(learner.policy, params, adapted, batch, config)
+        model = closed_form_model(learner, params, batch, config)
         torch.testing.assert_close(
             model.surrogate_gradient(), reference_gradient, rtol=1e-9, atol=1e-12
         )
@@ -150,7 +190,7 @@ def test_closed_form_kl_product_is_the_exact_third_order_hessian():
     exact = hessian_vector_product_fn(kl_gradient, param_list, 0.0)(vector)
     config = MAMLConfig(inner_lr=0.5, cg_damping=0.0)
     with torch.no_grad():
-        model = _ClosedFormTRPO(learner.policy, params, post.steps[-1].params, batch, config)
+        model = closed_form_model(learner, params, batch, config)
         torch.testing.assert_close(model.kl_hessian_product(vector), exact, rtol=1e-9, atol=1e-12)
 
 
@@ -176,8 +216,7 @@ def test_closed_form_trpo_on_cuda_matches_cpu():
             query_advantages=batch.query_advantages.to(device),
         )
         with torch.no_grad():
-            adapted = learner._post_adaptation(on_device, data, False).steps[-1].params
-            model = _ClosedFormTRPO(learner.policy, on_device, adapted, data, config)
+            model = closed_form_model(learner, on_device, data, config)
             results.append(
                 (
                     model.surrogate_gradient().cpu(),
