@@ -709,11 +709,11 @@ def _gauss_newton_product_fn(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> J^T F J v + damping v`` for the KL through a one-step (or first-order) adaptation.
 
-    The autograd reference for :class:`_ClosedFormTRPO` (used by the tests and
-    the speed comparison, not by the update). ``post`` must have been built with ``cut_at_adapted=True``. ``J v`` is taken as the
-    vector-Jacobian product ``J^T v`` per task (J symmetric), ``F u`` as the Hessian-vector
-    product of ``kl`` w.r.t. the cut adapted parameters (the Fisher at θ_old). Both graphs
-    are built once and reused by every call.
+    The autograd reference for :class:`_ClosedFormTRPO` (used by the tests, not by
+    the update). ``post`` must have been built with ``cut_at_adapted=True``. ``J v``
+    is taken as the vector-Jacobian product ``J^T v`` per task (J symmetric), ``F u``
+    as the Hessian-vector product of ``kl`` w.r.t. the cut adapted parameters (the
+    Fisher at θ_old). Both graphs are built once and reused by every call.
     """
     assert post.query_params is not None and post.initial_params is not None
     query_params = [post.query_params[name] for name in names]
