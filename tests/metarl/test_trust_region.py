@@ -64,6 +64,30 @@ def test_trust_region_step_sits_on_the_quadratic_kl_boundary():
     assert result.expected_improvement == pytest.approx(float(gradient @ result.step))
 
 
+def test_trust_region_step_scales_by_the_given_quadratic_form():
+    matrix = spd_matrix()
+    gradient = torch.ones(6, dtype=torch.float64)
+    products = []
+
+    def product(v):
+        products.append(v)
+        return matrix @ v
+
+    default = trust_region_step(gradient, product, max_kl=0.01, cg_iters=4)
+    calls_with_product = len(products)
+    products.clear()
+    given = trust_region_step(
+        gradient, product, max_kl=0.01, cg_iters=4, quadratic_form=lambda v: v @ matrix @ v
+    )
+    torch.testing.assert_close(given.step, default.step)
+    assert len(products) == calls_with_product - 1  # the scale needs no extra product
+    # a different quadratic form changes the scale: step ∝ 1/sqrt(curvature)
+    doubled = trust_region_step(
+        gradient, product, max_kl=0.01, cg_iters=4, quadratic_form=lambda v: 2 * v @ matrix @ v
+    )
+    torch.testing.assert_close(doubled.step, default.step / 2**0.5)
+
+
 def test_line_search_rejects_fractions_that_break_the_kl_bound():
     calls = []
 
