@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 import envs
 from envs.tasks import Task, check_split
-from metarl.policy import GaussianMLPPolicy, Params, policy_forward
+from metarl.policy import ActionMap, GaussianMLPPolicy, Params, policy_forward
 from metarl.sampler import env_dims
 
 #: How many tasks :func:`distinct_variants` draws to decide whether a split is finite.
@@ -109,23 +109,29 @@ class GaussianPolicyBehaviour:
         policy: the policy module (e.g. the meta-policy of a MAML run).
         params: parameters to evaluate it with; its own parameters by default.
         deterministic: use the mean action instead of sampling.
+        action_map: maps the policy's normalised actions to the env's box
+            (:class:`metarl.policy.ActionMap`); identity if omitted.
     """
 
     def __init__(
-        self, policy: GaussianMLPPolicy, params: Params | None = None, deterministic: bool = False
+        self,
+        policy: GaussianMLPPolicy,
+        params: Params | None = None,
+        deterministic: bool = False,
+        action_map: ActionMap | None = None,
     ) -> None:
         self.policy = policy
         self.params = {k: v.detach() for k, v in (params or policy.params()).items()}
         self.deterministic = deterministic
+        self.action_map = action_map
 
     def __call__(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         obs = torch.as_tensor(observations, dtype=torch.float32)  # [n, obs_dim]
         with torch.no_grad():
             mean, log_std = policy_forward(self.policy, self.params, obs)  # [n, act_dim], [act_dim]
         mean, std = mean.numpy().astype(np.float64), np.exp(log_std.numpy().astype(np.float64))
-        if self.deterministic:
-            return mean
-        return mean + std * rng.standard_normal(mean.shape)
+        action = mean if self.deterministic else mean + std * rng.standard_normal(mean.shape)
+        return action if self.action_map is None else self.action_map(action)
 
 
 def distinct_variants(family: str, split: str) -> list[Task] | None:

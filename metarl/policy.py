@@ -4,6 +4,14 @@ The policy maps an observation to the mean of a diagonal Gaussian through an
 MLP with tanh hidden layers; the log standard deviation is a state-independent
 parameter vector (as in rllab's ``GaussianMLPPolicy`` used by MAML and ProMP).
 
+The policy acts in normalised units: where the env's action space is a
+bounded box, action ``a`` means ``low + (a + 1) / 2 * (high - low)`` in the
+env (rllab's ``normalize`` wrapper, which the MAML paper's point experiments
+used), so an initial standard deviation of 1 spans the whole box whatever its
+units. :class:`ActionMap` is the one place where that mapping lives; episodes
+store the policy's own (normalised) actions, so log-probabilities and their
+gradients are those of the policy.
+
 Parameters are handled as explicit dicts (``name -> tensor``) so that adapted
 "fast weights" are ordinary tensors: :func:`policy_forward` evaluates the
 module with any such dict through ``torch.func.functional_call`` and never
@@ -16,8 +24,11 @@ References: Duan et al. 2016 (rllab); Finn et al. 2017 (MAML), §5.3.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -126,3 +137,37 @@ def gaussian_kl(
 def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
     """Entropy of a diagonal Gaussian, summed over the last dim."""
     return (log_std + 0.5 * (1.0 + LOG_2PI)).sum(dim=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionMap:
+    """Affine map from the policy's normalised actions to an env's action box.
+
+    ``env_action = offset + scale * action`` per dimension, with ``offset`` the
+    box's centre and ``scale`` its half-width; unbounded dimensions pass through
+    unchanged (offset 0, scale 1). The env clips to its box as usual.
+    """
+
+    offset: np.ndarray  # [act_dim]
+    scale: np.ndarray  # [act_dim]
+
+    @classmethod
+    def from_space(cls, space: Any) -> ActionMap:
+        """The map for a gymnasium ``Box`` action space (single, not batched)."""
+        low = np.asarray(space.low, dtype=np.float64).reshape(-1)
+        high = np.asarray(space.high, dtype=np.float64).reshape(-1)
+        bounded = np.isfinite(low) & np.isfinite(high)
+        offset = np.where(bounded, (high + low) / 2.0, 0.0)
+        scale = np.where(bounded, (high - low) / 2.0, 1.0)
+        return cls(offset, scale)
+
+    @property
+    def is_identity(self) -> bool:
+        """True for boxes that are already [-1, 1] (the locomotion robots)."""
+        return bool(np.all(self.offset == 0.0) and np.all(self.scale == 1.0))
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        """Env actions for policy actions ``[..., act_dim]``."""
+        if self.is_identity:
+            return action
+        return self.offset + self.scale * action

@@ -61,6 +61,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -89,6 +90,7 @@ from metarl.contexts import (
 )
 from metarl.device import resolve_device
 from metarl.evaluation import EVAL_SEED, EvalOptions, write_eval_json
+from metarl.policy import ActionMap
 from metarl.runs import MetricsLogger, RunDir, check_run_dir, load_policy
 from metarl.sampler import env_dims
 
@@ -605,7 +607,8 @@ def behaviour_from_run(path: str | os.PathLike[str] | None, family: str) -> Beha
             f"behaviour run {path} was trained on {config['family']!r}, but contexts are collected in "
             f"{family!r}; pass a run of {family!r} or no behaviour run (uniform random actions)"
         )
-    return GaussianPolicyBehaviour(load_policy(run, config))
+    action_space = gym.make(envs.env_id(family)).action_space
+    return GaussianPolicyBehaviour(load_policy(run, config), action_map=ActionMap.from_space(action_space))
 
 
 def train_run(

@@ -316,7 +316,7 @@ def env_fps(env: Any, default: float = 20.0) -> float:
 
 
 def gaussian_policy_fn(
-    policy: Any, params: Any, *, deterministic: bool = False, seed: int = 0
+    policy: Any, params: Any, *, deterministic: bool = False, seed: int = 0, action_space: Any = None
 ) -> PolicyFn:
     """Wrap a :class:`~metarl.policy.GaussianMLPPolicy` and parameters as ``obs -> action``.
 
@@ -326,10 +326,14 @@ def gaussian_policy_fn(
             fast weights of one task), each without a task dimension.
         deterministic: Act with the mean instead of sampling.
         seed: Seed of the action noise (a private ``torch.Generator``).
+        action_space: The env's action space: the policy's normalised actions
+            are mapped to it (:class:`metarl.policy.ActionMap`) as in training.
     """
     import torch
 
-    from metarl.policy import policy_forward
+    from metarl.policy import ActionMap, policy_forward
+
+    action_map = ActionMap.from_space(action_space) if action_space is not None else None
 
     generator = torch.Generator().manual_seed(seed)
     cpu_params = {name: value.detach().to("cpu", torch.float32) for name, value in params.items()}
@@ -340,9 +344,11 @@ def gaussian_policy_fn(
             obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(-1))  # [obs_dim]
             mean, log_std = policy_forward(policy_cpu, cpu_params, obs_t)  # [act_dim], [act_dim]
             if deterministic:
-                return mean.numpy().astype(np.float64)
-            noise = torch.randn(mean.shape, generator=generator)
-            return (mean + torch.exp(log_std) * noise).numpy().astype(np.float64)
+                action = mean.numpy().astype(np.float64)
+            else:
+                noise = torch.randn(mean.shape, generator=generator)
+                action = (mean + torch.exp(log_std) * noise).numpy().astype(np.float64)
+            return action if action_map is None else action_map(action)
 
     return act
 

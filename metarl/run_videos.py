@@ -239,9 +239,15 @@ def gradient_run_policies(
         device=options.device,
     )
     policy = policy.to("cpu")
+    import gymnasium as gym
+
+    import envs
+
+    action_space = gym.make(envs.env_id(config["family"])).action_space
     return {
         k: render.gaussian_policy_fn(
-            policy, sequence[k], deterministic=options.deterministic, seed=options.seed + k
+            policy, sequence[k], deterministic=options.deterministic, seed=options.seed + k,
+            action_space=action_space,
         )
         for k in steps
     }

@@ -46,7 +46,7 @@ import torch
 
 import envs
 from metarl.episodes import Episodes
-from metarl.policy import GaussianMLPPolicy, Params, batched_policy_forward
+from metarl.policy import ActionMap, GaussianMLPPolicy, Params, batched_policy_forward
 
 _SEED_LIMIT = 2**31 - 1
 
@@ -178,6 +178,7 @@ class VectorEnvSampler(Sampler):
         num_envs = num_tasks * per_task
         obs_dim, act_dim, device = self.obs_dim, self.act_dim, self.device
         vector_env = self._vector_env(per_task)
+        action_map = ActionMap.from_space(vector_env.single_action_space)
         vector_env.set_tasks([task for task in tasks for _ in range(per_task)])
 
         reset_seed = draw_seed(generator)
@@ -207,7 +208,7 @@ class VectorEnvSampler(Sampler):
                 action_torch[t].copy_(action.reshape(num_envs, act_dim))
                 mask_buffer[t] = alive
                 tick = time.perf_counter()
-                obs, reward, terminated, truncated, _ = vector_env.step(action_buffer[t])
+                obs, reward, terminated, truncated, _ = vector_env.step(action_map(action_buffer[t]))
                 env_seconds += time.perf_counter() - tick
                 reward_buffer[t] = reward
                 alive &= ~(terminated | truncated)

@@ -203,11 +203,11 @@ def test_training_identifies_unseen_variants_well_above_chance() -> None:
 
 def test_contexts_can_be_collected_with_the_policy_of_a_run(tmp_path) -> None:
     policy = GaussianMLPPolicy(2, 2, (8,), init_std=0.01)
-    with torch.no_grad():  # a policy that always moves right: mean action (+0.05, 0)
+    with torch.no_grad():  # a policy that always moves right: normalised mean (+0.5, 0), i.e. (+0.05 m, 0)
         for parameter in policy.parameters():
             parameter.zero_()
-        policy.layers[-1].bias.copy_(torch.tensor([0.05, 0.0]))
-        policy.log_std.fill_(-5.0)  # std 0.007
+        policy.layers[-1].bias.copy_(torch.tensor([0.5, 0.0]))
+        policy.log_std.fill_(-5.0)  # std 0.007 normalised, 0.0007 m
     run = RunDir(tmp_path / "maml")
     run.write_config({"method": "maml", "family": FAMILY, "policy": policy_config(policy, 0.01)})
     save_checkpoint(run.checkpoint_path, policy_tensors(policy), {"family": FAMILY, "obs_dim": 2, "act_dim": 2})

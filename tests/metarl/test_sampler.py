@@ -50,7 +50,8 @@ def test_shapes_masks_and_rewards_match_the_env(policy: GaussianMLPPolicy) -> No
             position = torch.zeros(2, dtype=torch.float64)
             for step in range(7):
                 assert torch.allclose(episodes.observations[t, e, step].double(), position, atol=1e-6)
-                position = position + episodes.actions[t, e, step].double().clamp(-0.1, 0.1)
+                # the policy acts in normalised units: the env moves 0.1 * action, clipped
+                position = position + (0.1 * episodes.actions[t, e, step].double()).clamp(-0.1, 0.1)
                 expected = -torch.linalg.norm(position - goal)
                 assert episodes.rewards[t, e, step].item() == pytest.approx(expected.item(), abs=1e-5)
 
@@ -90,13 +91,14 @@ def test_each_task_is_sampled_with_its_own_parameters(policy: GaussianMLPPolicy)
 
 
 def test_episodes_that_end_early_stop_contributing(policy: GaussianMLPPolicy) -> None:
-    # goal on the first step's target: a deterministic policy moving (+0.1, +0.1) reaches it at step 1
+    # goal on the first step's target: a deterministic policy moving (+0.1, +0.1) m (normalised
+    # action (+1, +1)) reaches it at step 1
     sampler = VectorEnvSampler("Point2DNav", num_tasks=2, horizon=6)
     params = {k: v.clone() for k, v in _shared(policy, 2).items()}
     for name in params:
         if name.startswith("layers.2"):
             params[name].zero_()
-    params["layers.2.bias"][:] = 0.1
+    params["layers.2.bias"][:] = 1.0
     params["log_std"][:] = -20.0
     tasks = [Point2DNavTask(0.2, 0.2), Point2DNavTask(-0.4, 0.4)]
     episodes = sampler.sample(policy, params, tasks, 2, torch.Generator().manual_seed(0))

@@ -1,0 +1,37 @@
+"""The policy acts in normalised units; ActionMap takes its actions to the env's box."""
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import envs
+from metarl.policy import ActionMap, GaussianMLPPolicy
+from metarl.sampler import VectorEnvSampler
+
+
+def test_action_map_spans_the_box_and_is_identity_for_unit_boxes() -> None:
+    space = gym.spaces.Box(low=np.array([-0.1, 0.0]), high=np.array([0.1, 2.0]), dtype=np.float64)
+    action_map = ActionMap.from_space(space)
+    assert not action_map.is_identity
+    np.testing.assert_allclose(action_map(np.array([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]])),
+                               [[-0.1, 0.0], [0.1, 2.0], [0.0, 1.0]])
+    cheetah = gym.make(envs.env_id("HalfCheetahVel")).action_space
+    assert ActionMap.from_space(cheetah).is_identity
+
+
+def test_sampler_moves_point_by_the_mapped_action() -> None:
+    # A policy whose mean is +0.5 (normalised) on both axes with tiny noise moves
+    # the point 0.05 m per step on each axis: half of the 0.1 m action limit.
+    policy = GaussianMLPPolicy(2, 2, (4,), init_std=1e-6)
+    with torch.no_grad():
+        for layer in policy.layers:
+            layer.weight.zero_()
+            layer.bias.zero_()
+        policy.layers[-1].bias.fill_(0.5)
+    sampler = VectorEnvSampler("Point2DNav", num_tasks=1, device="cpu", seed=0)
+    task = envs.distribution("Point2DNav").task_class(0.45, 0.45)
+    params = {name: value.unsqueeze(0) for name, value in policy.params().items()}
+    episodes = sampler.sample(policy, params, [task], 1, torch.Generator().manual_seed(0))
+    positions = episodes.observations[0, 0, :4]  # [time, 2]
+    np.testing.assert_allclose(positions.numpy(), [[0, 0], [0.05, 0.05], [0.1, 0.1], [0.15, 0.15]], atol=1e-5)
+    np.testing.assert_allclose(episodes.actions[0, 0, 0].numpy(), [0.5, 0.5], atol=1e-5)
