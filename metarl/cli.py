@@ -72,4 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m metarl.cli``: dispatch through the imported module, so that
+    # the command modules' ``metarl.cli.UserError`` is the class caught above.
+    from metarl.cli import main as package_main
+
+    sys.exit(package_main())
