@@ -59,6 +59,11 @@ class ReproduceArgs:
     """Hide progress bars."""
 
 
+# The paper's evaluation budget per adaptation step (shared/reference: "each step uses 20
+# trajectories (40 for point 2D and ant direction)"); metarl evaluate's default is 20.
+PAPER_EPISODES_PER_STEP = {"Point2DNav": 40, "AntDir": 40}
+
+
 def reproduce(family: str, args: ReproduceArgs) -> dict:
     """Train (or continue), evaluate and compare one family; returns the summary."""
     config = maml_preset("paper", family)
@@ -83,7 +88,9 @@ def reproduce(family: str, args: ReproduceArgs) -> dict:
     total_train_seconds = rows[-1]["time/total_s"] if rows else 0.0
 
     eval_start = time.perf_counter()
-    document = evaluate(run_dir.path, EvalOptions(split="test", device=args.device), progress=not args.no_progress)
+    episodes_per_step = PAPER_EPISODES_PER_STEP.get(family, 20)
+    options = EvalOptions(split="test", episodes_per_step=episodes_per_step, device=args.device)
+    document = evaluate(run_dir.path, options, progress=not args.no_progress)
     eval_seconds = time.perf_counter() - eval_start
     paper = paper_returns()["returns"].get(family, {}).get("maml")
     summary = {
@@ -91,6 +98,7 @@ def reproduce(family: str, args: ReproduceArgs) -> dict:
         "iterations": done,
         "paper_iterations": maml_preset("paper", family).iterations,
         "stopped_early": stopped_early,
+        "episodes_per_step": episodes_per_step,
         "ours": document["returns"]["mean"],
         "ours_ci95_of_mean": document["returns"]["mean_ci95"],
         "paper": paper,
