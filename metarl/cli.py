@@ -16,16 +16,16 @@ import textwrap
 # command words -> (module under metarl.commands, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("envs",): ("envs_cmd", "list the task families with their parameters, ranges and splits"),
-    ("render",): ("render_cmd", "render a run before and after adaptation on one unseen task (headless, mp4 or gif)"),
-    ("train", "random-init"): ("train_random_init", "create a random-initialisation baseline run (adapted at evaluation like MAML)"),
-    ("bench",): ("bench_cmd", "benchmarks: metarl bench envs|... (ratios measured side by side)"),
-    ("compare",): ("compare_cmd", "compare evaluated runs: markdown table, CSV and plots of return vs k and vs samples"),
-    ("train", "maml"): ("train_maml", "meta-train a policy with MAML (TRPO or ProMP outer loop)"),
-    ("evaluate",): ("evaluate_cmd", "evaluate a run on unseen tasks: return before and after k = 1..3 adaptation steps"),
     ("demo",): ("demo_cmd", "the main job: meta-train MAML on Point2DNav, evaluate on unseen goals, compare with the paper"),
-    ("train", "finetune"): ("train_finetune", "pretrain a stable-baselines3 PPO/SAC agent on the train-task mixture"),
+    ("train", "maml"): ("train_maml", "meta-train a policy with MAML (TRPO or ProMP outer loop)"),
     ("train", "pretrain"): ("train_pretrain", "the MAML paper's pretrained baseline: TRPO on the task mixture, adapted like MAML"),
+    ("train", "finetune"): ("train_finetune", "pretrain a stable-baselines3 PPO/SAC agent on the train-task mixture"),
     ("train", "protonet"): ("train_protonet", "train a ProtoNet encoder that identifies the task variant from a few transitions"),
+    ("train", "random-init"): ("train_random_init", "create a random-initialisation baseline run (adapted at evaluation like MAML)"),
+    ("evaluate",): ("evaluate_cmd", "evaluate a run on unseen tasks: return before and after k = 1..3 adaptation steps"),
+    ("compare",): ("compare_cmd", "compare evaluated runs: markdown table, CSV and plots of return vs k and vs samples"),
+    ("render",): ("render_cmd", "render a run before and after adaptation on one unseen task (headless, mp4 or gif)"),
+    ("bench",): ("bench_cmd", "benchmarks: metarl bench envs|... (ratios measured side by side)"),
 }
 
 
