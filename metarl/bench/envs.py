@@ -20,6 +20,7 @@ families measured: HalfCheetahVel, AntDir and HopperRandParams (nominal tasks).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import os
 import time
@@ -69,11 +70,12 @@ class EnvBenchConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-class Stepper:
+class Stepper(abc.ABC):
     """Something that advances by a number of steps and reports the env steps it took."""
 
+    @abc.abstractmethod
     def run(self, steps: int) -> int:
-        raise NotImplementedError
+        """Advance by about ``steps`` env steps; return the env steps actually taken."""
 
 
 class SingleEnvStepper(Stepper):
