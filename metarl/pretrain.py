@@ -74,13 +74,14 @@ from metarl.policy import (
 )
 from metarl.presets import MAMLRunConfig
 from metarl.runs import (
+    IterationState,
     MetricsLogger,
     RunDir,
     RunDirError,
     check_run_dir,
+    gradient_run_document,
     load_policy,
     load_policy_weights,
-    policy_config,
     policy_tensors,
 )
 from metarl.sampler import VectorEnvSampler, env_dims
@@ -167,28 +168,9 @@ def trpo_update(policy: GaussianMLPPolicy, episodes: Episodes, run_config: MAMLR
     }
 
 
-@dataclasses.dataclass
-class PretrainState:
-    """What changes between iterations besides the weights (all of it goes into checkpoints)."""
-
-    iteration: int
-    task_rng: np.random.Generator
-    sampling_generator: torch.Generator
-    env_steps: int = 0
-    train_seconds: float = 0.0
-
-    @classmethod
-    def fresh(cls, seed: int) -> PretrainState:
-        sampling_seed = int(np.random.SeedSequence([seed, _SAMPLING_STREAM]).generate_state(1)[0])
-        return cls(0, np.random.default_rng([seed, _TASK_STREAM]), torch.Generator().manual_seed(sampling_seed))
-
-
 def config_document(run_config: MAMLRunConfig, seed: int, device: str, preset: str | None) -> dict[str, Any]:
     """``config.json`` of a pretrain run (the MAML run layout, ``method: pretrain``)."""
-    obs_dim, act_dim = env_dims(run_config.family)
-    probe = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std)
-    return {"method": METHOD, "preset": preset, "seed": seed, "device": device, **run_config.to_dict(),
-            "policy": policy_config(probe, run_config.init_std)}
+    return gradient_run_document(run_config, METHOD, seed, device, preset)
 
 
 def run_config_from_document(document: Mapping[str, Any]) -> MAMLRunConfig:
@@ -204,7 +186,7 @@ def run_config_from_document(document: Mapping[str, Any]) -> MAMLRunConfig:
         raise RunDirError(f"config.json of this pretrain run is incomplete ({error!r})") from None
 
 
-def _payload(policy: GaussianMLPPolicy, state: PretrainState, family: str) -> tuple[dict, dict]:
+def _payload(policy: GaussianMLPPolicy, state: IterationState, family: str) -> tuple[dict, dict]:
     tensors = {**{k: v.detach().cpu().clone() for k, v in policy_tensors(policy).items()},
                "rng.sampling": generator_state(state.sampling_generator)}
     metadata = {"method": METHOD, "family": family, "obs_dim": policy.obs_dim, "act_dim": policy.act_dim,
@@ -213,7 +195,7 @@ def _payload(policy: GaussianMLPPolicy, state: PretrainState, family: str) -> tu
     return tensors, metadata
 
 
-def _restore(path: Path, policy: GaussianMLPPolicy, family: str) -> PretrainState:
+def _restore(path: Path, policy: GaussianMLPPolicy, family: str) -> IterationState:
     tensors, metadata = load_checkpoint(path)
     check_compatible(metadata, family, policy.obs_dim, policy.act_dim, path)
     if metadata.get("method") != METHOD:
@@ -221,12 +203,12 @@ def _restore(path: Path, policy: GaussianMLPPolicy, family: str) -> PretrainStat
     load_policy_weights(policy, tensors, path)
     task_rng = np.random.default_rng()
     task_rng.bit_generator.state = metadata["rng_tasks"]
-    return PretrainState(int(metadata["iteration"]), task_rng, restore_generator(tensors["rng.sampling"]),
+    return IterationState(int(metadata["iteration"]), task_rng, restore_generator(tensors["rng.sampling"]),
                          int(metadata["env_steps"]), float(metadata["train_seconds"]))
 
 
 def pretrain_iteration(policy: GaussianMLPPolicy, sampler: VectorEnvSampler, run_config: MAMLRunConfig,
-                       state: PretrainState) -> dict[str, float]:
+                       state: IterationState) -> dict[str, float]:
     """Draw train tasks, sample with the shared parameters, one TRPO step; returns metrics."""
     start = time.perf_counter()
     tasks = envs.distribution(run_config.family).sample(run_config.meta_batch_size, "train", state.task_rng)
@@ -260,7 +242,7 @@ def train_pretrain(run_config: MAMLRunConfig, out: str | Path, *, seed: int = 0,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         policy = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std)
-    state = PretrainState.fresh(seed)
+    state = IterationState.fresh(seed, _TASK_STREAM, _SAMPLING_STREAM)
     if resume and run_dir.checkpoint_path.exists():
         state = _restore(run_dir.checkpoint_path, policy, run_config.family)
     policy = policy.to(torch_device)

@@ -30,6 +30,7 @@ the stored config (extend ``iterations``, move to another ``device``).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -38,10 +39,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from metarl.checkpoint import atomic_write_text, check_compatible, load_checkpoint
 from metarl.policy import GaussianMLPPolicy
+from metarl.sampler import env_dims
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"
@@ -317,3 +320,49 @@ def load_policy(run_dir: RunDir, config: Mapping[str, Any] | None = None) -> Gau
     check_compatible(metadata, config["family"], policy.obs_dim, policy.act_dim, run_dir.checkpoint_path)
     load_policy_weights(policy, tensors, run_dir.checkpoint_path)
     return policy
+
+
+@dataclasses.dataclass
+class IterationState:
+    """What changes between training iterations besides the weights (checkpointed with them).
+
+    Shared by the trainers that sample tasks and episodes (MAML, pretrain);
+    each derives its two random streams from the run seed with its own
+    stream numbers.
+    """
+
+    iteration: int
+    task_rng: np.random.Generator
+    sampling_generator: torch.Generator
+    env_steps: int = 0
+    train_seconds: float = 0.0
+
+    @classmethod
+    def fresh(cls, seed: int, task_stream: int, sampling_stream: int) -> IterationState:
+        """The state before the first iteration of a run with ``seed``."""
+        sampling_seed = int(np.random.SeedSequence([seed, sampling_stream]).generate_state(1)[0])
+        return cls(
+            iteration=0,
+            task_rng=np.random.default_rng([seed, task_stream]),
+            sampling_generator=torch.Generator().manual_seed(sampling_seed),
+        )
+
+
+def gradient_run_document(
+    run_config: Any, method: str, seed: int, device: str, preset: str | None
+) -> dict[str, Any]:
+    """``config.json`` of a run whose policy adapts by gradient steps (MAML, pretrain).
+
+    ``run_config`` is a :class:`metarl.presets.MAMLRunConfig`: its fields, plus
+    the method, seed, device, preset and the policy block.
+    """
+    obs_dim, act_dim = env_dims(run_config.family)
+    probe = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std)
+    return {
+        "method": method,
+        "preset": preset,
+        "seed": seed,
+        "device": device,
+        **run_config.to_dict(),
+        "policy": policy_config(probe, run_config.init_std),
+    }

@@ -35,11 +35,17 @@ import torch
 import tyro
 
 import envs
-from metarl.commands.train_maml import TrainState, initial_policy, meta_iteration
+from metarl.commands.train_maml import (
+    SAMPLING_STREAM,
+    TASK_STREAM,
+    initial_policy,
+    meta_iteration,
+)
 from metarl.device import resolve_device
 from metarl.maml import MAMLLearner
 from metarl.policy import GaussianMLPPolicy, stack_params
 from metarl.presets import maml_preset
+from metarl.runs import IterationState
 from metarl.sampler import VectorEnvSampler
 
 GOALS = {"sampler_ratio": 0.8, "point_seconds": 1.0, "outside_share": 0.30}
@@ -134,7 +140,7 @@ def iteration_time(
     policy = initial_policy(config, seed=0).to(device)
     learner = MAMLLearner(policy, config.maml, device)
     sampler = VectorEnvSampler(family, config.meta_batch_size, device, horizon=config.horizon)
-    state = TrainState.fresh(0)
+    state = IterationState.fresh(0, TASK_STREAM, SAMPLING_STREAM)
     rows = []
     load_before = os.getloadavg()[0]
     for _ in range(iterations + 1):

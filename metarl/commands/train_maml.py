@@ -54,39 +54,20 @@ from metarl.maml import MAMLConfig, MAMLLearner
 from metarl.policy import GaussianMLPPolicy, stack_params
 from metarl.presets import PRESETS, MAMLRunConfig, maml_preset
 from metarl.runs import (
+    IterationState,
     MetricsLogger,
     RunDir,
     RunDirError,
     check_run_dir,
+    gradient_run_document,
     load_policy_weights,
-    policy_config,
     policy_tensors,
 )
 from metarl.sampler import VectorEnvSampler, env_dims
 
-_TASK_STREAM = 0x7A5C  # child stream of the run seed for the training tasks
-_SAMPLING_STREAM = 0x5A3F  # child stream for actions and env resets
+TASK_STREAM = 0x7A5C  # child stream of the run seed for the training tasks
+SAMPLING_STREAM = 0x5A3F  # child stream for actions and env resets
 _RUN_FIELDS = tuple(f.name for f in dataclasses.fields(MAMLRunConfig))
-
-
-@dataclasses.dataclass
-class TrainState:
-    """Everything that changes from one meta-iteration to the next besides the weights."""
-
-    iteration: int
-    task_rng: np.random.Generator
-    sampling_generator: torch.Generator
-    env_steps: int = 0
-    train_seconds: float = 0.0
-
-    @classmethod
-    def fresh(cls, seed: int) -> TrainState:
-        """The state before the first iteration of a run with ``seed``."""
-        return cls(
-            iteration=0,
-            task_rng=np.random.default_rng([seed, _TASK_STREAM]),
-            sampling_generator=torch.Generator().manual_seed(int(np.random.SeedSequence([seed, _SAMPLING_STREAM]).generate_state(1)[0])),
-        )
 
 
 @dataclasses.dataclass
@@ -102,17 +83,9 @@ class TrainResult:
 
 def config_document(run_config: MAMLRunConfig, seed: int, device: str, preset: str | None) -> dict[str, Any]:
     """``config.json`` of a MAML run: the run config plus method, seed, device and policy block."""
-    obs_dim, act_dim = env_dims(run_config.family)
-    probe = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std)
-    return {
-        "method": "maml",
-        "preset": preset,
-        "seed": seed,
-        "device": device,
-        **run_config.to_dict(),
-        "policy": policy_config(probe, run_config.init_std),
-        "metarl_version": importlib.metadata.version("metarl"),
-    }
+    document = gradient_run_document(run_config, "maml", seed, device, preset)
+    document["metarl_version"] = importlib.metadata.version("metarl")
+    return document
 
 
 def run_config_from_document(document: dict[str, Any]) -> MAMLRunConfig:
@@ -132,7 +105,7 @@ def initial_policy(run_config: MAMLRunConfig, seed: int) -> GaussianMLPPolicy:
 
 
 def checkpoint_payload(
-    policy: GaussianMLPPolicy, learner: MAMLLearner, state: TrainState, family: str
+    policy: GaussianMLPPolicy, learner: MAMLLearner, state: IterationState, family: str
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and metadata of a checkpoint of the current state (copied, safe to keep)."""
     learner_tensors, learner_tree = flatten_state(learner.state_dict(), "learner.")
@@ -157,8 +130,8 @@ def checkpoint_payload(
 
 def restore_checkpoint(
     path: Path, policy: GaussianMLPPolicy, learner: MAMLLearner, family: str
-) -> TrainState:
-    """Load ``path`` into ``policy`` and ``learner``; return the saved :class:`TrainState`."""
+) -> IterationState:
+    """Load ``path`` into ``policy`` and ``learner``; return the saved :class:`IterationState`."""
     tensors, metadata = load_checkpoint(path)
     check_compatible(metadata, family, policy.obs_dim, policy.act_dim, path)
     if metadata.get("method") != "maml":
@@ -167,7 +140,7 @@ def restore_checkpoint(
     learner.load_state_dict(unflatten_state(tensors, metadata["learner_state"]))
     task_rng = np.random.default_rng()
     task_rng.bit_generator.state = metadata["rng_tasks"]
-    return TrainState(
+    return IterationState(
         iteration=int(metadata["iteration"]),
         task_rng=task_rng,
         sampling_generator=restore_generator(tensors["rng.sampling"]),
@@ -181,7 +154,7 @@ def meta_iteration(
     learner: MAMLLearner,
     sampler: VectorEnvSampler,
     run_config: MAMLRunConfig,
-    state: TrainState,
+    state: IterationState,
 ) -> dict[str, float]:
     """One meta-iteration (sample support, adapt, sample query, outer update); returns its metrics."""
     start = time.perf_counter()
@@ -259,7 +232,7 @@ def train_maml(
 
     policy = initial_policy(run_config, seed).to(torch_device)
     learner = MAMLLearner(policy, run_config.maml, torch_device)
-    state = TrainState.fresh(seed)
+    state = IterationState.fresh(seed, TASK_STREAM, SAMPLING_STREAM)
     if resume and run_dir.checkpoint_path.exists():
         state = restore_checkpoint(run_dir.checkpoint_path, policy, learner, run_config.family)
     # Everything is validated: from here on the run directory is written.
