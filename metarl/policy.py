@@ -1,13 +1,15 @@
 """The Gaussian MLP policy and functional (torch.func) evaluation of it.
 
 The policy maps an observation to the mean of a diagonal Gaussian through an
-MLP with tanh hidden layers; the log standard deviation is a state-independent
-parameter vector (as in rllab's ``GaussianMLPPolicy`` used by MAML and ProMP).
+MLP with tanh hidden layers (DESIGN.md; ``nonlinearity="relu"`` is the other
+choice: the MAML paper's code used ReLU for its point and locomotion runs);
+the log standard deviation is a state-independent parameter vector (as in
+rllab's ``GaussianMLPPolicy`` used by MAML and ProMP).
 
 The policy acts in normalised units: where the env's action space is a
 bounded box, action ``a`` means ``low + (a + 1) / 2 * (high - low)`` in the
-env (rllab's ``normalize`` wrapper, which the MAML paper's point experiments
-used), so an initial standard deviation of 1 spans the whole box whatever its
+env, clipped to the box (rllab's ``normalize`` wrapper, which the MAML paper's
+experiments used), so an initial standard deviation of 1 spans the whole box whatever its
 units. :class:`ActionMap` is the one place where that mapping lives; episodes
 store the policy's own (normalised) actions, so log-probabilities and their
 gradients are those of the policy.
@@ -36,6 +38,19 @@ from torch.func import functional_call
 Params = dict[str, torch.Tensor]
 
 LOG_2PI = math.log(2.0 * math.pi)
+NONLINEARITIES: tuple[str, ...] = ("tanh", "relu")
+"""Hidden-layer nonlinearities the policy (and its closed-form derivatives) support."""
+
+
+def check_nonlinearity(name: str) -> None:
+    """ValueError unless ``name`` is one of :data:`NONLINEARITIES`."""
+    if name not in NONLINEARITIES:
+        raise ValueError(f"unknown nonlinearity {name!r}; available: {', '.join(NONLINEARITIES)}")
+
+
+def hidden_activation(x: torch.Tensor, nonlinearity: str) -> torch.Tensor:
+    """The hidden layers' nonlinearity applied to ``x`` (any shape)."""
+    return torch.tanh(x) if nonlinearity == "tanh" else torch.relu(x)
 
 
 class GaussianMLPPolicy(nn.Module):
@@ -44,8 +59,9 @@ class GaussianMLPPolicy(nn.Module):
     Args:
         obs_dim: observation size.
         act_dim: action size.
-        hidden_sizes: widths of the tanh hidden layers (MAML: (100, 100)).
+        hidden_sizes: widths of the hidden layers (MAML: (100, 100)).
         init_std: initial standard deviation of every action dimension.
+        nonlinearity: the hidden layers' nonlinearity, ``tanh`` (default) or ``relu``.
     """
 
     def __init__(
@@ -54,8 +70,10 @@ class GaussianMLPPolicy(nn.Module):
         act_dim: int,
         hidden_sizes: tuple[int, ...] = (100, 100),
         init_std: float = 1.0,
+        nonlinearity: str = "tanh",
     ) -> None:
         super().__init__()
+        check_nonlinearity(nonlinearity)
         if obs_dim < 1 or act_dim < 1:
             raise ValueError(f"obs_dim and act_dim must be >= 1, got {obs_dim}, {act_dim}")
         if any(h < 1 for h in hidden_sizes):
@@ -63,6 +81,7 @@ class GaussianMLPPolicy(nn.Module):
         if not init_std > 0:
             raise ValueError(f"init_std must be > 0, got {init_std}")
         self.obs_dim, self.act_dim, self.hidden_sizes = obs_dim, act_dim, tuple(hidden_sizes)
+        self.nonlinearity = nonlinearity
         sizes = (obs_dim, *hidden_sizes, act_dim)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
@@ -71,7 +90,7 @@ class GaussianMLPPolicy(nn.Module):
         """Mean ``[..., act_dim]`` and log-std ``[act_dim]`` for ``obs  # [..., obs_dim]``."""
         x = obs
         for layer in self.layers[:-1]:
-            x = torch.tanh(layer(x))
+            x = hidden_activation(layer(x), self.nonlinearity)
         return self.layers[-1](x), self.log_std
 
     def params(self) -> Params:
@@ -111,7 +130,7 @@ def batched_policy_forward(
         bias = task_params[f"layers.{index}.bias"]  # [T, out]
         x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # [T, M, out]
         if index < last:
-            x = torch.tanh(x)
+            x = hidden_activation(x, policy.nonlinearity)
     return x.reshape(*obs.shape[:-1], x.shape[-1]), task_params["log_std"]
 
 
@@ -141,15 +160,24 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class ActionMap:
-    """Affine map from the policy's normalised actions to an env's action box.
+    """Map from the policy's normalised actions to an env's action box, clipped to it.
 
-    ``env_action = offset + scale * action`` per dimension, with ``offset`` the
-    box's centre and ``scale`` its half-width; unbounded dimensions pass through
-    unchanged (offset 0, scale 1). The env clips to its box as usual.
+    ``env_action = clip(offset + scale * action, low, high)`` per dimension, with
+    ``offset`` the box's centre and ``scale`` its half-width; unbounded
+    dimensions pass through unchanged (offset 0, scale 1, no clipping).
+
+    Clipping here, before the env sees the action, is what rllab's ``normalize``
+    wrapper (the MAML paper's) and stable-baselines3 do: a Gaussian policy's
+    samples overshoot the box, and envs that charge a control cost on the
+    commanded action (gymnasium's MuJoCo robots) would otherwise charge for
+    the part of the noise the actuators never apply. Episodes keep the
+    policy's unclipped sample, so log-probabilities stay those of the policy.
     """
 
     offset: np.ndarray  # [act_dim]
     scale: np.ndarray  # [act_dim]
+    low: np.ndarray  # [act_dim], -inf where unbounded
+    high: np.ndarray  # [act_dim], +inf where unbounded
 
     @classmethod
     def from_space(cls, space: Any) -> ActionMap:
@@ -159,15 +187,15 @@ class ActionMap:
         bounded = np.isfinite(low) & np.isfinite(high)
         offset = np.where(bounded, (high + low) / 2.0, 0.0)
         scale = np.where(bounded, (high - low) / 2.0, 1.0)
-        return cls(offset, scale)
+        return cls(offset, scale, np.where(bounded, low, -np.inf), np.where(bounded, high, np.inf))
 
     @property
     def is_identity(self) -> bool:
-        """True for boxes that are already [-1, 1] (the locomotion robots)."""
+        """True for boxes that are already [-1, 1] (the locomotion robots): clipping only."""
         return bool(np.all(self.offset == 0.0) and np.all(self.scale == 1.0))
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
-        """Env actions for policy actions ``[..., act_dim]``."""
-        if self.is_identity:
-            return action
-        return self.offset + self.scale * action
+        """Env actions ``[..., act_dim]`` (same dtype) for policy actions ``[..., act_dim]``."""
+        dtype = action.dtype
+        mapped = action if self.is_identity else self.offset.astype(dtype) + self.scale.astype(dtype) * action
+        return np.clip(mapped, self.low.astype(dtype), self.high.astype(dtype))

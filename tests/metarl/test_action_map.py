@@ -19,6 +19,21 @@ def test_action_map_spans_the_box_and_is_identity_for_unit_boxes() -> None:
     assert ActionMap.from_space(cheetah).is_identity
 
 
+def test_action_map_clips_to_the_box_and_keeps_the_dtype() -> None:
+    # A Gaussian policy's samples overshoot the box; the env must see them clipped
+    # (rllab's normalize, stable-baselines3), or a control cost is charged on noise
+    # the actuators never apply.
+    point = ActionMap.from_space(gym.spaces.Box(low=-0.1, high=0.1, shape=(2,), dtype=np.float64))
+    np.testing.assert_allclose(point(np.array([[3.0, -0.5], [-1.5, 1.0]])), [[0.1, -0.05], [-0.1, 0.1]])
+    cheetah = ActionMap.from_space(gym.make(envs.env_id("HalfCheetahDir")).action_space)
+    actions = np.array([[2.5, -1.7, 0.3, -0.2, 1.0, -1.0]], dtype=np.float32)
+    mapped = cheetah(actions)
+    assert mapped.dtype == np.float32
+    np.testing.assert_array_equal(mapped, np.array([[1.0, -1.0, 0.3, -0.2, 1.0, -1.0]], dtype=np.float32))
+    unbounded = ActionMap.from_space(gym.spaces.Box(low=-np.inf, high=np.inf, shape=(1,)))
+    np.testing.assert_array_equal(unbounded(np.array([[-7.0]])), [[-7.0]])
+
+
 def test_sampler_moves_point_by_the_mapped_action() -> None:
     # A policy whose mean is +0.5 (normalised) on both axes with tiny noise moves
     # the point 0.05 m per step on each axis: half of the 0.1 m action limit.
