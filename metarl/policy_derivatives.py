@@ -4,10 +4,13 @@ MAML-TRPO multiplies the Hessian of the post-adaptation KL by a vector about
 eleven times per meta-update (conjugate gradient). Through autograd each
 product rebuilds and walks a double-backward graph of the whole adaptation;
 here the products are written out for :class:`~metarl.policy.GaussianMLPPolicy`
-(tanh MLP mean, state-independent log-std) on top of one cached forward pass:
+(tanh or ReLU MLP mean, state-independent log-std) on top of one cached forward
+pass:
 
 - :class:`TaskMLP`: the MLP evaluated for ``T`` parameter sets on ``T`` batches
-  of observations, keeping every layer's input and tanh slope. Its methods are
+  of observations, keeping every layer's input and the nonlinearity's slope
+  (``1 - tanh²``, or ReLU's 0/1 step, whose own derivative is 0 almost
+  everywhere, so ReLU networks skip the slope's derivative terms). Its methods are
   the three linear maps every product is made of: :meth:`TaskMLP.jvp`
   (parameter tangent -> mean tangent, forward mode), :meth:`TaskMLP.vjp` (mean
   cotangent -> parameter cotangent, reverse mode) and :meth:`TaskMLP.vjp_tangent`
@@ -60,6 +63,7 @@ class TaskMLP:
         self, policy: GaussianMLPPolicy, task_params: Params, observations: torch.Tensor
     ) -> None:
         self.num_layers = len(policy.layers)
+        self.relu = policy.nonlinearity == "relu"
         self.num_tasks = observations.shape[0]
         self.task_params = {name: value.detach() for name, value in task_params.items()}
         obs = observations.reshape(self.num_tasks, -1, observations.shape[-1])  # [T, N, obs]
@@ -69,7 +73,7 @@ class TaskMLP:
         self.inputs_ones: list[torch.Tensor] = [_with_ones(obs)]  # layer l: [T, N, in + 1]
         self.inputs: list[torch.Tensor] = []  # layer l's input x (a view): [T, N, in]
         self.weights: list[torch.Tensor] = []  # layer l: [T, out, in]
-        self.slopes: list[torch.Tensor] = []  # hidden layer l: 1 - tanh^2, [T, N, out]
+        self.slopes: list[torch.Tensor] = []  # hidden layer l: 1 - tanh^2 or z > 0, [T, N, out]
         for index in range(self.num_layers):
             weight = task_params[_weight(index)].detach()  # [T, out, in]
             self.weights.append(weight)
@@ -79,9 +83,13 @@ class TaskMLP:
             if index < self.num_layers - 1:  # z: [T, N, out]
                 x_ones = z.new_empty(*z.shape[:-1], z.shape[-1] + 1)
                 x_ones[..., -1] = 1.0
-                x = torch.tanh(z, out=x_ones[..., :-1])
                 self.inputs_ones.append(x_ones)
-                self.slopes.append(torch.mul(x, x).neg_().add_(1.0))  # 1 - tanh²
+                if self.relu:
+                    torch.clamp(z, min=0.0, out=x_ones[..., :-1])
+                    self.slopes.append((z > 0).to(z.dtype))  # ReLU's slope: 1 where z > 0
+                else:
+                    x = torch.tanh(z, out=x_ones[..., :-1])
+                    self.slopes.append(torch.mul(x, x).neg_().add_(1.0))  # 1 - tanh²
         self.mean = z  # [T, N, act]
         self.log_std = task_params["log_std"].detach()  # [T, act]
         self._buffers: dict[tuple[str, int], torch.Tensor] = {}
@@ -169,9 +177,12 @@ class TaskMLP:
                     e = a.mul_(self.slopes[index - 1])
         return grads, pre_activation[::-1], hidden_output[::-1]
 
-    def slope_terms(self, hidden_output: list[torch.Tensor]) -> list[torch.Tensor]:
+    def slope_terms(self, hidden_output: list[torch.Tensor]) -> list[torch.Tensor] | None:
         """``-2 a_l x_l`` per hidden layer (``a_l``: cotangent of its output ``x_l``):
-        the derivative of ``a_l (1 - x_l²)`` w.r.t. ``x_l``, for :meth:`vjp_tangent`."""
+        the derivative of ``a_l (1 - x_l²)`` w.r.t. ``x_l``, for :meth:`vjp_tangent`.
+        None for ReLU, whose slope is piecewise constant (derivative 0)."""
+        if self.relu:
+            return None
         return [
             torch.mul(a, self.inputs[index + 1]).mul_(-2.0) for index, a in enumerate(hidden_output)
         ]
@@ -179,7 +190,7 @@ class TaskMLP:
     def vjp_tangent(
         self,
         pre_activation: list[torch.Tensor],
-        slope_terms: list[torch.Tensor],
+        slope_terms: list[torch.Tensor] | None,
         cotangent_tangent: torch.Tensor,
         tangent: Params,
         hidden_tangents: list[torch.Tensor],
@@ -192,7 +203,7 @@ class TaskMLP:
 
         Args:
             pre_activation: from :meth:`vjp_with_intermediates` at the base point.
-            slope_terms: :meth:`slope_terms` of its hidden outputs.
+            slope_terms: :meth:`slope_terms` of its hidden outputs (None for ReLU).
             cotangent_tangent: ``[T, N, act]``.
             tangent: per-task tangents of the layer parameters.
             hidden_tangents: from :meth:`jvp` of ``tangent``.
@@ -216,9 +227,9 @@ class TaskMLP:
                     e_dot, self.weights[index], out=self._workspace("a_dot", index - 1)
                 )  # [T, N, in]
                 a_dot.baddbmm_(e, tangent[_weight(index)])
-                e_dot = a_dot.mul_(self.slopes[index - 1]).addcmul_(
-                    slope_terms[index - 1], hidden_tangents[index - 1]
-                )
+                e_dot = a_dot.mul_(self.slopes[index - 1])
+                if slope_terms is not None:
+                    e_dot.addcmul_(slope_terms[index - 1], hidden_tangents[index - 1])
         return grads
 
 
@@ -282,7 +293,7 @@ class LikelihoodLossHessian:
         self.log_std_grad = (self.c * (self.z_sq - 1.0)).sum(dim=1)  # [T, act]
         self._layer_grads: Params | None = None
         self._pre_activation: list[torch.Tensor] = []
-        self._slope_terms: list[torch.Tensor] = []
+        self._slope_terms: list[torch.Tensor] | None = []
 
     def _prepare_products(self) -> None:
         """Cache the reverse pass at the base point (once, on the first product)."""

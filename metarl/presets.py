@@ -28,6 +28,7 @@ from typing import Any
 
 import envs
 from metarl.maml import MAMLConfig
+from metarl.policy import check_nonlinearity
 
 PRESETS: tuple[str, ...] = ("tiny", "fast", "paper")
 
@@ -50,9 +51,11 @@ class MAMLRunConfig:
     episodes_per_task: int
     """Episodes per task for each inner step (support) and for the query."""
     hidden_sizes: tuple[int, ...] = (100, 100)
-    """Widths of the policy's tanh hidden layers."""
+    """Widths of the policy's hidden layers."""
     init_std: float = 1.0
     """Initial standard deviation of the Gaussian policy."""
+    nonlinearity: str = "tanh"
+    """The policy's hidden-layer nonlinearity: tanh or relu."""
     horizon: int | None = None
     """Episode length; None uses the family's registered horizon."""
     checkpoint_every: int = 10
@@ -72,6 +75,7 @@ class MAMLRunConfig:
             raise ValueError(f"hidden_sizes must be one or more positive integers, got {self.hidden_sizes!r}")
         if not self.init_std > 0:
             raise ValueError(f"init_std must be > 0, got {self.init_std!r}")
+        check_nonlinearity(self.nonlinearity)
         if not isinstance(self.maml, MAMLConfig):
             raise ValueError(f"maml must be a MAMLConfig, got {type(self.maml).__name__}")
 

@@ -37,7 +37,7 @@ from metarl.evaluation import (
     evaluate_gradient_adaptation,
     write_eval_json,
 )
-from metarl.policy import GaussianMLPPolicy
+from metarl.policy import GaussianMLPPolicy, check_nonlinearity
 from metarl.runs import RunDir, check_run_dir, load_policy, policy_config, policy_tensors
 from metarl.sampler import env_dims
 
@@ -51,9 +51,11 @@ class RandomInitConfig:
     family: str
     """Task family (one of envs.FAMILIES)."""
     hidden_sizes: tuple[int, ...] = (100, 100)
-    """Widths of the policy's tanh hidden layers (MAML's: 100, 100)."""
+    """Widths of the policy's hidden layers (MAML's: 100, 100)."""
     init_std: float = 1.0
     """Initial standard deviation of the Gaussian policy."""
+    nonlinearity: str = "tanh"
+    """The policy's hidden-layer nonlinearity: tanh or relu."""
     inner_lr: float = 0.1
     """Learning rate of the first adaptation step (later steps use half, as for MAML)."""
     inner_objective: str = "vpg"
@@ -74,6 +76,7 @@ class RandomInitConfig:
             )
         if not self.inner_lr > 0:
             raise ValueError(f"inner_lr must be > 0, got {self.inner_lr}")
+        check_nonlinearity(self.nonlinearity)
         if self.inner_objective not in ("vpg", "lvc"):
             raise ValueError(f"inner_objective must be vpg or lvc, got {self.inner_objective!r}")
         if self.horizon is not None and self.horizon < 1:
@@ -102,6 +105,7 @@ def config_like(run_dir: str | os.PathLike[str], seed: int | None = None) -> Ran
         family=config["family"],
         hidden_sizes=tuple(int(h) for h in policy["hidden_sizes"]),
         init_std=float(policy["init_std"]),
+        nonlinearity=str(policy.get("nonlinearity", "tanh")),
         inner_lr=float(adaptation["inner_lr"]),
         inner_objective=str(adaptation.get("inner_objective", "vpg")),
         discount=float(adaptation.get("discount", 0.99)),
@@ -122,7 +126,7 @@ def create_run(out: str | os.PathLike[str], config: RandomInitConfig) -> RunDir:
     obs_dim, act_dim = env_dims(config.family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        policy = GaussianMLPPolicy(obs_dim, act_dim, config.hidden_sizes, config.init_std)
+        policy = GaussianMLPPolicy(obs_dim, act_dim, config.hidden_sizes, config.init_std, config.nonlinearity)
     document = {
         "method": METHOD,
         "family": config.family,

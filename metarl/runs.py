@@ -273,6 +273,7 @@ def policy_config(policy: GaussianMLPPolicy, init_std: float) -> dict[str, Any]:
         "act_dim": policy.act_dim,
         "hidden_sizes": list(policy.hidden_sizes),
         "init_std": float(init_std),
+        "nonlinearity": policy.nonlinearity,
     }
 
 
@@ -288,7 +289,7 @@ def build_policy(config: Mapping[str, Any]) -> GaussianMLPPolicy:
         raise RunDirError("config.json lacks the 'policy' block (obs_dim, act_dim, hidden_sizes, init_std)")
     return GaussianMLPPolicy(
         int(spec["obs_dim"]), int(spec["act_dim"]), tuple(int(h) for h in spec["hidden_sizes"]),
-        float(spec["init_std"]),
+        float(spec["init_std"]), str(spec.get("nonlinearity", "tanh")),
     )
 
 
@@ -357,7 +358,8 @@ def gradient_run_document(
     the method, seed, device, preset and the policy block.
     """
     obs_dim, act_dim = env_dims(run_config.family)
-    probe = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std)
+    probe = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std,
+                              run_config.nonlinearity)
     return {
         "method": method,
         "preset": preset,

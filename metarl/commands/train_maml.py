@@ -101,7 +101,8 @@ def initial_policy(run_config: MAMLRunConfig, seed: int) -> GaussianMLPPolicy:
     obs_dim, act_dim = env_dims(run_config.family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std)
+        return GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std,
+                                 run_config.nonlinearity)
 
 
 def checkpoint_payload(
@@ -310,6 +311,8 @@ class TrainMAMLArgs:
     """Widths of the policy's hidden layers, e.g. --hidden-sizes 100 100."""
     init_std: float | None = None
     """Initial standard deviation of the Gaussian policy."""
+    nonlinearity: str | None = None
+    """The policy's hidden-layer nonlinearity: tanh (default) or relu (the MAML paper's code)."""
     checkpoint_every: int | None = None
     """Save a checkpoint every this many iterations (and at the end)."""
     outer: str | None = None
@@ -352,7 +355,7 @@ _MAML_FLAGS = (
     "cg_iters", "promp_steps", "promp_lr", "promp_clip_eps", "promp_kl_coef",
 )
 _RUN_FLAGS = ("iterations", "meta_batch_size", "episodes_per_task", "horizon", "hidden_sizes", "init_std",
-              "checkpoint_every")
+              "nonlinearity", "checkpoint_every")
 
 
 def resolve_run_config(args: TrainMAMLArgs) -> tuple[MAMLRunConfig, str, int]:

@@ -25,3 +25,23 @@ def test_batched_forward_equals_vmap_of_the_module(dtype, middle):
         mean, expected[0], rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0
     )
     assert torch.equal(log_std, expected[1])
+
+
+def test_relu_policy_forward_and_batched_forward():
+    generator = torch.Generator().manual_seed(1)
+    policy = GaussianMLPPolicy(4, 2, hidden_sizes=(6, 5), nonlinearity="relu").to(torch.float64)
+    obs = torch.randn(3, 7, 4, generator=generator, dtype=torch.float64)
+    first, second, last = policy.layers
+    expected = last(torch.relu(second(torch.relu(first(obs)))))
+    torch.testing.assert_close(policy(obs)[0], expected, rtol=1e-12, atol=0)
+    task_params = {name: value.detach().expand(3, *value.shape) for name, value in policy.named_parameters()}
+    torch.testing.assert_close(batched_policy_forward(policy, task_params, obs)[0], expected, rtol=1e-12, atol=1e-15)
+    # a tanh policy with the same weights computes something else
+    tanh = GaussianMLPPolicy(4, 2, hidden_sizes=(6, 5)).to(torch.float64)
+    tanh.load_state_dict(policy.state_dict())
+    assert not torch.allclose(tanh(obs)[0], expected)
+
+
+def test_unknown_nonlinearity_is_refused():
+    with pytest.raises(ValueError, match="unknown nonlinearity 'elu'; available: tanh, relu"):
+        GaussianMLPPolicy(4, 2, nonlinearity="elu")

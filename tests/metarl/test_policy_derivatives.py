@@ -26,11 +26,11 @@ def close(actual, expected):
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-9, atol=1e-12)
 
 
-@pytest.fixture
-def problem():
+@pytest.fixture(params=["tanh", "relu"])
+def problem(request):
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    policy = GaussianMLPPolicy(3, 2, hidden_sizes=(7, 5), init_std=0.7).to(DTYPE)
+    policy = GaussianMLPPolicy(3, 2, hidden_sizes=(7, 5), init_std=0.7, nonlinearity=request.param).to(DTYPE)
     tasks, steps = 3, 11
 
     def noise(*shape):
@@ -93,9 +93,9 @@ def test_fisher_product_and_quadratic_form_match_the_kl_hessian(problem):
         torch.testing.assert_close(fisher.quadratic_form(tangent), per_task, rtol=1e-9, atol=0)
 
 
-def maml_setup(objective, first_order, num_tasks=4):
+def maml_setup(objective, first_order, num_tasks=4, nonlinearity="tanh"):
     torch.manual_seed(0)
-    policy = GaussianMLPPolicy(3, 2, hidden_sizes=(16,), init_std=0.8).to(DTYPE)
+    policy = GaussianMLPPolicy(3, 2, hidden_sizes=(16,), init_std=0.8, nonlinearity=nonlinearity).to(DTYPE)
     config = MAMLConfig(inner_objective=objective, first_order=first_order, inner_lr=0.5)
     learner = MAMLLearner(policy, config, "cpu")
     support = random_episodes(num_tasks=num_tasks, episodes_per_task=6, horizon=10, seed=0)
@@ -144,10 +144,11 @@ def test_closed_form_adaptation_equals_the_autograd_one(objective):
     )
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("objective", ["vpg", "lvc"])
-def test_closed_form_trpo_matches_autograd_through_the_adaptation(objective, first_order):
-    learner, batch = maml_setup(objective, first_order)
+def test_closed_form_trpo_matches_autograd_through_the_adaptation(objective, first_order, nonlinearity):
+    learner, batch = maml_setup(objective, first_order, nonlinearity=nonlinearity)
     params = learner.policy.params()
     names = list(params)
     param_list = [params[name] for name in names]
@@ -177,8 +178,9 @@ def test_closed_form_trpo_matches_autograd_through_the_adaptation(objective, fir
         )
 
 
-def test_closed_form_kl_product_is_the_exact_third_order_hessian():
-    learner, batch = maml_setup("vpg", first_order=False)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_closed_form_kl_product_is_the_exact_third_order_hessian(nonlinearity):
+    learner, batch = maml_setup("vpg", first_order=False, nonlinearity=nonlinearity)
     params = learner.policy.params()
     param_list = list(params.values())
     vector = torch.randn(

@@ -15,7 +15,7 @@ from metarl.commands.evaluate_cmd import EVALUATORS, evaluate
 from metarl.evaluation import EvalOptions
 from metarl.maml import MAMLLearner
 from metarl.presets import PRESETS, MAMLRunConfig, maml_preset
-from metarl.runs import read_metrics
+from metarl.runs import RunDir, load_policy, read_metrics
 
 SMALL_FLAGS = [
     "--meta-batch-size", "3", "--episodes-per-task", "3", "--horizon", "15", "--hidden-sizes", "8", "8",
@@ -169,6 +169,21 @@ def test_resume_without_repeating_the_flags(tmp_path: Path) -> None:
     assert cli.main(["train", "maml", "--env", "Point2DNav", "--preset", "tiny", "--out", str(out), "--iterations", "1", *SMALL_FLAGS]) == 0
     assert cli.main(["train", "maml", "--out", str(out), "--resume", "--iterations", "2", "--no-progress", "--no-tensorboard"]) == 0
     assert len(read_metrics(out / "metrics.csv")) == 2
+
+
+def test_relu_run_is_stored_resumed_and_evaluated_as_relu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    flags = ["--env", "Point2DNav", "--preset", "tiny", "--out", str(out), "--iterations", "1", "--nonlinearity", "relu"]
+    assert cli.main(["train", "maml", *flags, *SMALL_FLAGS]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["nonlinearity"] == "relu" and config["policy"]["nonlinearity"] == "relu"
+    assert cli.main(["train", "maml", "--out", str(out), "--resume", "--iterations", "2", "--no-progress", "--no-tensorboard"]) == 0
+    assert len(read_metrics(out / "metrics.csv")) == 2
+    assert load_policy(RunDir(out), config).nonlinearity == "relu"
+    assert cli.main(["evaluate", str(out), "--num-tasks", "2", "--episodes-per-step", "2", "--no-progress"]) == 0
+    code, err = _run_cli(["train", "maml", *flags[:-1], "elu", "--out", str(tmp_path / "bad"), *SMALL_FLAGS], capsys)
+    assert code == 2
+    _assert_one_paragraph(err, "unknown nonlinearity 'elu'", "tanh, relu")
 
 
 def test_evaluate_writes_the_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
