@@ -50,3 +50,31 @@ def test_sampler_moves_point_by_the_mapped_action() -> None:
     positions = episodes.observations[0, 0, :4]  # [time, 2]
     np.testing.assert_allclose(positions.numpy(), [[0, 0], [0.05, 0.05], [0.1, 0.1], [0.15, 0.15]], atol=1e-5)
     np.testing.assert_allclose(episodes.actions[0, 0, 0].numpy(), [0.5, 0.5], atol=1e-5)
+
+
+def _constant_policy(obs_dim: int, act_dim: int, mean: float) -> GaussianMLPPolicy:
+    policy = GaussianMLPPolicy(obs_dim, act_dim, (4,), init_std=1e-6)
+    with torch.no_grad():
+        for layer in policy.layers:
+            layer.weight.zero_()
+            layer.bias.zero_()
+        policy.layers[-1].bias.fill_(mean)
+    return policy
+
+
+def test_the_env_sees_and_charges_only_the_clipped_action() -> None:
+    # Mean 5 and mean 1 (normalised) are the same action once clipped to the box, so
+    # the episodes' rewards (control cost included) must be identical; episodes keep
+    # the policy's own unclipped sample.
+    task = envs.distribution("HalfCheetahDir").task_class(1)
+    rewards, actions = [], []
+    for mean in (5.0, 1.0):
+        policy = _constant_policy(17, 6, mean)
+        sampler = VectorEnvSampler("HalfCheetahDir", num_tasks=1, device="cpu", seed=0, horizon=20)
+        params = {name: value.unsqueeze(0) for name, value in policy.params().items()}
+        episodes = sampler.sample(policy, params, [task], 2, torch.Generator().manual_seed(0))
+        sampler.close()
+        rewards.append(episodes.rewards)
+        actions.append(episodes.actions)
+    torch.testing.assert_close(rewards[0], rewards[1])
+    assert float(actions[0].min()) > 4.9 and float(actions[1].max()) < 1.1
