@@ -2,7 +2,9 @@
 
 For each family, trains ``metarl train maml --preset paper`` (Finn et al. 2017:
 Point2DNav 20 tasks x 20 episodes, horizon 100, 100 iterations; HalfCheetahDir
-/ HalfCheetahVel 40 tasks x 20 episodes, horizon 200), evaluates it with the
+40 tasks x 20 episodes, max KL 0.02, 100 iterations; HalfCheetahVel 40 tasks x
+10 episodes, 475 iterations; horizon 200 and ReLU policies for both, see
+:mod:`metarl.presets`), evaluates it with the
 protocol of DESIGN.md §6 (40 unseen test tasks, k = 0..3, 20 episodes per step,
 later steps at half the inner lr) and prints our mean returns beside the
 paper's, with the wall-clock time of training and evaluation.
