@@ -122,6 +122,7 @@ def evaluate_gradient_adaptation(
     gae_lambda: float = 1.0,
     horizon: int | None = None,
     progress: bool = True,
+    normalize_advantages: bool = True,
 ) -> AdaptationResult:
     """Return before and after k = 1..steps gradient steps on each evaluation task.
 
@@ -134,6 +135,7 @@ def evaluate_gradient_adaptation(
         inner_objective, discount, gae_lambda: as in :func:`metarl.adaptation.inner_step`.
         horizon: episode length (default: the family's).
         progress: show a progress bar.
+        normalize_advantages: centre and scale advantages per task (as the run trained).
     """
     if not inner_lr > 0:
         raise ValueError(f"inner_lr must be > 0, got {inner_lr}")
@@ -156,7 +158,8 @@ def evaluate_gradient_adaptation(
         if k < options.steps:
             samples.append(episodes.num_steps)
             task_params = inner_step(
-                policy, task_params, episodes, lrs[k], inner_objective, discount, gae_lambda
+                policy, task_params, episodes, lrs[k], inner_objective, discount, gae_lambda,
+                normalize_advantages=normalize_advantages,
             )
             adapt_seconds += time.perf_counter() - start
         bar.set_postfix(k=k, mean_return=f"{returns[:, k].mean():.1f}")
@@ -243,6 +246,7 @@ def evaluate_maml_run(run_dir: RunDir, config: Mapping[str, Any], options: EvalO
         gae_lambda=float(algorithm.get("gae_lambda", 1.0)),
         horizon=config.get("horizon"),
         progress=progress,
+        normalize_advantages=bool(algorithm.get("normalize_advantages", True)),
     )
     document = eval_document("maml", config["family"], options, result, policy)
     write_eval_json(run_dir, document)

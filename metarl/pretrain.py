@@ -285,6 +285,7 @@ def evaluate_pretrain_run(run_dir: RunDir, config: Mapping[str, Any], options: E
         policy, policy.params(), run_config.family, run_config.maml.inner_lr, options,
         inner_objective=run_config.maml.inner_objective, discount=run_config.maml.discount,
         gae_lambda=run_config.maml.gae_lambda, horizon=run_config.horizon, progress=progress,
+        normalize_advantages=run_config.maml.normalize_advantages,
     )
     document = eval_document(METHOD, run_config.family, options, result, policy,
                              extra={"pretrain_iterations": run_config.iterations})

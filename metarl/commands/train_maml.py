@@ -333,6 +333,12 @@ class TrainMAMLArgs:
     """GAE lambda in [0, 1] (1.0: Monte-Carlo returns minus the linear baseline)."""
     cg_iters: int | None = None
     """TRPO conjugate-gradient iterations."""
+    cg_subsample: float | None = None
+    """TRPO: fraction of the meta-batch's tasks whose KL curvature the conjugate gradient uses, in (0, 1]
+    (1: exact; the gradient and the line search always use every task)."""
+    normalize_advantages: bool | None = None
+    """Centre and scale advantages per task (rllab's center_adv; default on), in the inner steps, the
+    outer loss and at evaluation."""
     promp_steps: int | None = None
     """ProMP: Adam steps per meta-batch."""
     promp_lr: float | None = None
@@ -352,7 +358,8 @@ class TrainMAMLArgs:
 
 _MAML_FLAGS = (
     "outer", "inner_steps", "inner_lr", "inner_objective", "first_order", "max_kl", "discount", "gae_lambda",
-    "cg_iters", "promp_steps", "promp_lr", "promp_clip_eps", "promp_kl_coef",
+    "cg_iters", "cg_subsample", "normalize_advantages", "promp_steps", "promp_lr", "promp_clip_eps",
+    "promp_kl_coef",
 )
 _RUN_FLAGS = ("iterations", "meta_batch_size", "episodes_per_task", "horizon", "hidden_sizes", "init_std",
               "nonlinearity", "checkpoint_every")

@@ -218,3 +218,18 @@ def test_evaluate_writes_the_schema(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli.main(["evaluate", str(out), "--split", "ood", "--num-tasks", "3", "--episodes-per-step", "2", "--no-progress"]) == 0
     assert json.loads((out / "eval_ood.json").read_text())["split"] == "ood"
     assert "k" in capsys.readouterr().out
+
+
+def test_evaluation_adapts_with_the_runs_advantage_normalisation(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    flags = ["--env", "Point2DNav", "--preset", "tiny", "--out", str(out), "--iterations", "1",
+             "--normalize-advantages", "False", "--cg-subsample", "0.5"]
+    assert cli.main(["train", "maml", *flags, *SMALL_FLAGS]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["maml"]["normalize_advantages"] is False and config["maml"]["cg_subsample"] == 0.5
+    options = EvalOptions(split="test", num_tasks=3, episodes_per_step=3, steps=1, device="cpu")
+    raw = evaluate(out, options, progress=False)["returns"]["mean"]
+    config["maml"]["normalize_advantages"] = True
+    (out / "config.json").write_text(json.dumps(config))
+    normalised = evaluate(out, options, progress=False)["returns"]["mean"]
+    assert raw[0] == normalised[0] and raw[1] != normalised[1]  # same start, different inner step
