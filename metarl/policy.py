@@ -40,6 +40,15 @@ Params = dict[str, torch.Tensor]
 LOG_2PI = math.log(2.0 * math.pi)
 NONLINEARITIES: tuple[str, ...] = ("tanh", "relu")
 """Hidden-layer nonlinearities the policy (and its closed-form derivatives) support."""
+WEIGHT_INITS: tuple[str, ...] = ("pytorch", "xavier")
+"""Initialisations of the MLP: PyTorch's ``nn.Linear`` default (uniform weights and biases in
+``±1/sqrt(fan_in)``), or Xavier-uniform weights with zero biases (rllab's MAML policies)."""
+
+
+def check_weight_init(name: str) -> None:
+    """ValueError unless ``name`` is one of :data:`WEIGHT_INITS`."""
+    if name not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight_init {name!r}; available: {', '.join(WEIGHT_INITS)}")
 
 
 def check_nonlinearity(name: str) -> None:
@@ -62,6 +71,8 @@ class GaussianMLPPolicy(nn.Module):
         hidden_sizes: widths of the hidden layers (MAML: (100, 100)).
         init_std: initial standard deviation of every action dimension.
         nonlinearity: the hidden layers' nonlinearity, ``tanh`` (default) or ``relu``.
+        weight_init: ``pytorch`` (default) or ``xavier`` (Xavier-uniform weights, zero
+            biases, as rllab's policies: the mean is exactly 0 at a zero observation).
     """
 
     def __init__(
@@ -71,9 +82,11 @@ class GaussianMLPPolicy(nn.Module):
         hidden_sizes: tuple[int, ...] = (100, 100),
         init_std: float = 1.0,
         nonlinearity: str = "tanh",
+        weight_init: str = "pytorch",
     ) -> None:
         super().__init__()
         check_nonlinearity(nonlinearity)
+        check_weight_init(weight_init)
         if obs_dim < 1 or act_dim < 1:
             raise ValueError(f"obs_dim and act_dim must be >= 1, got {obs_dim}, {act_dim}")
         if any(h < 1 for h in hidden_sizes):
@@ -81,9 +94,14 @@ class GaussianMLPPolicy(nn.Module):
         if not init_std > 0:
             raise ValueError(f"init_std must be > 0, got {init_std}")
         self.obs_dim, self.act_dim, self.hidden_sizes = obs_dim, act_dim, tuple(hidden_sizes)
-        self.nonlinearity = nonlinearity
+        self.nonlinearity, self.weight_init = nonlinearity, weight_init
         sizes = (obs_dim, *hidden_sizes, act_dim)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        if weight_init == "xavier":
+            with torch.no_grad():
+                for layer in self.layers:
+                    nn.init.xavier_uniform_(layer.weight)
+                    layer.bias.zero_()
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

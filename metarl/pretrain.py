@@ -242,7 +242,7 @@ def train_pretrain(run_config: MAMLRunConfig, out: str | Path, *, seed: int = 0,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         policy = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std,
-                                   run_config.nonlinearity)
+                                   run_config.nonlinearity, run_config.weight_init)
     state = IterationState.fresh(seed, _TASK_STREAM, _SAMPLING_STREAM)
     if resume and run_dir.checkpoint_path.exists():
         state = _restore(run_dir.checkpoint_path, policy, run_config.family)

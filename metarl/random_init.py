@@ -37,7 +37,7 @@ from metarl.evaluation import (
     evaluate_gradient_adaptation,
     write_eval_json,
 )
-from metarl.policy import GaussianMLPPolicy, check_nonlinearity
+from metarl.policy import GaussianMLPPolicy, check_nonlinearity, check_weight_init
 from metarl.runs import RunDir, check_run_dir, load_policy, policy_config, policy_tensors
 from metarl.sampler import env_dims
 
@@ -56,6 +56,8 @@ class RandomInitConfig:
     """Initial standard deviation of the Gaussian policy."""
     nonlinearity: str = "tanh"
     """The policy's hidden-layer nonlinearity: tanh or relu."""
+    weight_init: str = "pytorch"
+    """The policy's initialisation: pytorch or xavier."""
     inner_lr: float = 0.1
     """Learning rate of the first adaptation step (later steps use half, as for MAML)."""
     inner_objective: str = "vpg"
@@ -77,6 +79,7 @@ class RandomInitConfig:
         if not self.inner_lr > 0:
             raise ValueError(f"inner_lr must be > 0, got {self.inner_lr}")
         check_nonlinearity(self.nonlinearity)
+        check_weight_init(self.weight_init)
         if self.inner_objective not in ("vpg", "lvc"):
             raise ValueError(f"inner_objective must be vpg or lvc, got {self.inner_objective!r}")
         if self.horizon is not None and self.horizon < 1:
@@ -106,6 +109,7 @@ def config_like(run_dir: str | os.PathLike[str], seed: int | None = None) -> Ran
         hidden_sizes=tuple(int(h) for h in policy["hidden_sizes"]),
         init_std=float(policy["init_std"]),
         nonlinearity=str(policy.get("nonlinearity", "tanh")),
+        weight_init=str(policy.get("weight_init", "pytorch")),
         inner_lr=float(adaptation["inner_lr"]),
         inner_objective=str(adaptation.get("inner_objective", "vpg")),
         discount=float(adaptation.get("discount", 0.99)),
@@ -126,7 +130,8 @@ def create_run(out: str | os.PathLike[str], config: RandomInitConfig) -> RunDir:
     obs_dim, act_dim = env_dims(config.family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        policy = GaussianMLPPolicy(obs_dim, act_dim, config.hidden_sizes, config.init_std, config.nonlinearity)
+        policy = GaussianMLPPolicy(obs_dim, act_dim, config.hidden_sizes, config.init_std, config.nonlinearity,
+                                   config.weight_init)
     document = {
         "method": METHOD,
         "family": config.family,

@@ -274,6 +274,7 @@ def policy_config(policy: GaussianMLPPolicy, init_std: float) -> dict[str, Any]:
         "hidden_sizes": list(policy.hidden_sizes),
         "init_std": float(init_std),
         "nonlinearity": policy.nonlinearity,
+        "weight_init": policy.weight_init,
     }
 
 
@@ -289,7 +290,7 @@ def build_policy(config: Mapping[str, Any]) -> GaussianMLPPolicy:
         raise RunDirError("config.json lacks the 'policy' block (obs_dim, act_dim, hidden_sizes, init_std)")
     return GaussianMLPPolicy(
         int(spec["obs_dim"]), int(spec["act_dim"]), tuple(int(h) for h in spec["hidden_sizes"]),
-        float(spec["init_std"]), str(spec.get("nonlinearity", "tanh")),
+        float(spec["init_std"]), str(spec.get("nonlinearity", "tanh")), str(spec.get("weight_init", "pytorch")),
     )
 
 
@@ -359,7 +360,7 @@ def gradient_run_document(
     """
     obs_dim, act_dim = env_dims(run_config.family)
     probe = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std,
-                              run_config.nonlinearity)
+                              run_config.nonlinearity, run_config.weight_init)
     return {
         "method": method,
         "preset": preset,

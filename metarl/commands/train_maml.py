@@ -102,7 +102,7 @@ def initial_policy(run_config: MAMLRunConfig, seed: int) -> GaussianMLPPolicy:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std,
-                                 run_config.nonlinearity)
+                                 run_config.nonlinearity, run_config.weight_init)
 
 
 def checkpoint_payload(
@@ -313,6 +313,9 @@ class TrainMAMLArgs:
     """Initial standard deviation of the Gaussian policy."""
     nonlinearity: str | None = None
     """The policy's hidden-layer nonlinearity: tanh (default) or relu (the MAML paper's code)."""
+    weight_init: str | None = None
+    """The policy's initialisation: pytorch (nn.Linear's default) or xavier (Xavier-uniform weights,
+    zero biases, as rllab's MAML policies)."""
     checkpoint_every: int | None = None
     """Save a checkpoint every this many iterations (and at the end)."""
     outer: str | None = None
@@ -362,7 +365,7 @@ _MAML_FLAGS = (
     "promp_kl_coef",
 )
 _RUN_FLAGS = ("iterations", "meta_batch_size", "episodes_per_task", "horizon", "hidden_sizes", "init_std",
-              "nonlinearity", "checkpoint_every")
+              "nonlinearity", "weight_init", "checkpoint_every")
 
 
 def resolve_run_config(args: TrainMAMLArgs) -> tuple[MAMLRunConfig, str, int]:

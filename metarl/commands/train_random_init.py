@@ -35,6 +35,8 @@ class RandomInitArgs:
     """Initial standard deviation of the Gaussian policy (default 1.0, or --like's)."""
     nonlinearity: str | None = None
     """The policy's hidden-layer nonlinearity, tanh or relu (default tanh, or --like's)."""
+    weight_init: str | None = None
+    """The policy's initialisation, pytorch or xavier (default pytorch, or --like's)."""
     inner_lr: float | None = None
     """Learning rate of the first adaptation step (default 0.1, or --like's)."""
     horizon: int | None = None
@@ -55,7 +57,7 @@ def main(argv: list[str]) -> int:
         base = RandomInitConfig(family=args.env)
     overrides = {
         name: getattr(args, name)
-        for name in ("hidden_sizes", "init_std", "nonlinearity", "inner_lr", "horizon", "seed")
+        for name in ("hidden_sizes", "init_std", "nonlinearity", "weight_init", "inner_lr", "horizon", "seed")
         if getattr(args, name) is not None
     }
     config = dataclasses.replace(base, **overrides)

@@ -53,14 +53,15 @@ def test_like_copies_a_maml_run(tmp_path: Path) -> None:
             {
                 "method": "maml", "family": "HalfCheetahDir", "seed": 7, "horizon": 50,
                 "policy": {"obs_dim": 17, "act_dim": 6, "hidden_sizes": [32, 32], "init_std": 1.0,
-                           "nonlinearity": "relu"},
+                           "nonlinearity": "relu", "weight_init": "xavier"},
                 "maml": {"inner_lr": 0.05, "inner_objective": "lvc", "discount": 0.9, "gae_lambda": 0.95},
             }
         )
     )  # fmt: skip
     config = config_like(maml)
     assert config == RandomInitConfig(
-        family="HalfCheetahDir", hidden_sizes=(32, 32), nonlinearity="relu", inner_lr=0.05, inner_objective="lvc",
+        family="HalfCheetahDir", hidden_sizes=(32, 32), nonlinearity="relu", weight_init="xavier", inner_lr=0.05,
+        inner_objective="lvc",
         discount=0.9, gae_lambda=0.95, horizon=50, seed=7,
     )  # fmt: skip
 

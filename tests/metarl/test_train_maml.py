@@ -84,6 +84,7 @@ def test_presets_and_config_validation() -> None:
     paper = maml_preset("paper", "Point2DNav")
     assert (paper.meta_batch_size, paper.episodes_per_task, paper.iterations, paper.hidden_sizes) == (20, 20, 100, (100, 100))
     assert paper.maml.inner_lr == 0.1 and paper.maml.max_kl == 0.01 and paper.nonlinearity == "tanh"
+    assert paper.weight_init == "xavier" and maml_preset("fast", "Point2DNav").weight_init == "pytorch"
     # the paper code's ICML snapshots (maml_examples/test_maml_cheetah*.py): fbs, mbs, mlr, itr, ReLU
     direction, velocity = maml_preset("paper", "HalfCheetahDir"), maml_preset("paper", "HalfCheetahVel")
     assert (direction.episodes_per_task, direction.meta_batch_size, direction.maml.max_kl, direction.iterations) == (20, 40, 0.02, 100)
@@ -179,10 +180,12 @@ def test_resume_without_repeating_the_flags(tmp_path: Path) -> None:
 
 def test_relu_run_is_stored_resumed_and_evaluated_as_relu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    flags = ["--env", "Point2DNav", "--preset", "tiny", "--out", str(out), "--iterations", "1", "--nonlinearity", "relu"]
+    flags = ["--env", "Point2DNav", "--preset", "tiny", "--out", str(out), "--iterations", "1", "--weight-init", "xavier",
+             "--nonlinearity", "relu"]
     assert cli.main(["train", "maml", *flags, *SMALL_FLAGS]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["nonlinearity"] == "relu" and config["policy"]["nonlinearity"] == "relu"
+    assert config["weight_init"] == config["policy"]["weight_init"] == "xavier"
     assert cli.main(["train", "maml", "--out", str(out), "--resume", "--iterations", "2", "--no-progress", "--no-tensorboard"]) == 0
     assert len(read_metrics(out / "metrics.csv")) == 2
     assert load_policy(RunDir(out), config).nonlinearity == "relu"
