@@ -27,6 +27,7 @@ References: Duan et al. 2016 (rllab); Finn et al. 2017 (MAML), §5.3.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -207,13 +208,15 @@ class ActionMap:
         scale = np.where(bounded, (high - low) / 2.0, 1.0)
         return cls(offset, scale, np.where(bounded, low, -np.inf), np.where(bounded, high, np.inf))
 
-    @property
+    @functools.cached_property
     def is_identity(self) -> bool:
         """True for boxes that are already [-1, 1] (the locomotion robots): clipping only."""
         return bool(np.all(self.offset == 0.0) and np.all(self.scale == 1.0))
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
-        """Env actions ``[..., act_dim]`` (same dtype) for policy actions ``[..., act_dim]``."""
-        dtype = action.dtype
-        mapped = action if self.is_identity else self.offset.astype(dtype) + self.scale.astype(dtype) * action
-        return np.clip(mapped, self.low.astype(dtype), self.high.astype(dtype))
+        """Env actions ``[..., act_dim]`` (a new array, same dtype) for policy actions ``[..., act_dim]``.
+
+        Called once per env step by the sampler: no per-call casts of the bounds.
+        """
+        mapped = action if self.is_identity else self.offset + self.scale * action
+        return np.clip(mapped, self.low, self.high, out=np.empty_like(action))
