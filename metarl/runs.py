@@ -53,6 +53,12 @@ TENSORBOARD_DIR = "tensorboard"
 LATEST_CHECKPOINT = "latest.safetensors"
 # Top-level config keys that --resume may change.
 RESUME_MAY_CHANGE: tuple[str, ...] = ("iterations", "device")
+ADDED_FIELD_DEFAULTS: dict[str, Any] = {
+    "nonlinearity": "tanh", "policy.nonlinearity": "tanh",
+    "weight_init": "pytorch", "policy.weight_init": "pytorch",
+}
+"""Config fields added after runs were already being written, with the value a run that lacks
+them was trained with: a stored config without the field still matches a new one with that value."""
 
 
 class RunDirError(ValueError):
@@ -152,7 +158,10 @@ def check_run_dir(path: str | os.PathLike[str], config: Mapping[str, Any], resum
     if run_dir.config_path.exists():
         old = run_dir.read_config()
         new = _normalise(config)
-        changed = [key for key in _differences(old, new) if key.split(".")[0] not in RESUME_MAY_CHANGE]
+        changed = [
+            key for key in _differences(old, new)
+            if key.split(".")[0] not in RESUME_MAY_CHANGE and not _implied_by_older_version(old, new, key)
+        ]
         if changed:
             shown = ", ".join(
                 f"{key}: {_lookup(old, key)!r} -> {_lookup(new, key)!r}" for key in changed[:6]
@@ -178,11 +187,20 @@ def check_run_dir(path: str | os.PathLike[str], config: Mapping[str, Any], resum
     return run_dir
 
 
+_ABSENT = "<absent>"
+
+
+def _implied_by_older_version(old: Mapping[str, Any], new: Mapping[str, Any], key: str) -> bool:
+    """True if ``key`` is absent from ``old`` and ``new`` holds the value older versions implied."""
+    return (key in ADDED_FIELD_DEFAULTS and _lookup(old, key) == _ABSENT
+            and _lookup(new, key) == ADDED_FIELD_DEFAULTS[key])
+
+
 def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
     value: Any = config
     for part in dotted.split("."):
         if not isinstance(value, Mapping) or part not in value:
-            return "<absent>"
+            return _ABSENT
         value = value[part]
     return value
 

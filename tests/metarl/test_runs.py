@@ -31,6 +31,17 @@ def test_new_run_then_refusals(tmp_path: Path) -> None:
     assert run_dir.read_config() == CONFIG
 
 
+def test_runs_written_before_a_field_existed_resume_with_its_old_value(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    check_run_dir(out, CONFIG, resume=False).write_config(CONFIG)  # no nonlinearity / weight_init fields
+    newer = {**CONFIG, "nonlinearity": "tanh", "weight_init": "pytorch"}
+    check_run_dir(out, newer, resume=True)  # what the older version trained with
+    with pytest.raises(RunDirError, match="weight_init: '<absent>' -> 'xavier'"):
+        check_run_dir(out, {**newer, "weight_init": "xavier"}, resume=True)
+    with pytest.raises(RunDirError, match="nonlinearity: '<absent>' -> 'relu'"):
+        check_run_dir(out, {**newer, "nonlinearity": "relu"}, resume=True)
+
+
 def test_non_run_directories_are_refused(tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
