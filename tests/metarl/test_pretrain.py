@@ -24,14 +24,7 @@ from metarl.pretrain import (
 from metarl.runs import RunDir, RunDirError, load_policy
 from metarl.sampler import VectorEnvSampler
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small networks: one intra-op thread is fastest, and avoids oversubscribing a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/metarl/conftest.py
 
 
 def _tiny(iterations: int = 2, **changes):
