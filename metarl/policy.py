@@ -44,6 +44,8 @@ NONLINEARITIES: tuple[str, ...] = ("tanh", "relu")
 WEIGHT_INITS: tuple[str, ...] = ("pytorch", "xavier")
 """Initialisations of the MLP: PyTorch's ``nn.Linear`` default (uniform weights and biases in
 ``±1/sqrt(fan_in)``), or Xavier-uniform weights with zero biases (rllab's MAML policies)."""
+DEFAULT_NONLINEARITY, DEFAULT_WEIGHT_INIT = NONLINEARITIES[0], WEIGHT_INITS[0]
+"""The defaults, which runs written before these choices existed were trained with."""
 
 
 def check_weight_init(name: str) -> None:
@@ -82,8 +84,8 @@ class GaussianMLPPolicy(nn.Module):
         act_dim: int,
         hidden_sizes: tuple[int, ...] = (100, 100),
         init_std: float = 1.0,
-        nonlinearity: str = "tanh",
-        weight_init: str = "pytorch",
+        nonlinearity: str = DEFAULT_NONLINEARITY,
+        weight_init: str = DEFAULT_WEIGHT_INIT,
     ) -> None:
         super().__init__()
         check_nonlinearity(nonlinearity)

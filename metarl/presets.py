@@ -35,7 +35,12 @@ from typing import Any
 
 import envs
 from metarl.maml import MAMLConfig
-from metarl.policy import check_nonlinearity, check_weight_init
+from metarl.policy import (
+    DEFAULT_NONLINEARITY,
+    DEFAULT_WEIGHT_INIT,
+    check_nonlinearity,
+    check_weight_init,
+)
 
 PRESETS: tuple[str, ...] = ("tiny", "fast", "paper")
 
@@ -61,9 +66,9 @@ class MAMLRunConfig:
     """Widths of the policy's hidden layers."""
     init_std: float = 1.0
     """Initial standard deviation of the Gaussian policy."""
-    nonlinearity: str = "tanh"
+    nonlinearity: str = DEFAULT_NONLINEARITY
     """The policy's hidden-layer nonlinearity: tanh or relu."""
-    weight_init: str = "pytorch"
+    weight_init: str = DEFAULT_WEIGHT_INIT
     """The policy's initialisation: pytorch (nn.Linear's default) or xavier (zero biases, as rllab)."""
     horizon: int | None = None
     """Episode length; None uses the family's registered horizon."""

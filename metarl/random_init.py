@@ -37,7 +37,13 @@ from metarl.evaluation import (
     evaluate_gradient_adaptation,
     write_eval_json,
 )
-from metarl.policy import GaussianMLPPolicy, check_nonlinearity, check_weight_init
+from metarl.policy import (
+    DEFAULT_NONLINEARITY,
+    DEFAULT_WEIGHT_INIT,
+    GaussianMLPPolicy,
+    check_nonlinearity,
+    check_weight_init,
+)
 from metarl.runs import RunDir, check_run_dir, load_policy, policy_config, policy_tensors
 from metarl.sampler import env_dims
 
@@ -54,9 +60,9 @@ class RandomInitConfig:
     """Widths of the policy's hidden layers (MAML's: 100, 100)."""
     init_std: float = 1.0
     """Initial standard deviation of the Gaussian policy."""
-    nonlinearity: str = "tanh"
+    nonlinearity: str = DEFAULT_NONLINEARITY
     """The policy's hidden-layer nonlinearity: tanh or relu."""
-    weight_init: str = "pytorch"
+    weight_init: str = DEFAULT_WEIGHT_INIT
     """The policy's initialisation: pytorch or xavier."""
     inner_lr: float = 0.1
     """Learning rate of the first adaptation step (later steps use half, as for MAML)."""
@@ -108,8 +114,8 @@ def config_like(run_dir: str | os.PathLike[str], seed: int | None = None) -> Ran
         family=config["family"],
         hidden_sizes=tuple(int(h) for h in policy["hidden_sizes"]),
         init_std=float(policy["init_std"]),
-        nonlinearity=str(policy.get("nonlinearity", "tanh")),
-        weight_init=str(policy.get("weight_init", "pytorch")),
+        nonlinearity=str(policy.get("nonlinearity", DEFAULT_NONLINEARITY)),
+        weight_init=str(policy.get("weight_init", DEFAULT_WEIGHT_INIT)),
         inner_lr=float(adaptation["inner_lr"]),
         inner_objective=str(adaptation.get("inner_objective", "vpg")),
         discount=float(adaptation.get("discount", 0.99)),

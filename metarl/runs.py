@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from metarl.checkpoint import atomic_write_text, check_compatible, load_checkpoint
-from metarl.policy import GaussianMLPPolicy
+from metarl.policy import DEFAULT_NONLINEARITY, DEFAULT_WEIGHT_INIT, GaussianMLPPolicy
 from metarl.sampler import env_dims
 
 CONFIG_NAME = "config.json"
@@ -54,8 +54,8 @@ LATEST_CHECKPOINT = "latest.safetensors"
 # Top-level config keys that --resume may change.
 RESUME_MAY_CHANGE: tuple[str, ...] = ("iterations", "device")
 ADDED_FIELD_DEFAULTS: dict[str, Any] = {
-    "nonlinearity": "tanh", "policy.nonlinearity": "tanh",
-    "weight_init": "pytorch", "policy.weight_init": "pytorch",
+    "nonlinearity": DEFAULT_NONLINEARITY, "policy.nonlinearity": DEFAULT_NONLINEARITY,
+    "weight_init": DEFAULT_WEIGHT_INIT, "policy.weight_init": DEFAULT_WEIGHT_INIT,
 }
 """Config fields added after runs were already being written, with the value a run that lacks
 them was trained with: a stored config without the field still matches a new one with that value."""
@@ -308,7 +308,8 @@ def build_policy(config: Mapping[str, Any]) -> GaussianMLPPolicy:
         raise RunDirError("config.json lacks the 'policy' block (obs_dim, act_dim, hidden_sizes, init_std)")
     return GaussianMLPPolicy(
         int(spec["obs_dim"]), int(spec["act_dim"]), tuple(int(h) for h in spec["hidden_sizes"]),
-        float(spec["init_std"]), str(spec.get("nonlinearity", "tanh")), str(spec.get("weight_init", "pytorch")),
+        float(spec["init_std"]), str(spec.get("nonlinearity", DEFAULT_NONLINEARITY)),
+        str(spec.get("weight_init", DEFAULT_WEIGHT_INIT)),
     )
 
 
