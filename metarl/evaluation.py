@@ -29,6 +29,10 @@ Choices, written down:
   batches that feed the gradient steps (those of k = 0..2, which also give
   these k's returns) plus the steps themselves; the last batch (the k = 3
   return only) is excluded.
+- ``--tasks FILE`` (:func:`load_tasks_file`) replaces the split's tasks by
+  explicit ones (e.g. the MAML paper's own test goals, or a robot's measured
+  parameters); the document's ``split`` is then ``custom``, written to
+  ``eval_custom.json``, with ``tasks_file`` naming the source.
 - ``params``: number of policy parameters; ``flops_per_forward``: 2 x the
   multiply-adds of the MLP's linear layers for one observation (tanh and the
   Gaussian sampling are not counted), also given as ``macs_per_forward``.
@@ -37,6 +41,7 @@ Choices, written down:
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,6 +61,7 @@ from metarl.stats import summarize
 
 EVAL_SEED = 20170  # the fixed evaluation seed: the same unseen tasks for every method and run
 NUM_TASKS = 40
+CUSTOM_SPLIT = "custom"  # the split label of an evaluation on explicit tasks (``--tasks FILE``)
 EPISODES_PER_STEP = 20
 ADAPT_STEPS = 3
 LATER_STEP_LR_FACTOR = 0.5  # steps k >= 2 use half the first step's inner lr (MAML paper)
@@ -77,9 +83,19 @@ class EvalOptions:
     """Evaluation seed: fixes the tasks and the sampling noise."""
     device: str = "auto"
     """auto, cpu or cuda."""
+    tasks: tuple[Any, ...] | None = None
+    """Explicit tasks instead of the split's (then ``split`` is ``custom`` and ``num_tasks`` their count)."""
+    tasks_source: str | None = None
+    """Where ``tasks`` came from (a file name), recorded in the document."""
 
     def __post_init__(self) -> None:
-        if self.split not in ("train", "test", "ood"):
+        if self.tasks is not None:
+            if self.split != CUSTOM_SPLIT:
+                raise ValueError(f"explicit tasks are evaluated as split {CUSTOM_SPLIT!r}, got split {self.split!r}")
+            if len(self.tasks) == 0 or self.num_tasks != len(self.tasks):
+                raise ValueError(f"num_tasks must equal the number of explicit tasks ({len(self.tasks)}), "
+                                 f"got {self.num_tasks}")
+        elif self.split not in ("train", "test", "ood"):
             raise ValueError(f"split must be one of test, ood (or train), got {self.split!r}")
         for name in ("num_tasks", "episodes_per_step"):
             value = getattr(self, name)
@@ -108,6 +124,55 @@ def adaptation_lrs(inner_lr: float, steps: int) -> list[float]:
 def evaluation_tasks(family: str, split: str, num_tasks: int, seed: int = EVAL_SEED) -> list[Any]:
     """The fixed evaluation tasks of ``family``/``split`` (same for every method)."""
     return envs.distribution(family).sample(num_tasks, split, np.random.default_rng(seed))
+
+
+def options_tasks(family: str, options: EvalOptions) -> list[Any]:
+    """The tasks an evaluation runs on: ``options.tasks`` if given, else the split's fixed tasks.
+
+    Raises:
+        ValueError: explicit tasks of another family than ``family``.
+    """
+    if options.tasks is None:
+        return evaluation_tasks(family, options.split, options.num_tasks, options.seed)
+    families = sorted({task.to_dict()["family"] for task in options.tasks})
+    if families != [family]:
+        source = options.tasks_source or "the explicit tasks"
+        raise ValueError(f"{source} holds tasks of {', '.join(families)}, but the run was trained on {family}; "
+                         f"give tasks of {family} (see `metarl envs`)")
+    return list(options.tasks)
+
+
+def load_tasks_file(path: str | Path) -> list[Any]:
+    """Tasks from a JSON file: a list of task dicts (``task.to_dict()``, with ``family``),
+    ``{"tasks": [...]}``, or an ``eval_<split>.json`` (its ``per_task`` tasks).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not JSON, no tasks, or a task dict that does not describe a valid task
+            (the message names its position).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tasks file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"tasks file {path} is not valid JSON ({error})") from None
+    if isinstance(data, dict) and isinstance(data.get("per_task"), list):
+        data = [entry.get("task") if isinstance(entry, dict) else entry for entry in data["per_task"]]
+    elif isinstance(data, dict) and "tasks" in data:
+        data = data["tasks"]
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"tasks file {path} must hold a non-empty list of task dicts (or {{\"tasks\": [...]}} "
+                         f"or an eval_<split>.json), e.g. [{{\"family\": \"Point2DNav\", \"goal_x_m\": 0.3, "
+                         f"\"goal_y_m\": -0.2}}]")
+    tasks = []
+    for index, entry in enumerate(data):
+        try:
+            tasks.append(envs.task_from_dict(entry))
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(f"tasks file {path}, task {index}: {error}") from None
+    return tasks
 
 
 def evaluate_gradient_adaptation(
@@ -141,7 +206,7 @@ def evaluate_gradient_adaptation(
         raise ValueError(f"inner_lr must be > 0, got {inner_lr}")
     check_objective(inner_objective)
     device = resolve_device(options.device)
-    tasks = evaluation_tasks(family, options.split, options.num_tasks, options.seed)
+    tasks = options_tasks(family, options)
     sampler = VectorEnvSampler(family, options.num_tasks, device, horizon=horizon)
     generator = torch.Generator().manual_seed(options.seed)
     policy = policy.to(device)
@@ -209,6 +274,8 @@ def eval_document(
         "inner_lrs": result.inner_lrs,
         "eval_seed": options.seed,
     }
+    if options.tasks is not None:
+        document["tasks_file"] = options.tasks_source
     if extra:
         document.update(extra)
     return document

@@ -83,7 +83,7 @@ from metarl.evaluation import (
     AdaptationResult,
     EvalOptions,
     eval_document,
-    evaluation_tasks,
+    options_tasks,
     write_eval_json,
 )
 from metarl.policy import GaussianMLPPolicy
@@ -904,7 +904,7 @@ def evaluate_finetune_run(run_dir: RunDir, config: dict[str, Any], options: Eval
     recipe = dataclasses.replace(run_config.recipe, episodes_per_step=options.episodes_per_step,
                                  num_steps=options.steps)
     torch.set_num_threads(1)  # small networks; threads only add contention
-    tasks = evaluation_tasks(spec.family, options.split, options.num_tasks, options.seed)
+    tasks = options_tasks(spec.family, options)
     result = evaluate_tasks(spec, state, tasks, recipe, options.seed, resolve_device(options.device), progress)
     # eval_document counts parameters from a GaussianMLPPolicy: give it PPO's actor architecture (the
     # same MLP + state-independent log-std), and override the counts with the SB3 actor's own below.

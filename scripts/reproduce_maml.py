@@ -7,7 +7,11 @@ Point2DNav 20 tasks x 20 episodes, horizon 100, 100 iterations; HalfCheetahDir
 :mod:`metarl.presets`), evaluates it with the
 protocol of DESIGN.md §6 (40 unseen test tasks, k = 0..3, 20 episodes per step,
 later steps at half the inner lr) and prints our mean returns beside the
-paper's, with the wall-clock time of training and evaluation.
+paper's, with the wall-clock time of training and evaluation. Point2DNav is
+also evaluated on the paper's own 40 test goals (its ``test_maml_point.py``
+draws them with ``np.random.seed(1); np.random.uniform(-0.5, 0.5, (40, 2))``),
+written to ``paper_goals.json`` in the run directory and evaluated with
+``metarl evaluate RUN --tasks RUN/paper_goals.json`` (``eval_custom.json``).
 
 Training runs in chunks of iterations with bit-exact resume, so ``--time-limit``
 can stop it at a chunk boundary (the result then says how many iterations were
@@ -26,13 +30,15 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import tyro
 
+from envs.point2d import Point2DNavTask
 from metarl.commands.demo_cmd import paper_returns
 from metarl.commands.evaluate_cmd import evaluate
 from metarl.commands.train_maml import train_maml
-from metarl.evaluation import EvalOptions
+from metarl.evaluation import CUSTOM_SPLIT, EvalOptions
 from metarl.presets import maml_preset
 from metarl.runs import RunDir, read_metrics
 
@@ -66,6 +72,12 @@ class ReproduceArgs:
 PAPER_EPISODES_PER_STEP = {"Point2DNav": 40, "AntDir": 40}
 
 
+def paper_point_goals() -> list[Point2DNavTask]:
+    """The 40 test goals of the MAML paper's point evaluation (numpy's legacy generator, seed 1)."""
+    legacy = np.random.RandomState(1)
+    return [Point2DNavTask(float(x), float(y)) for x, y in legacy.uniform(-0.5, 0.5, size=(40, 2))]
+
+
 def reproduce(family: str, args: ReproduceArgs) -> dict:
     """Train (or continue), evaluate and compare one family; returns the summary."""
     config = maml_preset("paper", family)
@@ -94,6 +106,15 @@ def reproduce(family: str, args: ReproduceArgs) -> dict:
     options = EvalOptions(split="test", episodes_per_step=episodes_per_step, device=args.device)
     document = evaluate(run_dir.path, options, progress=not args.no_progress)
     eval_seconds = time.perf_counter() - eval_start
+    paper_goals_returns = None
+    if family == "Point2DNav":
+        goals = paper_point_goals()
+        goals_path = run_dir.write_json("paper_goals.json", {"tasks": [task.to_dict() for task in goals]})
+        paper_goals_options = EvalOptions(
+            split=CUSTOM_SPLIT, num_tasks=len(goals), episodes_per_step=episodes_per_step, device=args.device,
+            tasks=tuple(goals), tasks_source=str(goals_path),
+        )
+        paper_goals_returns = evaluate(run_dir.path, paper_goals_options, progress=not args.no_progress)["returns"]
     paper = paper_returns()["returns"].get(family, {}).get("maml")
     summary = {
         "family": family,
@@ -103,6 +124,7 @@ def reproduce(family: str, args: ReproduceArgs) -> dict:
         "episodes_per_step": episodes_per_step,
         "ours": document["returns"]["mean"],
         "ours_ci95_of_mean": document["returns"]["mean_ci95"],
+        "ours_on_paper_goals": None if paper_goals_returns is None else paper_goals_returns["mean"],
         "paper": paper,
         "train_seconds_total": total_train_seconds,
         "train_seconds_this_call": train_seconds,
@@ -125,10 +147,12 @@ def main() -> None:
               f"({'stopped by the time limit' if summary['stopped_early'] else 'complete'}), "
               f"training {summary['train_seconds_total'] / 60:.1f} min "
               f"({summary['seconds_per_iteration']:.1f} s/iteration), evaluation {summary['eval_seconds']:.0f} s")
-        print("k".ljust(8) + "".join(f"{k:>9d}" for k in range(len(summary["ours"]))))
-        print("ours".ljust(8) + "".join(f"{v:>9.1f}" for v in summary["ours"]))
+        print("k".ljust(20) + "".join(f"{k:>9d}" for k in range(len(summary["ours"]))))
+        print("ours".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["ours"]))
+        if summary["ours_on_paper_goals"] is not None:
+            print("ours, paper's goals".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["ours_on_paper_goals"]))
         if summary["paper"] is not None:
-            print("paper".ljust(8) + "".join(f"{v:>9.1f}" for v in summary["paper"]))
+            print("paper".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["paper"]))
     print(json.dumps(summaries, indent=2))
 
 

@@ -1,5 +1,7 @@
 """``metarl evaluate RUN_DIR --split test|ood``: the evaluation protocol of DESIGN.md §6.
 
+``--tasks FILE`` evaluates on explicit tasks instead (written to ``eval_custom.json``).
+
 Reads ``config.json["method"]`` and dispatches through :data:`EVALUATORS`, a
 dict from method name to ``"module:function"``. Each evaluator has the
 signature ``(run_dir: RunDir, config: dict, options: EvalOptions, progress:
@@ -19,11 +21,13 @@ import tyro
 from metarl.cli import UserError
 from metarl.evaluation import (
     ADAPT_STEPS,
+    CUSTOM_SPLIT,
     EPISODES_PER_STEP,
     EVAL_SEED,
     NUM_TASKS,
     EvalOptions,
     format_returns_table,
+    load_tasks_file,
 )
 from metarl.runs import RunDir
 
@@ -55,6 +59,11 @@ class EvaluateArgs:
     """Evaluation seed (fixes the tasks and the sampling noise; keep it to compare methods)."""
     device: str = "auto"
     """auto, cpu or cuda."""
+    tasks: Path | None = None
+    """JSON file of explicit tasks to evaluate on instead of the split's (--split and --num-tasks are then
+    ignored): a list of task dicts such as [{"family": "Point2DNav", "goal_x_m": 0.3, "goal_y_m": -0.2}]
+    (parameters as `metarl envs` lists them), {"tasks": [...]}, or an eval_<split>.json. Writes
+    eval_custom.json."""
     no_progress: bool = False
     """Hide the progress bar."""
 
@@ -79,23 +88,26 @@ def evaluate(run_dir: Path | str, options: EvalOptions, progress: bool = True) -
 
 def main(argv: list[str]) -> int:
     args = tyro.cli(EvaluateArgs, args=argv, prog="metarl evaluate")
+    tasks = None if args.tasks is None else tuple(load_tasks_file(args.tasks))
     options = EvalOptions(
-        split=args.split,
-        num_tasks=args.num_tasks,
+        split=args.split if tasks is None else CUSTOM_SPLIT,
+        num_tasks=args.num_tasks if tasks is None else len(tasks),
         episodes_per_step=args.episodes_per_step,
         steps=args.steps,
         seed=args.seed,
         device=args.device,
+        tasks=tasks,
+        tasks_source=None if args.tasks is None else str(args.tasks),
     )
     document = evaluate(args.run_dir, options, progress=not args.no_progress)
     if "accuracy" in document:  # task identification (protonet): accuracy per context size, no returns
         print(importlib.import_module("metarl.protonet").format_accuracy_report(document))
-        print(f"wrote {RunDir(args.run_dir).eval_path(args.split)}")
+        print(f"wrote {RunDir(args.run_dir).eval_path(options.split)}")
         return 0
     print(
         f"{document['method']} on {document['family']} ({document['split']} split, {document['num_tasks']} tasks, "
         f"{document['episodes_per_step']} episodes per step): mean return per adaptation step"
     )
     print(format_returns_table(document["returns"]["mean"]))
-    print(f"wrote {RunDir(args.run_dir).eval_path(args.split)}")
+    print(f"wrote {RunDir(args.run_dir).eval_path(options.split)}")
     return 0

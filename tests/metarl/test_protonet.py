@@ -217,3 +217,16 @@ def test_contexts_can_be_collected_with_the_policy_of_a_run(tmp_path) -> None:
     np.testing.assert_allclose(actions.mean(axis=(0, 1, 2)), [0.05, 0.0], atol=0.01)
     with pytest.raises(ValueError, match="was trained on 'Point2DNav'"):
         behaviour_from_run(run.path, "HalfCheetahVel")
+
+
+def test_protonet_evaluation_refuses_explicit_tasks(tmp_path) -> None:
+    from metarl.evaluation import EvalOptions
+    from metarl.protonet import evaluate_protonet_run
+
+    options = EvalOptions(split="custom", num_tasks=1, tasks=(Point2DNavTask(0.1, 0.2),), tasks_source="t.json")
+    with pytest.raises(ValueError, match="identifies among the variants of a split"):
+        evaluate_protonet_run(RunDir(tmp_path), {"method": "protonet"}, options, progress=False)
+    with pytest.raises(ValueError, match="num_tasks must equal"):
+        EvalOptions(split="custom", num_tasks=2, tasks=(Point2DNavTask(0.1, 0.2),))
+    with pytest.raises(ValueError, match="evaluated as split 'custom'"):
+        EvalOptions(split="test", num_tasks=1, tasks=(Point2DNavTask(0.1, 0.2),))

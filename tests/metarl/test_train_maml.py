@@ -236,3 +236,50 @@ def test_evaluation_adapts_with_the_runs_advantage_normalisation(tmp_path: Path)
     (out / "config.json").write_text(json.dumps(config))
     normalised = evaluate(out, options, progress=False)["returns"]["mean"]
     assert raw[0] == normalised[0] and raw[1] != normalised[1]  # same start, different inner step
+
+
+def test_evaluate_on_explicit_tasks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    _train(_config(1), out)
+    flags = ["--episodes-per-step", "2", "--no-progress", "--device", "cpu"]
+    assert cli.main(["evaluate", str(out), "--num-tasks", "3", *flags]) == 0
+    split_document = json.loads((out / "eval_test.json").read_text())
+    # an eval_<split>.json is a tasks file: the same tasks and seed give the same returns
+    assert cli.main(["evaluate", str(out), "--tasks", str(out / "eval_test.json"), *flags]) == 0
+    custom = json.loads((out / "eval_custom.json").read_text())
+    assert custom["split"] == "custom" and custom["num_tasks"] == 3
+    assert custom["tasks_file"] == str(out / "eval_test.json")
+    assert custom["per_task"] == split_document["per_task"]
+    assert "eval_custom.json" in capsys.readouterr().out
+    # a plain list of task dicts
+    tasks_file = tmp_path / "goals.json"
+    goals = [{"family": "Point2DNav", "goal_x_m": 0.3, "goal_y_m": -0.2}, {"family": "Point2DNav", "goal_x_m": -0.1, "goal_y_m": 0.4}]
+    tasks_file.write_text(json.dumps(goals))
+    assert cli.main(["evaluate", str(out), "--tasks", str(tasks_file), *flags]) == 0
+    custom = json.loads((out / "eval_custom.json").read_text())
+    assert [entry["task"] for entry in custom["per_task"]] == goals
+    assert len(custom["returns"]["mean"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "needles"),
+    [
+        ('[{"family": "HalfCheetahVel", "goal_velocity_mps": 1.0}]', ["HalfCheetahVel", "trained on Point2DNav"]),
+        ('[{"family": "Point2DNav", "goal_x_m": 50.0, "goal_y_m": 0.0}]', ["task 0", "goal_x_m"]),
+        ("[]", ["non-empty list of task dicts"]),
+        ("{not json", ["not valid JSON"]),
+        ('[{"goal_x_m": 0.1}]', ["task 0", "'family' key"]),
+    ],
+)
+def test_evaluate_tasks_file_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, needles: list[str]
+) -> None:
+    out = tmp_path / "run"
+    _train(_config(1), out)
+    before = _snapshot(out)
+    tasks_file = tmp_path / "tasks.json"
+    tasks_file.write_text(content)
+    code, err = _run_cli(["evaluate", str(out), "--tasks", str(tasks_file), "--no-progress"], capsys)
+    assert code == 2
+    _assert_one_paragraph(err, *needles)
+    assert _snapshot(out) == before
