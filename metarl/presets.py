@@ -7,12 +7,14 @@ episodes x horizon), the policy architecture and the algorithm's
 family; tests, the CLI and the demo all call it.
 
 - ``paper``: the MAML paper's configurations (Finn et al. 2017, §5.3 and code
-  cbfinn/maml_rl). Point2DNav: 20 tasks x 20 episodes, horizon 100, inner lr
-  0.1 (the paper's text; its point script used 0.5, which overshoots at the
-  evaluation's second step here), 100 iterations, hidden (100, 100) tanh
-  initialised as rllab's policies (Xavier-uniform weights, zero biases: with
-  PyTorch's default biases one seed in three started drifting off and never
-  learned), TRPO with max KL 0.01. HalfCheetahDir and HalfCheetahVel: the snapshots
+  cbfinn/maml_rl). Point2DNav: the paper code's point script
+  (``maml_examples/maml_trpo_point.py``, snapshot
+  ``trpomaml1_fbs20_mbs20_flr_0.5metalr_0.01_step11``): 20 tasks x 20
+  episodes, horizon 100, inner lr 0.5 (the paper's text says 0.1), 100
+  iterations, hidden (100, 100) ReLU initialised as rllab's policies
+  (Xavier-uniform weights, zero biases: with PyTorch's default biases one
+  seed in three started drifting off and never learned, and lr 0.5
+  overshot at the evaluation's second step), TRPO with max KL 0.01. HalfCheetahDir and HalfCheetahVel: the snapshots
   the paper's figures were made from (``maml_examples/test_maml_cheetah*.py``
   name them), ReLU hidden layers (100, 100) as in those scripts, 40 tasks,
   horizon 200, inner lr 0.1; Dir: 20 episodes per task, max KL 0.02,
@@ -131,7 +133,7 @@ def maml_preset(name: str, family: str) -> MAMLRunConfig:
         if point:
             return MAMLRunConfig(
                 family, iterations=100, meta_batch_size=20, episodes_per_task=20, hidden_sizes=(100, 100),
-                weight_init="xavier", maml=MAMLConfig(inner_lr=0.1, outer="trpo", max_kl=0.01),
+                nonlinearity="relu", weight_init="xavier", maml=MAMLConfig(inner_lr=0.5, outer="trpo", max_kl=0.01),
             )
         if family in _CHEETAH_PAPER:
             iterations, episodes, max_kl = _CHEETAH_PAPER[family]

@@ -83,7 +83,8 @@ def test_presets_and_config_validation() -> None:
         assert MAMLRunConfig.from_dict(config.to_dict()) == config
     paper = maml_preset("paper", "Point2DNav")
     assert (paper.meta_batch_size, paper.episodes_per_task, paper.iterations, paper.hidden_sizes) == (20, 20, 100, (100, 100))
-    assert paper.maml.inner_lr == 0.1 and paper.maml.max_kl == 0.01 and paper.nonlinearity == "tanh"
+    # the paper code's point script (maml_examples/maml_trpo_point.py): ReLU, fast lr 0.5, meta step 0.01
+    assert paper.maml.inner_lr == 0.5 and paper.maml.max_kl == 0.01 and paper.nonlinearity == "relu"
     assert paper.weight_init == "xavier" and maml_preset("fast", "Point2DNav").weight_init == "pytorch"
     # the paper code's ICML snapshots (maml_examples/test_maml_cheetah*.py): fbs, mbs, mlr, itr, ReLU
     direction, velocity = maml_preset("paper", "HalfCheetahDir"), maml_preset("paper", "HalfCheetahVel")
