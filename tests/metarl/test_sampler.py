@@ -123,3 +123,27 @@ def test_bad_arguments_are_rejected(policy: GaussianMLPPolicy) -> None:
         sampler.sample(policy, _shared(policy, 2), _tasks(2), 0, torch.Generator())
     with pytest.raises(ValueError, match="num_tasks"):
         VectorEnvSampler("Point2DNav", num_tasks=0)
+
+
+def test_the_loop_runs_torch_on_one_thread_and_restores_the_count(
+    policy: GaussianMLPPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metarl.sampler as sampler_module
+
+    seen: list[int] = []
+    forward = sampler_module.batched_policy_forward
+
+    def recording_forward(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(sampler_module, "batched_policy_forward", recording_forward)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sampler = VectorEnvSampler("Point2DNav", num_tasks=2, horizon=5)
+        sampler.sample(policy, _shared(policy, 2), _tasks(2), 3, torch.Generator().manual_seed(0))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
