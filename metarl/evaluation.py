@@ -29,6 +29,13 @@ Choices, written down:
   batches that feed the gradient steps (those of k = 0..2, which also give
   these k's returns) plus the steps themselves; the last batch (the k = 3
   return only) is excluded.
+- ``--samples-per-step N`` (:func:`sample_step_budget`) feeds each step by
+  complete episodes until every task's steps reach ``N`` instead of by
+  ``episodes_per_step`` episodes: the MAML paper's own test protocol (rllab's
+  ``BatchSampler`` with ``batch_size=4000`` whole paths for the point robot).
+  It differs only where episodes end early: an adapted Point2DNav policy
+  that reaches its goal ends its episodes early and so gets more of them. The
+  return at k is the mean over the episodes kept.
 - ``--tasks FILE`` (:func:`load_tasks_file`) replaces the split's tasks by
   explicit ones (e.g. the MAML paper's own test goals, or a robot's measured
   parameters); the document's ``split`` is then ``custom``, written to
@@ -42,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -54,6 +62,7 @@ from tqdm.auto import tqdm
 import envs
 from metarl.adaptation import check_objective, inner_step
 from metarl.device import resolve_device
+from metarl.episodes import Episodes
 from metarl.policy import GaussianMLPPolicy, Params, stack_params
 from metarl.runs import RunDir, load_policy
 from metarl.sampler import VectorEnvSampler
@@ -61,6 +70,7 @@ from metarl.stats import summarize
 
 EVAL_SEED = 20170  # the fixed evaluation seed: the same unseen tasks for every method and run
 NUM_TASKS = 40
+SAMPLE_BUDGET_MAX_ROUNDS = 4  # --samples-per-step samples at most 4 x ceil(budget / horizon) episodes per task
 CUSTOM_SPLIT = "custom"  # the split label of an evaluation on explicit tasks (``--tasks FILE``)
 EPISODES_PER_STEP = 20
 ADAPT_STEPS = 3
@@ -83,6 +93,9 @@ class EvalOptions:
     """Evaluation seed: fixes the tasks and the sampling noise."""
     device: str = "auto"
     """auto, cpu or cuda."""
+    samples_per_step: int | None = None
+    """Feed each step by complete episodes until every task has this many steps (the paper's
+    sample budget) instead of by ``episodes_per_step`` episodes; None: by episodes."""
     tasks: tuple[Any, ...] | None = None
     """Explicit tasks instead of the split's (then ``split`` is ``custom`` and ``num_tasks`` their count)."""
     tasks_source: str | None = None
@@ -101,6 +114,9 @@ class EvalOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        budget = self.samples_per_step
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise ValueError(f"samples_per_step must be a positive int (or None), got {budget!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {self.steps!r}")
 
@@ -175,6 +191,63 @@ def load_tasks_file(path: str | Path) -> list[Any]:
     return tasks
 
 
+def sample_step_budget(
+    sampler: VectorEnvSampler,
+    policy: GaussianMLPPolicy,
+    task_params: Params,
+    tasks: Sequence[Any],
+    budget: int,
+    generator: torch.Generator,
+) -> Episodes:
+    """Complete episodes of every task until its steps reach ``budget`` (rllab's whole-path batches).
+
+    Rounds of at most ``ceil(budget / horizon)`` episodes are sampled for all
+    tasks together until every task has ``budget`` steps, or until
+    :data:`SAMPLE_BUDGET_MAX_ROUNDS` times that many episodes were sampled
+    (episodes are padded to one count for all tasks, so a task whose
+    episodes end after a step or two must not multiply everyone's memory; it
+    then keeps fewer steps than the budget). Each task keeps its episodes in
+    order up to and including the one that reaches the budget; the rest are
+    masked out (all-zero mask: no step, no return).
+    """
+    horizon = sampler.horizon
+    per_round = math.ceil(budget / horizon)  # later rounds are no larger
+    max_episodes = SAMPLE_BUDGET_MAX_ROUNDS * per_round
+    rounds = [sampler.sample(policy, task_params, tasks, per_round, generator)]
+    steps = rounds[0].mask.sum(dim=(1, 2))  # [T]
+    sampled = per_round
+    while bool((steps < budget).any()) and sampled < max_episodes:
+        lengths = torch.cat([r.mask.sum(dim=-1) for r in rounds], dim=1)  # [T, E]
+        mean_length = lengths.mean(dim=1).clamp(min=1.0)  # [T]
+        missing = ((budget - steps).clamp(min=0.0) / mean_length).ceil()
+        count = max(1, min(per_round, max_episodes - sampled, int(missing.max())))
+        more = sampler.sample(policy, task_params, tasks, count, generator)
+        sampled += count
+        rounds.append(more)
+        steps = steps + more.mask.sum(dim=(1, 2))
+    if len(rounds) == 1:  # every episode of it begins before step (E - 1) * horizon < budget: all kept
+        return rounds[0]
+    observations = torch.cat([r.observations for r in rounds], dim=1)
+    actions = torch.cat([r.actions for r in rounds], dim=1)
+    rewards = torch.cat([r.rewards for r in rounds], dim=1)
+    mask = torch.cat([r.mask for r in rounds], dim=1)  # [T, E, H]
+    lengths = mask.sum(dim=-1)  # [T, E]
+    keep = ((torch.cumsum(lengths, dim=1) - lengths) < budget).to(mask.dtype)  # begun before the budget was met
+    return Episodes(
+        observations=observations * keep[..., None, None],
+        actions=actions * keep[..., None, None],
+        rewards=rewards * keep[..., None],
+        mask=mask * keep[..., None],
+        tasks=list(tasks),
+    )
+
+
+def mean_episode_returns(episodes: Episodes) -> torch.Tensor:
+    """Mean undiscounted return over each task's episodes that took at least one step  # [T]."""
+    taken = (episodes.mask[..., 0] > 0).to(episodes.rewards.dtype)  # [T, E]: every episode takes its first step
+    return (episodes.returns * taken).sum(dim=1) / taken.sum(dim=1).clamp(min=1.0)
+
+
 def evaluate_gradient_adaptation(
     policy: GaussianMLPPolicy,
     params: Params,
@@ -218,8 +291,11 @@ def evaluate_gradient_adaptation(
     bar = tqdm(range(options.steps + 1), desc=f"evaluate {family} {options.split}", disable=not progress, leave=False)
     for k in bar:
         start = time.perf_counter()
-        episodes = sampler.sample(policy, task_params, tasks, options.episodes_per_step, generator)
-        returns[:, k] = episodes.returns.mean(dim=1).double().cpu().numpy()
+        if options.samples_per_step is None:
+            episodes = sampler.sample(policy, task_params, tasks, options.episodes_per_step, generator)
+        else:
+            episodes = sample_step_budget(sampler, policy, task_params, tasks, options.samples_per_step, generator)
+        returns[:, k] = mean_episode_returns(episodes).double().cpu().numpy()
         if k < options.steps:
             samples.append(episodes.num_steps)
             task_params = inner_step(
@@ -276,6 +352,8 @@ def eval_document(
     }
     if options.tasks is not None:
         document["tasks_file"] = options.tasks_source
+    if options.samples_per_step is not None:
+        document["samples_per_step_budget"] = options.samples_per_step
     if extra:
         document.update(extra)
     return document

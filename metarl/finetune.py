@@ -900,6 +900,9 @@ def evaluate_finetune_run(run_dir: RunDir, config: dict[str, Any], options: Eval
     """
     if options.steps < 1:
         raise ValueError(f"steps must be >= 1 for a fine-tune run (budget chunks), got {options.steps}")
+    if options.samples_per_step is not None:
+        raise ValueError("--samples-per-step is for runs adapted by gradient steps (maml, pretrain, random_init); "
+                         "a fine-tune run's budget is --episodes-per-step episodes per chunk")
     run_config, spec, state = load_run(run_dir.path)
     recipe = dataclasses.replace(run_config.recipe, episodes_per_step=options.episodes_per_step,
                                  num_steps=options.steps)

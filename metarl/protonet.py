@@ -942,8 +942,9 @@ def evaluate_protonet_run(
     pool, ``options.seed`` the evaluation seed; episodes use the run's way and
     shot. Contexts are collected with the run's behaviour.
     """
-    if options.tasks is not None:
-        raise ValueError("--tasks is for runs that adapt by gradient steps; a protonet run identifies "
+    if options.tasks is not None or options.samples_per_step is not None:
+        flag = "--tasks" if options.tasks is not None else "--samples-per-step"
+        raise ValueError(f"{flag} is for runs that adapt by gradient steps; a protonet run identifies "
                          "among the variants of a split: use --split test|ood")
     trained = load_trained(run_dir.path)
     behaviour = behaviour_from_run(config.get("behaviour_run"), trained.config.family)

@@ -11,7 +11,9 @@ paper's, with the wall-clock time of training and evaluation. Point2DNav is
 also evaluated on the paper's own 40 test goals (its ``test_maml_point.py``
 draws them with ``np.random.seed(1); np.random.uniform(-0.5, 0.5, (40, 2))``),
 written to ``paper_goals.json`` in the run directory and evaluated with
-``metarl evaluate RUN --tasks RUN/paper_goals.json`` (``eval_custom.json``).
+``metarl evaluate RUN --tasks RUN/paper_goals.json`` (``eval_custom.json``),
+and with the paper's test budget of 4000 samples per step
+(``--samples-per-step 4000``, ``eval_test_sample_budget.json``).
 
 Training runs in chunks of iterations with bit-exact resume, so ``--time-limit``
 can stop it at a chunk boundary (the result then says how many iterations were
@@ -70,6 +72,9 @@ class ReproduceArgs:
 # The paper's evaluation budget per adaptation step (shared/reference: "each step uses 20
 # trajectories (40 for point 2D and ant direction)"); metarl evaluate's default is 20.
 PAPER_EPISODES_PER_STEP = {"Point2DNav": 40, "AntDir": 40}
+# What its test script (maml_examples/test_maml_point.py) actually gave each step: VPG with
+# batch_size=4000, i.e. whole episodes until 4000 env steps; more than 40 once episodes end early.
+PAPER_POINT_SAMPLES_PER_STEP = 4000
 
 
 def paper_point_goals() -> list[Point2DNavTask]:
@@ -106,7 +111,7 @@ def reproduce(family: str, args: ReproduceArgs) -> dict:
     options = EvalOptions(split="test", episodes_per_step=episodes_per_step, device=args.device)
     document = evaluate(run_dir.path, options, progress=not args.no_progress)
     eval_seconds = time.perf_counter() - eval_start
-    paper_goals_returns = None
+    paper_goals_returns = sample_budget_returns = None
     if family == "Point2DNav":
         goals = paper_point_goals()
         goals_path = run_dir.write_json("paper_goals.json", {"tasks": [task.to_dict() for task in goals]})
@@ -115,6 +120,13 @@ def reproduce(family: str, args: ReproduceArgs) -> dict:
             tasks=tuple(goals), tasks_source=str(goals_path),
         )
         paper_goals_returns = evaluate(run_dir.path, paper_goals_options, progress=not args.no_progress)["returns"]
+        # the paper's test script fed each step by 4000 samples of whole episodes (40 x horizon 100);
+        # kept as eval_test_sample_budget.json, then the episode protocol's eval_test.json is rewritten
+        budget_options = EvalOptions(split="test", samples_per_step=PAPER_POINT_SAMPLES_PER_STEP, device=args.device)
+        budget_document = evaluate(run_dir.path, budget_options, progress=not args.no_progress)
+        run_dir.write_json("eval_test_sample_budget.json", budget_document)
+        sample_budget_returns = budget_document["returns"]
+        document = evaluate(run_dir.path, options, progress=not args.no_progress)
     paper = paper_returns()["returns"].get(family, {}).get("maml")
     summary = {
         "family": family,
@@ -125,6 +137,7 @@ def reproduce(family: str, args: ReproduceArgs) -> dict:
         "ours": document["returns"]["mean"],
         "ours_ci95_of_mean": document["returns"]["mean_ci95"],
         "ours_on_paper_goals": None if paper_goals_returns is None else paper_goals_returns["mean"],
+        "ours_paper_sample_budget": None if sample_budget_returns is None else sample_budget_returns["mean"],
         "paper": paper,
         "train_seconds_total": total_train_seconds,
         "train_seconds_this_call": train_seconds,
@@ -151,6 +164,8 @@ def main() -> None:
         print("ours".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["ours"]))
         if summary["ours_on_paper_goals"] is not None:
             print("ours, paper's goals".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["ours_on_paper_goals"]))
+        if summary["ours_paper_sample_budget"] is not None:
+            print("ours, 4000 samples".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["ours_paper_sample_budget"]))
         if summary["paper"] is not None:
             print("paper".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["paper"]))
     print(json.dumps(summaries, indent=2))

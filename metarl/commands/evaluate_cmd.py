@@ -59,6 +59,10 @@ class EvaluateArgs:
     """Evaluation seed (fixes the tasks and the sampling noise; keep it to compare methods)."""
     device: str = "auto"
     """auto, cpu or cuda."""
+    samples_per_step: int | None = None
+    """Feed each adaptation step by complete episodes until every task has this many environment steps
+    (the MAML paper's test protocol: 4000 for the point robot) instead of by --episodes-per-step episodes.
+    For runs adapted by gradient steps (maml, pretrain, random_init). Default: by episodes."""
     tasks: Path | None = None
     """JSON file of explicit tasks to evaluate on instead of the split's (--split and --num-tasks are then
     ignored): a list of task dicts such as [{"family": "Point2DNav", "goal_x_m": 0.3, "goal_y_m": -0.2}]
@@ -96,6 +100,7 @@ def main(argv: list[str]) -> int:
         steps=args.steps,
         seed=args.seed,
         device=args.device,
+        samples_per_step=args.samples_per_step,
         tasks=tasks,
         tasks_source=None if args.tasks is None else str(args.tasks),
     )
@@ -104,9 +109,11 @@ def main(argv: list[str]) -> int:
         print(importlib.import_module("metarl.protonet").format_accuracy_report(document))
         print(f"wrote {RunDir(args.run_dir).eval_path(options.split)}")
         return 0
+    budget = (f"whole episodes up to {options.samples_per_step} steps" if options.samples_per_step is not None
+              else f"{document['episodes_per_step']} episodes")
     print(
         f"{document['method']} on {document['family']} ({document['split']} split, {document['num_tasks']} tasks, "
-        f"{document['episodes_per_step']} episodes per step): mean return per adaptation step"
+        f"{budget} per step): mean return per adaptation step"
     )
     print(format_returns_table(document["returns"]["mean"]))
     print(f"wrote {RunDir(args.run_dir).eval_path(options.split)}")

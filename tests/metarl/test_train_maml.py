@@ -284,3 +284,57 @@ def test_evaluate_tasks_file_bad_input(
     assert code == 2
     _assert_one_paragraph(err, *needles)
     assert _snapshot(out) == before
+
+
+class _FixedLengthSampler:
+    """Stands in for VectorEnvSampler: every episode of task t lasts lengths[t] steps, reward -1 per step."""
+
+    horizon = 10
+
+    def __init__(self, lengths: list[int]) -> None:
+        self.lengths = lengths
+        self.calls: list[int] = []
+
+    def sample(self, policy, task_params, tasks, episodes_per_task, generator):  # noqa: ANN001, ANN201
+        from metarl.episodes import Episodes
+
+        self.calls.append(episodes_per_task)
+        num_tasks, h = len(self.lengths), self.horizon
+        mask = torch.zeros(num_tasks, episodes_per_task, h)
+        for t, length in enumerate(self.lengths):
+            mask[t, :, :length] = 1.0
+        return Episodes(observations=torch.ones(num_tasks, episodes_per_task, h, 2) * mask[..., None],
+                        actions=torch.ones(num_tasks, episodes_per_task, h, 2) * mask[..., None],
+                        rewards=-mask, mask=mask, tasks=list(tasks))
+
+
+def test_sample_budget_keeps_whole_episodes_until_each_task_reaches_it() -> None:
+    from metarl.evaluation import mean_episode_returns, sample_step_budget
+
+    sampler = _FixedLengthSampler([4, 10])
+    episodes = sample_step_budget(sampler, None, {}, ["a", "b"], 20, torch.Generator())
+    # rounds of at most ceil(20 / 10) = 2 episodes: task 0 (length 4) has 8, then 16, then 20 steps
+    assert sampler.calls == [2, 2, 1]
+    kept = episodes.mask[..., 0]
+    assert kept[0].tolist() == [1, 1, 1, 1, 1] and kept[1].tolist() == [1, 1, 0, 0, 0]
+    assert episodes.mask.sum(dim=(1, 2)).tolist() == [20, 20]
+    assert mean_episode_returns(episodes).tolist() == [-4.0, -10.0]
+    # a budget that is not a multiple of the length keeps the episode that crosses it
+    sampler = _FixedLengthSampler([4, 10])
+    episodes = sample_step_budget(sampler, None, {}, ["a", "b"], 18, torch.Generator())
+    assert episodes.mask[0, :, 0].sum() == 5 and episodes.mask[1, :, 0].sum() == 2
+    # episodes of one step would need 20 episodes: capped at 4 rounds' worth (8), all kept
+    sampler = _FixedLengthSampler([1, 10])
+    episodes = sample_step_budget(sampler, None, {}, ["a", "b"], 20, torch.Generator())
+    assert sum(sampler.calls) == 8 and episodes.mask.sum(dim=(1, 2)).tolist() == [8, 20]
+
+
+def test_sample_budget_equals_the_episode_protocol_when_no_episode_ends_early(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _train(_config(1), out)
+    by_episodes = evaluate(out, EvalOptions(num_tasks=3, episodes_per_step=3, device="cpu"), progress=False)
+    by_samples = evaluate(out, EvalOptions(num_tasks=3, samples_per_step=45, device="cpu"), progress=False)
+    assert by_samples["per_task"] == by_episodes["per_task"]  # 3 episodes x horizon 15, none ends early
+    assert by_samples["samples_per_step_budget"] == 45 and "samples_per_step_budget" not in by_episodes
+    with pytest.raises(ValueError, match="samples_per_step must be a positive int"):
+        EvalOptions(samples_per_step=0)
