@@ -14,9 +14,10 @@ family; tests, the CLI and the demo all call it.
   iterations, hidden (100, 100) ReLU initialised as rllab's policies
   (Xavier-uniform weights, zero biases: with PyTorch's default biases one
   seed in three started drifting off and never learned, and lr 0.5
-  overshot at the evaluation's second step), TRPO with max KL 0.01. HalfCheetahDir and HalfCheetahVel: the snapshots
-  the paper's figures were made from (``maml_examples/test_maml_cheetah*.py``
-  name them), ReLU hidden layers (100, 100) as in those scripts, 40 tasks,
+  overshot at the evaluation's second step), TRPO with max KL 0.01.
+  HalfCheetahDir and HalfCheetahVel: the snapshots the paper's figures were
+  made from (``maml_examples/test_maml_cheetah*.py`` name them), ReLU hidden
+  layers (100, 100) as in those scripts, 40 tasks,
   horizon 200, inner lr 0.1; Dir: 20 episodes per task, max KL 0.02,
   iteration 100 (``maml1_fbs20_mbs40_flr_0.1_mlr0.02/itr_100``); Vel: 10
   episodes per task, max KL 0.01, iteration 475
