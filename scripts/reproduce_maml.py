@@ -106,11 +106,8 @@ def reproduce(family: str, args: ReproduceArgs) -> dict:
     rows = read_metrics(run_dir.metrics_path)
     total_train_seconds = rows[-1]["time/total_s"] if rows else 0.0
 
-    eval_start = time.perf_counter()
     episodes_per_step = PAPER_EPISODES_PER_STEP.get(family, 20)
     options = EvalOptions(split="test", episodes_per_step=episodes_per_step, device=args.device)
-    document = evaluate(run_dir.path, options, progress=not args.no_progress)
-    eval_seconds = time.perf_counter() - eval_start
     paper_goals_returns = sample_budget_returns = None
     if family == "Point2DNav":
         goals = paper_point_goals()
@@ -121,12 +118,14 @@ def reproduce(family: str, args: ReproduceArgs) -> dict:
         )
         paper_goals_returns = evaluate(run_dir.path, paper_goals_options, progress=not args.no_progress)["returns"]
         # the paper's test script fed each step by 4000 samples of whole episodes (40 x horizon 100);
-        # kept as eval_test_sample_budget.json, then the episode protocol's eval_test.json is rewritten
+        # kept as eval_test_sample_budget.json; the episode protocol below then writes eval_test.json
         budget_options = EvalOptions(split="test", samples_per_step=PAPER_POINT_SAMPLES_PER_STEP, device=args.device)
         budget_document = evaluate(run_dir.path, budget_options, progress=not args.no_progress)
         run_dir.write_json("eval_test_sample_budget.json", budget_document)
         sample_budget_returns = budget_document["returns"]
-        document = evaluate(run_dir.path, options, progress=not args.no_progress)
+    eval_start = time.perf_counter()
+    document = evaluate(run_dir.path, options, progress=not args.no_progress)
+    eval_seconds = time.perf_counter() - eval_start
     paper = paper_returns()["returns"].get(family, {}).get("maml")
     summary = {
         "family": family,
@@ -161,13 +160,10 @@ def main() -> None:
               f"training {summary['train_seconds_total'] / 60:.1f} min "
               f"({summary['seconds_per_iteration']:.1f} s/iteration), evaluation {summary['eval_seconds']:.0f} s")
         print("k".ljust(20) + "".join(f"{k:>9d}" for k in range(len(summary["ours"]))))
-        print("ours".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["ours"]))
-        if summary["ours_on_paper_goals"] is not None:
-            print("ours, paper's goals".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["ours_on_paper_goals"]))
-        if summary["ours_paper_sample_budget"] is not None:
-            print("ours, 4000 samples".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["ours_paper_sample_budget"]))
-        if summary["paper"] is not None:
-            print("paper".ljust(20) + "".join(f"{v:>9.1f}" for v in summary["paper"]))
+        for label, key in (("ours", "ours"), ("ours, paper's goals", "ours_on_paper_goals"),
+                           ("ours, 4000 samples", "ours_paper_sample_budget"), ("paper", "paper")):
+            if summary[key] is not None:
+                print(label.ljust(20) + "".join(f"{v:>9.1f}" for v in summary[key]))
     print(json.dumps(summaries, indent=2))
 
 
