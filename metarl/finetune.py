@@ -71,6 +71,7 @@ import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 from torch import nn
 from tqdm import tqdm
@@ -358,13 +359,20 @@ def build_model(spec: ModelSpec, env: VecEnv, device: torch.device,
     hidden = list(spec.hidden_sizes)
     activation = ACTIVATIONS[spec.activation]
     kwargs = {**spec.hyperparameters, **(overrides or {})}
+    model: BaseAlgorithm
     if spec.algo == "ppo":
         policy_kwargs = {"net_arch": {"pi": hidden, "vf": hidden}, "activation_fn": activation,
                          "log_std_init": spec.log_std_init}
-        return PPO("MlpPolicy", env, policy_kwargs=policy_kwargs, device=device, verbose=0, **kwargs)
-    policy_kwargs = {"net_arch": {"pi": hidden, "qf": hidden}, "activation_fn": activation,
-                     "log_std_init": spec.log_std_init}
-    return SAC("MlpPolicy", env, policy_kwargs=policy_kwargs, device=device, verbose=0, **kwargs)
+        model = PPO("MlpPolicy", env, policy_kwargs=policy_kwargs, device=device, verbose=0, **kwargs)
+    else:
+        policy_kwargs = {"net_arch": {"pi": hidden, "qf": hidden}, "activation_fn": activation,
+                         "log_std_init": spec.log_std_init}
+        model = SAC("MlpPolicy", env, policy_kwargs=policy_kwargs, device=device, verbose=0, **kwargs)
+    # Without a logger of its own, every learn() call makes SB3 configure one
+    # in a fresh empty SB3-<date> folder under the system temp dir: a 40-task
+    # evaluation left hundreds of them. metarl logs through MetricsLogger.
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def model_state(model: BaseAlgorithm, env: VecEnv) -> dict[str, torch.Tensor]:

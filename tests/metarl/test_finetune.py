@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -266,6 +267,18 @@ def test_finetune_on_task_reports_k_0_to_num_steps_with_the_maml_budget() -> Non
     again = ft.finetune_on_task(spec, _random_state(spec), _tasks(1)[0], recipe, seed=0, device=CPU)
     assert len(result.returns) == 3 and result.samples_per_step == 2 * 100
     assert result.returns == again.returns  # same seed, same numbers
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_finetuning_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch, algo: str) -> None:
+    # SB3 makes an empty SB3-<date> folder per learn() call unless the model has its own logger.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    spec = _spec(algo)
+    recipe = ft.FinetuneRecipe(episodes_per_step=1, num_steps=2)
+    ft.finetune_on_task(spec, _random_state(spec), _tasks(1)[0], recipe, seed=0, device=CPU)
+    assert tempfile.gettempdir() == str(tmp_path)
+    assert list(tmp_path.glob("SB3-*")) == []
 
 
 @pytest.mark.slow
