@@ -24,8 +24,10 @@ Choices, written down:
   ``[horizon, T, E, act_dim]`` drawn up front from the caller's generator (a
   CPU ``torch.Generator``) and then moved to the device, so CPU and CUDA runs
   with the same seed see the same noise; the env reset seed comes from the same
-  generator. The actions stored are the raw Gaussian samples (the env clips
-  them where its action space is bounded), so log-probabilities are exact.
+  generator. The env gets them through :class:`~metarl.policy.ActionMap`
+  (scaled from [-1, 1] onto its action box and clipped, as rllab's
+  ``normalize``); episodes keep the raw Gaussian samples, so log-probabilities
+  are exact.
 - **Speed.** Observations, actions, rewards and masks live in preallocated
   float32 numpy buffers that torch views without copying; per step there is one
   numpy cast of the observations, one forward and one copy of the actions back.
