@@ -41,9 +41,14 @@ Params = dict[str, torch.Tensor]
 LOG_2PI = math.log(2.0 * math.pi)
 NONLINEARITIES: tuple[str, ...] = ("tanh", "relu")
 """Hidden-layer nonlinearities the policy (and its closed-form derivatives) support."""
-WEIGHT_INITS: tuple[str, ...] = ("pytorch", "xavier")
+WEIGHT_INITS: tuple[str, ...] = ("pytorch", "xavier", "xavier_small_out")
 """Initialisations of the MLP: PyTorch's ``nn.Linear`` default (uniform weights and biases in
-``±1/sqrt(fan_in)``), or Xavier-uniform weights with zero biases (rllab's MAML policies)."""
+``±1/sqrt(fan_in)``); Xavier-uniform weights with zero biases (rllab's MAML policies); or the
+same with the output layer's weights scaled by :data:`SMALL_OUTPUT_SCALE`, so that the initial
+mean is nearly 0 everywhere (the initial policy is noise around zero, with no feedback from the
+observation that could carry a Point2DNav agent away from its start)."""
+SMALL_OUTPUT_SCALE = 0.01
+"""Factor on the output layer's Xavier weights for ``weight_init="xavier_small_out"``."""
 DEFAULT_NONLINEARITY, DEFAULT_WEIGHT_INIT = NONLINEARITIES[0], WEIGHT_INITS[0]
 """The defaults, which runs written before these choices existed were trained with."""
 
@@ -74,8 +79,10 @@ class GaussianMLPPolicy(nn.Module):
         hidden_sizes: widths of the hidden layers (MAML: (100, 100)).
         init_std: initial standard deviation of every action dimension.
         nonlinearity: the hidden layers' nonlinearity, ``tanh`` (default) or ``relu``.
-        weight_init: ``pytorch`` (default) or ``xavier`` (Xavier-uniform weights, zero
-            biases, as rllab's policies: the mean is exactly 0 at a zero observation).
+        weight_init: ``pytorch`` (default), ``xavier`` (Xavier-uniform weights, zero
+            biases, as rllab's policies: the mean is exactly 0 at a zero observation) or
+            ``xavier_small_out`` (the same with the output weights times
+            :data:`SMALL_OUTPUT_SCALE`: the mean is near 0 at every observation).
     """
 
     def __init__(
@@ -100,11 +107,13 @@ class GaussianMLPPolicy(nn.Module):
         self.nonlinearity, self.weight_init = nonlinearity, weight_init
         sizes = (obs_dim, *hidden_sizes, act_dim)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-        if weight_init == "xavier":
+        if weight_init in ("xavier", "xavier_small_out"):
             with torch.no_grad():
                 for layer in self.layers:
                     nn.init.xavier_uniform_(layer.weight)
                     layer.bias.zero_()
+                if weight_init == "xavier_small_out":
+                    self.layers[-1].weight.mul_(SMALL_OUTPUT_SCALE)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -72,7 +72,8 @@ class MAMLRunConfig:
     nonlinearity: str = DEFAULT_NONLINEARITY
     """The policy's hidden-layer nonlinearity: tanh or relu."""
     weight_init: str = DEFAULT_WEIGHT_INIT
-    """The policy's initialisation: pytorch (nn.Linear's default) or xavier (zero biases, as rllab)."""
+    """The policy's initialisation: pytorch (nn.Linear's default), xavier (zero biases, as rllab) or
+    xavier_small_out (xavier with the output weights x 0.01)."""
     horizon: int | None = None
     """Episode length; None uses the family's registered horizon."""
     checkpoint_every: int = 10

@@ -63,7 +63,7 @@ class RandomInitConfig:
     nonlinearity: str = DEFAULT_NONLINEARITY
     """The policy's hidden-layer nonlinearity: tanh or relu."""
     weight_init: str = DEFAULT_WEIGHT_INIT
-    """The policy's initialisation: pytorch or xavier."""
+    """The policy's initialisation: pytorch, xavier or xavier_small_out (metarl.policy.WEIGHT_INITS)."""
     inner_lr: float = 0.1
     """Learning rate of the first adaptation step (later steps use half, as for MAML)."""
     inner_objective: str = "vpg"

@@ -314,8 +314,9 @@ class TrainMAMLArgs:
     nonlinearity: str | None = None
     """The policy's hidden-layer nonlinearity: tanh (default) or relu (the MAML paper's code)."""
     weight_init: str | None = None
-    """The policy's initialisation: pytorch (nn.Linear's default) or xavier (Xavier-uniform weights,
-    zero biases, as rllab's MAML policies)."""
+    """The policy's initialisation: pytorch (nn.Linear's default), xavier (Xavier-uniform weights,
+    zero biases, as rllab's MAML policies) or xavier_small_out (xavier with the output weights x 0.01:
+    the initial mean is near 0 everywhere)."""
     checkpoint_every: int | None = None
     """Save a checkpoint every this many iterations (and at the end)."""
     outer: str | None = None

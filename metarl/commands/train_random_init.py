@@ -36,7 +36,7 @@ class RandomInitArgs:
     nonlinearity: str | None = None
     """The policy's hidden-layer nonlinearity, tanh or relu (default tanh, or --like's)."""
     weight_init: str | None = None
-    """The policy's initialisation, pytorch or xavier (default pytorch, or --like's)."""
+    """The policy's initialisation, pytorch, xavier or xavier_small_out (default pytorch, or --like's)."""
     inner_lr: float | None = None
     """Learning rate of the first adaptation step (default 0.1, or --like's)."""
     horizon: int | None = None

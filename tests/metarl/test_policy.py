@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.func import functional_call, vmap
 
-from metarl.policy import GaussianMLPPolicy, batched_policy_forward
+from metarl.policy import SMALL_OUTPUT_SCALE, GaussianMLPPolicy, batched_policy_forward
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -58,5 +58,19 @@ def test_xavier_init_has_zero_biases_and_a_zero_mean_at_the_origin():
     torch.manual_seed(0)
     default = GaussianMLPPolicy(2, 2, hidden_sizes=(100, 100))
     assert torch.count_nonzero(default.layers[0].bias) > 0 and float(default.layers[1].weight.abs().max()) <= 0.1
-    with pytest.raises(ValueError, match="unknown weight_init 'he'; available: pytorch, xavier"):
+    with pytest.raises(ValueError, match="unknown weight_init 'he'; available: pytorch, xavier, xavier_small_out"):
         GaussianMLPPolicy(2, 2, weight_init="he")
+
+
+def test_small_output_init_scales_only_the_output_layer_of_the_xavier_init():
+    torch.manual_seed(0)
+    xavier = GaussianMLPPolicy(2, 2, hidden_sizes=(100, 100), weight_init="xavier")
+    torch.manual_seed(0)
+    small = GaussianMLPPolicy(2, 2, hidden_sizes=(100, 100), weight_init="xavier_small_out")
+    for a, b in zip(xavier.layers[:-1], small.layers[:-1], strict=True):
+        assert torch.equal(a.weight, b.weight) and torch.count_nonzero(b.bias) == 0
+    torch.testing.assert_close(small.layers[-1].weight, SMALL_OUTPUT_SCALE * xavier.layers[-1].weight)
+    assert torch.count_nonzero(small.layers[-1].bias) == 0
+    obs = torch.randn(256, 2)
+    ratio = small(obs)[0].abs().max() / xavier(obs)[0].abs().max()
+    assert float(ratio) == pytest.approx(SMALL_OUTPUT_SCALE, rel=1e-4)  # the mean is linear in the last layer
