@@ -45,8 +45,7 @@ WEIGHT_INITS: tuple[str, ...] = ("pytorch", "xavier", "xavier_small_out")
 """Initialisations of the MLP: PyTorch's ``nn.Linear`` default (uniform weights and biases in
 ``±1/sqrt(fan_in)``); Xavier-uniform weights with zero biases (rllab's MAML policies); or the
 same with the output layer's weights scaled by :data:`SMALL_OUTPUT_SCALE`, so that the initial
-mean is nearly 0 everywhere (the initial policy is noise around zero, with no feedback from the
-observation that could carry a Point2DNav agent away from its start)."""
+mean is nearly 0 everywhere."""
 SMALL_OUTPUT_SCALE = 0.01
 """Factor on the output layer's Xavier weights for ``weight_init="xavier_small_out"``."""
 DEFAULT_NONLINEARITY, DEFAULT_WEIGHT_INIT = NONLINEARITIES[0], WEIGHT_INITS[0]
