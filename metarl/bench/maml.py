@@ -11,7 +11,7 @@ Measured side by side in one process:
 2. **Point2DNav meta-iteration** at 20 tasks x 20 episodes x horizon 100 (the
    MAML paper's config; learn2learn's MAML-TRPO example took about 53 s per
    meta-iteration at that config on the 2-core dev machine). Goal: < 1 s.
-3. **HalfCheetahVel meta-iteration** at the paper's config (40 tasks x 20
+3. **HalfCheetahVel meta-iteration** at the paper's config (40 tasks x 10
    episodes x horizon 200) and the share of it spent outside the simulator
    (``1 - env time / iteration time``). Goal: <= 30%.
 
@@ -43,7 +43,7 @@ from metarl.commands.train_maml import (
 )
 from metarl.device import resolve_device
 from metarl.maml import MAMLLearner
-from metarl.policy import GaussianMLPPolicy, stack_params
+from metarl.policy import stack_params
 from metarl.presets import maml_preset
 from metarl.runs import IterationState
 from metarl.sampler import VectorEnvSampler
@@ -100,7 +100,7 @@ def sampler_overhead(family: str, repeats: int, device: torch.device) -> dict[st
     config = maml_preset("paper", family)
     horizon = config.horizon or envs.family_spec(family).horizon
     sampler = VectorEnvSampler(family, config.meta_batch_size, device, horizon=horizon)
-    policy = GaussianMLPPolicy(sampler.obs_dim, sampler.act_dim, config.hidden_sizes).to(device)
+    policy = initial_policy(config, seed=0).to(device)  # the paper preset's architecture and init
     tasks = envs.distribution(family).sample(config.meta_batch_size, "train", np.random.default_rng(0))
     params = stack_params({k: v.detach() for k, v in policy.params().items()}, len(tasks))
     generator = torch.Generator().manual_seed(0)
@@ -169,6 +169,9 @@ def iteration_time(
         "sample_seconds": median("time/sample_s"),
         "env_seconds": env_seconds,
         "update_seconds": median("time/update_s"),
+        # TRPO's update: gradient and conjugate gradient (with the curvature products), then line search
+        **({"trust_region_seconds": median("time/trust_region_s"), "line_search_seconds": median("time/line_search_s")}
+           if all("time/trust_region_s" in row for row in rows) else {}),
         "outside_env_share": 1.0 - env_seconds / seconds,
     }
 
@@ -204,8 +207,12 @@ def report(results: dict[str, Any]) -> str:
             f"{row['seconds_per_iteration']:7.2f} s/iteration (CPU {row['cpu_seconds_per_iteration']:.2f} s, "
             f"load average {row['load_average'][0]:.1f}-{row['load_average'][1]:.1f}) "
             f"(sampling {row['sample_seconds']:.2f} s, of it env {row['env_seconds']:.2f} s; update "
-            f"{row['update_seconds']:.2f} s); outside simulation {100 * row['outside_env_share']:.0f}%"
+            f"{row['update_seconds']:.2f} s"
         )
+        if "trust_region_seconds" in row:
+            line += (f", of it gradient and conjugate gradient {row['trust_region_seconds']:.2f} s, "
+                     f"line search {row['line_search_seconds']:.2f} s")
+        line += f"); outside simulation {100 * row['outside_env_share']:.0f}%"
         if row["family"] == "Point2DNav":
             line += (f"; goal < {GOALS['point_seconds']:.0f} s, learn2learn MAML-TRPO {LEARN2LEARN_SECONDS:.0f} s "
                      f"({LEARN2LEARN_SECONDS / row['seconds_per_iteration']:.0f}x faster)")
