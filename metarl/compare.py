@@ -20,6 +20,12 @@ them (written before that key existed) gets them recomputed from its per-task
 returns with :func:`metarl.stats.summarize`. Optionally a reference table (the
 MAML paper's curves, ``{method: [k0, k1, ...]}``) is added as extra rows.
 
+With ``group_seeds``, runs that differ only in their training seed (the same
+``config.json`` apart from ``seed`` and ``device``, evaluated on the same tasks
+with the same protocol) are pooled into one row: the mean and IQM over seeds
+and tasks, with rliable's stratified bootstrap over both for the interval
+(DESIGN.md §6), so a claim rests on every seed trained and not on one.
+
 Plots: ``return_vs_k.png`` (mean return per k with the CI as a band) and
 ``return_vs_samples.png`` (the same against adaptation samples).
 """
@@ -43,6 +49,8 @@ from metarl.stats import summarize
 __all__ = [
     "RunResult",
     "compare_runs",
+    "group_by_seed",
+    "pooled_result",
     "load_run_result",
     "markdown_table",
     "write_csv",
@@ -71,6 +79,7 @@ class RunResult:
         params: Parameter count (None if unknown).
         flops_per_forward: FLOPs of one policy forward (None if unknown).
         source: Where the numbers came from (a file path or a citation).
+        seeds: Training seeds pooled in this row (1 for a single run or a reference).
     """
 
     label: str
@@ -87,6 +96,7 @@ class RunResult:
     params: int | None
     flops_per_forward: int | None
     source: str
+    seeds: int = 1
 
     @property
     def num_k(self) -> int:
@@ -108,6 +118,23 @@ class RunResult:
         # samples per step are equal, so the normalised trapezoid is the same over k
         trapezoid = self.mean[0] / 2 + self.mean[1:-1].sum() + self.mean[-1] / 2
         return float(trapezoid / (self.num_k - 1))
+
+
+def _evaluate_hint(run_dir: Path, split: str) -> str:
+    return f"run `metarl evaluate {run_dir} --split {split}` first"
+
+
+def _read_json_object(path: Path, missing_hint: str) -> dict[str, Any]:
+    """The JSON object in ``path``; a missing file's error ends with ``missing_hint``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; {missing_hint}")
+    try:
+        document = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return document
 
 
 def _require(document: Mapping[str, Any], key: str, where: Path) -> Any:
@@ -133,16 +160,7 @@ def load_run_result(
     if not directory.is_dir():
         raise FileNotFoundError(f"run directory {str(directory)!r} does not exist")
     path = directory / f"eval_{split}.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist; run `metarl evaluate {directory} --split {split}` first"
-        )
-    try:
-        document = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+    document = _read_json_object(path, _evaluate_hint(directory, split))
     if "returns" not in document and "accuracy" in document:
         raise ValueError(
             f"{path} holds task-identification accuracy (a ProtoNet run); compare takes runs "
@@ -191,6 +209,96 @@ def load_run_result(
         params=optional_number("params", int),
         flops_per_forward=optional_number("flops_per_forward", int),
         source=str(path),
+    )
+
+
+#: ``config.json`` keys in which the seeds of one pooled group may differ.
+SEED_CONFIG_KEYS: tuple[str, ...] = ("seed", "device")
+#: Keys of ``eval_<split>.json`` that define the evaluation protocol; pooled runs share them all.
+PROTOCOL_KEYS: tuple[str, ...] = (
+    "method", "family", "split", "num_tasks", "episodes_per_step", "samples_per_step_budget",
+    "inner_lrs", "eval_seed",
+)  # fmt: skip
+
+
+_CONFIG_HINT = "pooling seeds needs each run's config.json (written by metarl train)"
+
+
+def _seed_group_key(run_dir: Path, split: str) -> str:
+    """What runs pooled as seeds of one configuration must share, as a canonical string."""
+    config = _read_json_object(run_dir / "config.json", _CONFIG_HINT)
+    document = _read_json_object(run_dir / f"eval_{split}.json", _evaluate_hint(run_dir, split))
+    shared_config = {key: value for key, value in config.items() if key not in SEED_CONFIG_KEYS}
+    protocol = {key: document.get(key) for key in PROTOCOL_KEYS}
+    tasks = [
+        row.get("task") for row in _require(document, "per_task", run_dir / f"eval_{split}.json")
+    ]
+    return json.dumps([shared_config, protocol, tasks], sort_keys=True)
+
+
+def group_by_seed(run_dirs: Sequence[str | os.PathLike[str]], split: str) -> list[list[Path]]:
+    """Partition runs into groups that differ only in their training seed.
+
+    Runs fall in one group when their ``config.json`` agree apart from
+    :data:`SEED_CONFIG_KEYS` and their evaluations share the protocol
+    (:data:`PROTOCOL_KEYS`) and the tasks, in order. Groups keep the order in
+    which their first run was given.
+
+    Raises:
+        FileNotFoundError: a run lacks ``config.json`` or its evaluation.
+        ValueError: one of them is not a JSON object.
+    """
+    groups: dict[str, list[Path]] = {}
+    for run_dir in run_dirs:
+        directory = Path(run_dir)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"run directory {str(directory)!r} does not exist")
+        groups.setdefault(_seed_group_key(directory, split), []).append(directory)
+    return list(groups.values())
+
+
+def pooled_result(run_dirs: Sequence[str | os.PathLike[str]], split: str) -> RunResult:
+    """One row for several seeds of one configuration (see :func:`group_by_seed`).
+
+    The mean and IQM are over seeds and tasks; their 95% intervals come from
+    :func:`metarl.stats.summarize` on the ``[seeds, tasks, K]`` returns
+    (rliable's bootstrap over seeds and tasks). Samples per step and
+    adaptation time are averaged over the seeds.
+    """
+    directories = [Path(run_dir) for run_dir in run_dirs]
+    singles = [load_run_result(directory, split) for directory in directories]
+    if len(singles) == 1:
+        return singles[0]
+    documents = [
+        _read_json_object(directory / f"eval_{split}.json", _evaluate_hint(directory, split))
+        for directory in directories
+    ]
+    returns = np.asarray(
+        [[row["returns"] for row in document["per_task"]] for document in documents],
+        dtype=np.float64,
+    )  # [seeds, tasks, K]
+    summary = summarize(returns, seed=int(documents[0].get("eval_seed", 0)))
+    first = singles[0]
+
+    def average(values: list[Any], kind: type) -> Any:
+        known = [value for value in values if value is not None]
+        return None if len(known) < len(values) else kind(np.mean(known))
+
+    seeds = [
+        _read_json_object(directory / "config.json", _CONFIG_HINT).get("seed", "?")
+        for directory in directories
+    ]
+    return dataclasses.replace(
+        first,
+        label=f"{first.label} ({len(seeds)} seeds: {', '.join(map(str, seeds))})",
+        mean=np.asarray(summary["mean"]),
+        mean_ci95=np.asarray(summary["mean_ci95"]),
+        iqm=np.asarray(summary["iqm"]),
+        iqm_ci95=np.asarray(summary["ci95"]),
+        samples_per_step=average([r.samples_per_step for r in singles], lambda v: int(round(v))),
+        adapt_seconds=average([r.adapt_seconds for r in singles], float),
+        source="; ".join(r.source for r in singles),
+        seeds=len(singles),
     )
 
 
@@ -274,6 +382,12 @@ def markdown_table(results: Sequence[RunResult]) -> str:
         cells.append(_integer_cell(r.params))
         cells.append(_integer_cell(r.flops_per_forward))
         lines.append("| " + " | ".join(cells) + " |")
+    if any(r.seeds > 1 for r in results):
+        lines += [
+            "",
+            "Rows marked (N seeds) pool N training seeds evaluated on the same tasks: mean and IQM "
+            "over seeds and tasks, CI from a bootstrap over both.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -378,6 +492,7 @@ def compare_runs(
     out_dir: str | os.PathLike[str],
     reference: Mapping[str, Sequence[float]] | None = None,
     reference_source: str = "reference",
+    group_seeds: bool = False,
 ) -> tuple[str, list[Path]]:
     """Compare evaluated runs; write ``comparison.md``, ``comparison.csv`` and the plots.
 
@@ -388,13 +503,18 @@ def compare_runs(
         reference: Optional published curves ``{method: [k0, ...]}`` of the same
             family, added as dashed rows.
         reference_source: Citation for the reference rows.
+        group_seeds: pool runs that differ only in their seed into one row
+            (:func:`group_by_seed`, :func:`pooled_result`).
 
     Returns:
         The markdown table and the paths written.
     """
     if not run_dirs:
         raise ValueError("compare needs at least one run directory")
-    results = [load_run_result(path, split) for path in run_dirs]
+    if group_seeds:
+        results = [pooled_result(group, split) for group in group_by_seed(run_dirs, split)]
+    else:
+        results = [load_run_result(path, split) for path in run_dirs]
     if reference:
         results += reference_results(reference, results[0].family, split, reference_source)
     _check_comparable(results)

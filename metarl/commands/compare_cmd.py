@@ -30,6 +30,10 @@ class CompareArgs:
     reference: Path | None = None
     """Optional JSON of published curves, {"returns": {family: {method: [k0, ...]}}, "source": ...}
     (e.g. metarl/data/maml_paper_returns.json, the MAML paper's curves); its rows for the runs' family are added."""
+    group_seeds: bool = False
+    """Pool runs that differ only in their training seed (the same config.json apart from seed and device,
+    evaluated on the same tasks with the same protocol) into one row: mean and IQM over seeds and tasks,
+    95% CI from a bootstrap over both."""
 
 
 def load_reference(path: Path, family: str) -> tuple[dict[str, list[float]], str]:
@@ -60,7 +64,9 @@ def main(argv: list[str]) -> int:
 
         family = load_run_result(args.run_dirs[0], args.split).family
         reference, source = load_reference(args.reference, family)
-    table, written = compare_runs(args.run_dirs, args.split, args.out, reference, source)
+    table, written = compare_runs(
+        args.run_dirs, args.split, args.out, reference, source, group_seeds=args.group_seeds
+    )
     print(table)
     print("wrote " + ", ".join(str(path) for path in written))
     return 0

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from metarl.cli import main as cli_main
-from metarl.compare import compare_runs, load_run_result
+from metarl.compare import compare_runs, group_by_seed, load_run_result, pooled_result
 from metarl.stats import summarize
 
 
@@ -162,3 +162,71 @@ def test_missing_intervals_are_recomputed_from_per_task_returns(tmp_path: Path) 
     result = load_run_result(run, "ood")
     expected = summarize(per_task, seed=0)["mean_ci95"]
     np.testing.assert_allclose(result.mean_ci95, expected)
+
+
+def _write_seed_run(
+    directory: Path,
+    seed: int,
+    per_task: np.ndarray,
+    inner_lr: float = 0.5,
+    episodes_per_step: int = 20,
+) -> Path:
+    """A MAML run of a given seed: config.json with the seed, eval document as _write_run."""
+    run = _write_run(directory, "maml", per_task)
+    config = {"method": "maml", "family": "Point2DNav", "seed": seed, "device": "cpu", "inner_lr": inner_lr}
+    (run / "config.json").write_text(json.dumps(config))
+    path = run / "eval_ood.json"
+    document = json.loads(path.read_text())
+    document["episodes_per_step"] = episodes_per_step
+    path.write_text(json.dumps(document))
+    return run
+
+
+def test_group_seeds_pools_only_runs_that_differ_in_their_seed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    per_seed = [
+        np.array([-40.0, -12.0, -4.0, -3.0]) + rng.normal(0, 2, size=(8, 4)) for _ in range(3)
+    ]  # each [tasks, K]
+    seeds = [_write_seed_run(tmp_path / f"s{i}", i, r) for i, r in enumerate(per_seed)]
+    other_lr = _write_seed_run(tmp_path / "lr", 0, per_seed[0], inner_lr=0.1)
+    other_protocol = _write_seed_run(tmp_path / "ep40", 3, per_seed[1], episodes_per_step=40)
+    runs = [seeds[0], other_lr, seeds[1], other_protocol, seeds[2]]
+
+    groups = group_by_seed(runs, "ood")
+    assert groups == [seeds, [other_lr], [other_protocol]]
+
+    pooled = pooled_result(seeds, "ood")
+    stacked = np.stack(per_seed)  # [seeds, tasks, K]
+    np.testing.assert_allclose(pooled.mean, stacked.mean(axis=(0, 1)))
+    expected = summarize(stacked, seed=0)
+    np.testing.assert_allclose(pooled.mean_ci95, expected["mean_ci95"])
+    np.testing.assert_allclose(pooled.iqm, expected["iqm"])
+    assert pooled.seeds == 3
+    assert pooled.label == "s0 (3 seeds: 0, 1, 2)"
+
+    table, _ = compare_runs(runs, "ood", tmp_path / "pooled", group_seeds=True)
+    assert table.count("| maml |") == 3
+    assert "| s0 (3 seeds: 0, 1, 2) | maml |" in table
+    assert "pool N training seeds" in table
+    plain, _ = compare_runs(runs, "ood", tmp_path / "plain")
+    assert plain.count("| maml |") == 5
+    assert "pool N training seeds" not in plain
+
+
+def test_group_seeds_needs_each_runs_config(tmp_path: Path) -> None:
+    per_task = np.zeros((4, 2))
+    run = _write_seed_run(tmp_path / "a", 0, per_task)
+    (run / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        group_by_seed([run], "ood")
+
+
+def test_cli_compare_group_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    per_task = np.array([[-40.0, -10.0], [-30.0, -8.0]])  # [tasks, K]
+    runs = [_write_seed_run(tmp_path / f"r{i}", i, per_task + i) for i in range(2)]
+    out = tmp_path / "report"
+    argv = ["compare", *map(str, runs), "--split", "ood", "--out", str(out), "--group-seeds"]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "r0 (2 seeds: 0, 1)" in printed
+    assert "-34.5" in printed  # mean of k = 0 over both seeds and both tasks
