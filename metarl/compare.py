@@ -264,17 +264,27 @@ def pooled_result(run_dirs: Sequence[str | os.PathLike[str]], split: str) -> Run
     :func:`metarl.stats.summarize` on the ``[seeds, tasks, K]`` returns
     (rliable's bootstrap over seeds and tasks). Samples per step and
     adaptation time are averaged over the seeds.
+
+    Raises:
+        ValueError: the runs differ in more than their seed, or a document is malformed.
     """
     directories = [Path(run_dir) for run_dir in run_dirs]
     singles = [load_run_result(directory, split) for directory in directories]
     if len(singles) == 1:
         return singles[0]
-    documents = [
-        _read_json_object(directory / f"eval_{split}.json", _evaluate_hint(directory, split))
-        for directory in directories
-    ]
+    if len(group_by_seed(directories, split)) != 1:
+        raise ValueError(
+            "these runs differ in more than their seed (config.json apart from "
+            f"{', '.join(SEED_CONFIG_KEYS)}, or the evaluation protocol or tasks): "
+            + ", ".join(str(directory) for directory in directories)
+        )
+    paths = [directory / f"eval_{split}.json" for directory in directories]
+    documents = [_read_json_object(path, "") for path in paths]  # each found by load_run_result
     returns = np.asarray(
-        [[row["returns"] for row in document["per_task"]] for document in documents],
+        [
+            [_require(row, "returns", path) for row in _require(document, "per_task", path)]
+            for document, path in zip(documents, paths, strict=True)
+        ],
         dtype=np.float64,
     )  # [seeds, tasks, K]
     summary = summarize(returns, seed=int(documents[0].get("eval_seed", 0)))

@@ -230,3 +230,13 @@ def test_cli_compare_group_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[s
     printed = capsys.readouterr().out
     assert "r0 (2 seeds: 0, 1)" in printed
     assert "-34.5" in printed  # mean of k = 0 over both seeds and both tasks
+
+
+def test_pooling_runs_of_different_configurations_is_refused(tmp_path: Path) -> None:
+    per_task = np.zeros((4, 2))  # [tasks, K]
+    runs = [
+        _write_seed_run(tmp_path / "a", 0, per_task),
+        _write_seed_run(tmp_path / "b", 1, per_task, inner_lr=0.1),
+    ]
+    with pytest.raises(ValueError, match="differ in more than their seed"):
+        pooled_result(runs, "ood")
