@@ -120,8 +120,22 @@ class RunResult:
         return float(trapezoid / (self.num_k - 1))
 
 
-def _evaluate_hint(run_dir: Path, split: str) -> str:
-    return f"run `metarl evaluate {run_dir} --split {split}` first"
+def _eval_path(run_dir: Path, split: str, eval_file: str | None) -> tuple[Path, str]:
+    """The evaluation document to read in ``run_dir``, and what to do if it is missing.
+
+    ``eval_file`` names another file of the run directory than ``eval_<split>.json``
+    (e.g. ``eval_test_sample_budget.json`` or ``eval_custom.json``).
+    """
+    if eval_file is None:
+        return (
+            run_dir / f"eval_{split}.json",
+            f"run `metarl evaluate {run_dir} --split {split}` first",
+        )
+    if Path(eval_file).name != eval_file or not eval_file.endswith(".json"):
+        raise ValueError(
+            f"--eval-file must be a .json file name inside each run directory, got {eval_file!r}"
+        )
+    return run_dir / eval_file, "it is written by `metarl evaluate` (or scripts/reproduce_maml.py)"
 
 
 def _read_json_object(path: Path, missing_hint: str) -> dict[str, Any]:
@@ -144,7 +158,10 @@ def _require(document: Mapping[str, Any], key: str, where: Path) -> Any:
 
 
 def load_run_result(
-    run_dir: str | os.PathLike[str], split: str, label: str | None = None
+    run_dir: str | os.PathLike[str],
+    split: str,
+    label: str | None = None,
+    eval_file: str | None = None,
 ) -> RunResult:
     """Read ``RUN_DIR/eval_<split>.json`` into a :class:`RunResult`.
 
@@ -159,8 +176,8 @@ def load_run_result(
     directory = Path(run_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"run directory {str(directory)!r} does not exist")
-    path = directory / f"eval_{split}.json"
-    document = _read_json_object(path, _evaluate_hint(directory, split))
+    path, missing_hint = _eval_path(directory, split, eval_file)
+    document = _read_json_object(path, missing_hint)
     if "returns" not in document and "accuracy" in document:
         raise ValueError(
             f"{path} holds task-identification accuracy (a ProtoNet run); compare takes runs "
@@ -224,19 +241,20 @@ PROTOCOL_KEYS: tuple[str, ...] = (
 _CONFIG_HINT = "pooling seeds needs each run's config.json (written by metarl train)"
 
 
-def _seed_group_key(run_dir: Path, split: str) -> str:
+def _seed_group_key(run_dir: Path, split: str, eval_file: str | None) -> str:
     """What runs pooled as seeds of one configuration must share, as a canonical string."""
     config = _read_json_object(run_dir / "config.json", _CONFIG_HINT)
-    document = _read_json_object(run_dir / f"eval_{split}.json", _evaluate_hint(run_dir, split))
+    path, missing_hint = _eval_path(run_dir, split, eval_file)
+    document = _read_json_object(path, missing_hint)
     shared_config = {key: value for key, value in config.items() if key not in SEED_CONFIG_KEYS}
     protocol = {key: document.get(key) for key in PROTOCOL_KEYS}
-    tasks = [
-        row.get("task") for row in _require(document, "per_task", run_dir / f"eval_{split}.json")
-    ]
+    tasks = [row.get("task") for row in _require(document, "per_task", path)]
     return json.dumps([shared_config, protocol, tasks], sort_keys=True)
 
 
-def group_by_seed(run_dirs: Sequence[str | os.PathLike[str]], split: str) -> list[list[Path]]:
+def group_by_seed(
+    run_dirs: Sequence[str | os.PathLike[str]], split: str, eval_file: str | None = None
+) -> list[list[Path]]:
     """Partition runs into groups that differ only in their training seed.
 
     Runs fall in one group when their ``config.json`` agree apart from
@@ -253,11 +271,13 @@ def group_by_seed(run_dirs: Sequence[str | os.PathLike[str]], split: str) -> lis
         directory = Path(run_dir)
         if not directory.is_dir():
             raise FileNotFoundError(f"run directory {str(directory)!r} does not exist")
-        groups.setdefault(_seed_group_key(directory, split), []).append(directory)
+        groups.setdefault(_seed_group_key(directory, split, eval_file), []).append(directory)
     return list(groups.values())
 
 
-def pooled_result(run_dirs: Sequence[str | os.PathLike[str]], split: str) -> RunResult:
+def pooled_result(
+    run_dirs: Sequence[str | os.PathLike[str]], split: str, eval_file: str | None = None
+) -> RunResult:
     """One row for several seeds of one configuration (see :func:`group_by_seed`).
 
     The mean and IQM are over seeds and tasks; their 95% intervals come from
@@ -269,16 +289,16 @@ def pooled_result(run_dirs: Sequence[str | os.PathLike[str]], split: str) -> Run
         ValueError: the runs differ in more than their seed, or a document is malformed.
     """
     directories = [Path(run_dir) for run_dir in run_dirs]
-    singles = [load_run_result(directory, split) for directory in directories]
+    singles = [load_run_result(directory, split, eval_file=eval_file) for directory in directories]
     if len(singles) == 1:
         return singles[0]
-    if len(group_by_seed(directories, split)) != 1:
+    if len(group_by_seed(directories, split, eval_file)) != 1:
         raise ValueError(
             "these runs differ in more than their seed (config.json apart from "
             f"{', '.join(SEED_CONFIG_KEYS)}, or the evaluation protocol or tasks): "
             + ", ".join(str(directory) for directory in directories)
         )
-    paths = [directory / f"eval_{split}.json" for directory in directories]
+    paths = [_eval_path(directory, split, eval_file)[0] for directory in directories]
     documents = [_read_json_object(path, "") for path in paths]  # each found by load_run_result
     returns = np.asarray(
         [
@@ -503,11 +523,12 @@ def compare_runs(
     reference: Mapping[str, Sequence[float]] | None = None,
     reference_source: str = "reference",
     group_seeds: bool = False,
+    eval_file: str | None = None,
 ) -> tuple[str, list[Path]]:
     """Compare evaluated runs; write ``comparison.md``, ``comparison.csv`` and the plots.
 
     Args:
-        run_dirs: Run directories, each with ``eval_<split>.json``.
+        run_dirs: Run directories, each with ``eval_<split>.json`` (or ``eval_file``).
         split: ``test`` or ``ood``.
         out_dir: Output folder (created).
         reference: Optional published curves ``{method: [k0, ...]}`` of the same
@@ -515,6 +536,8 @@ def compare_runs(
         reference_source: Citation for the reference rows.
         group_seeds: pool runs that differ only in their seed into one row
             (:func:`group_by_seed`, :func:`pooled_result`).
+        eval_file: read this file of each run directory instead of
+            ``eval_<split>.json`` (e.g. ``eval_test_sample_budget.json``).
 
     Returns:
         The markdown table and the paths written.
@@ -522,9 +545,10 @@ def compare_runs(
     if not run_dirs:
         raise ValueError("compare needs at least one run directory")
     if group_seeds:
-        results = [pooled_result(group, split) for group in group_by_seed(run_dirs, split)]
+        groups = group_by_seed(run_dirs, split, eval_file)
+        results = [pooled_result(group, split, eval_file) for group in groups]
     else:
-        results = [load_run_result(path, split) for path in run_dirs]
+        results = [load_run_result(path, split, eval_file=eval_file) for path in run_dirs]
     if reference:
         results += reference_results(reference, results[0].family, split, reference_source)
     _check_comparable(results)

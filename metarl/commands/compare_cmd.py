@@ -30,6 +30,9 @@ class CompareArgs:
     reference: Path | None = None
     """Optional JSON of published curves, {"returns": {family: {method: [k0, ...]}}, "source": ...}
     (e.g. metarl/data/maml_paper_returns.json, the MAML paper's curves); its rows for the runs' family are added."""
+    eval_file: str | None = None
+    """Read this file of each run directory instead of eval_<split>.json, e.g. eval_test_sample_budget.json
+    (scripts/reproduce_maml.py) or eval_custom.json (metarl evaluate --tasks)."""
     group_seeds: bool = False
     """Pool runs that differ only in their training seed (the same config.json apart from seed and device,
     evaluated on the same tasks with the same protocol) into one row: mean and IQM over seeds and tasks,
@@ -62,10 +65,16 @@ def main(argv: list[str]) -> int:
     if args.reference is not None:
         from metarl.compare import load_run_result
 
-        family = load_run_result(args.run_dirs[0], args.split).family
+        family = load_run_result(args.run_dirs[0], args.split, eval_file=args.eval_file).family
         reference, source = load_reference(args.reference, family)
     table, written = compare_runs(
-        args.run_dirs, args.split, args.out, reference, source, group_seeds=args.group_seeds
+        args.run_dirs,
+        args.split,
+        args.out,
+        reference,
+        source,
+        group_seeds=args.group_seeds,
+        eval_file=args.eval_file,
     )
     print(table)
     print("wrote " + ", ".join(str(path) for path in written))

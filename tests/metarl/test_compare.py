@@ -173,7 +173,13 @@ def _write_seed_run(
 ) -> Path:
     """A MAML run of a given seed: config.json with the seed, eval document as _write_run."""
     run = _write_run(directory, "maml", per_task)
-    config = {"method": "maml", "family": "Point2DNav", "seed": seed, "device": "cpu", "inner_lr": inner_lr}
+    config = {
+        "method": "maml",
+        "family": "Point2DNav",
+        "seed": seed,
+        "device": "cpu",
+        "inner_lr": inner_lr,
+    }
     (run / "config.json").write_text(json.dumps(config))
     path = run / "eval_ood.json"
     document = json.loads(path.read_text())
@@ -240,3 +246,26 @@ def test_pooling_runs_of_different_configurations_is_refused(tmp_path: Path) -> 
     ]
     with pytest.raises(ValueError, match="differ in more than their seed"):
         pooled_result(runs, "ood")
+
+
+def test_eval_file_reads_another_evaluation_of_each_run(tmp_path: Path) -> None:
+    per_task = np.array([[-40.0, -10.0], [-30.0, -8.0]])  # [tasks, K]
+    runs = [_write_seed_run(tmp_path / f"r{i}", i, per_task + i) for i in range(2)]
+    for run in runs:  # a second evaluation under another name, shifted by -100
+        document = json.loads((run / "eval_ood.json").read_text())
+        for row in document["per_task"]:
+            row["returns"] = [value - 100.0 for value in row["returns"]]
+        document["returns"] = summarize(
+            np.asarray([row["returns"] for row in document["per_task"]]), reps=200
+        )
+        (run / "eval_budget.json").write_text(json.dumps(document))
+    single = load_run_result(runs[0], "ood", eval_file="eval_budget.json")
+    np.testing.assert_allclose(single.mean, [-135.0, -109.0])
+    table, _ = compare_runs(
+        runs, "ood", tmp_path / "out", group_seeds=True, eval_file="eval_budget.json"
+    )
+    assert "-134.5" in table  # k = 0 over both seeds and tasks
+    with pytest.raises(ValueError, match="file name inside each run directory"):
+        load_run_result(runs[0], "ood", eval_file="../eval_budget.json")
+    with pytest.raises(FileNotFoundError, match="eval_missing.json does not exist"):
+        load_run_result(runs[0], "ood", eval_file="eval_missing.json")
