@@ -241,15 +241,31 @@ PROTOCOL_KEYS: tuple[str, ...] = (
 _CONFIG_HINT = "pooling seeds needs each run's config.json (written by metarl train)"
 
 
-def _seed_group_key(run_dir: Path, split: str, eval_file: str | None) -> str:
-    """What runs pooled as seeds of one configuration must share, as a canonical string."""
-    config = _read_json_object(run_dir / "config.json", _CONFIG_HINT)
-    path, missing_hint = _eval_path(run_dir, split, eval_file)
-    document = _read_json_object(path, missing_hint)
-    shared_config = {key: value for key, value in config.items() if key not in SEED_CONFIG_KEYS}
-    protocol = {key: document.get(key) for key in PROTOCOL_KEYS}
-    tasks = [row.get("task") for row in _require(document, "per_task", path)]
-    return json.dumps([shared_config, protocol, tasks], sort_keys=True)
+@dataclasses.dataclass(frozen=True)
+class _SeedRun:
+    """A run's ``config.json`` and evaluation document, read once for pooling."""
+
+    directory: Path
+    config: dict[str, Any]
+    document: dict[str, Any]
+    path: Path  # the evaluation document's path
+
+    @property
+    def group_key(self) -> str:
+        """What runs pooled as seeds of one configuration must share, as a canonical string."""
+        shared_config = {k: v for k, v in self.config.items() if k not in SEED_CONFIG_KEYS}
+        protocol = {key: self.document.get(key) for key in PROTOCOL_KEYS}
+        tasks = [row.get("task") for row in _require(self.document, "per_task", self.path)]
+        return json.dumps([shared_config, protocol, tasks], sort_keys=True)
+
+
+def _read_seed_run(run_dir: str | os.PathLike[str], split: str, eval_file: str | None) -> _SeedRun:
+    directory = Path(run_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"run directory {str(directory)!r} does not exist")
+    config = _read_json_object(directory / "config.json", _CONFIG_HINT)
+    path, missing_hint = _eval_path(directory, split, eval_file)
+    return _SeedRun(directory, config, _read_json_object(path, missing_hint), path)
 
 
 def group_by_seed(
@@ -268,10 +284,8 @@ def group_by_seed(
     """
     groups: dict[str, list[Path]] = {}
     for run_dir in run_dirs:
-        directory = Path(run_dir)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"run directory {str(directory)!r} does not exist")
-        groups.setdefault(_seed_group_key(directory, split, eval_file), []).append(directory)
+        run = _read_seed_run(run_dir, split, eval_file)
+        groups.setdefault(run.group_key, []).append(run.directory)
     return list(groups.values())
 
 
@@ -288,39 +302,37 @@ def pooled_result(
     Raises:
         ValueError: the runs differ in more than their seed, or a document is malformed.
     """
-    directories = [Path(run_dir) for run_dir in run_dirs]
-    singles = [load_run_result(directory, split, eval_file=eval_file) for directory in directories]
+    singles = [load_run_result(run_dir, split, eval_file=eval_file) for run_dir in run_dirs]
     if len(singles) == 1:
         return singles[0]
-    if len(group_by_seed(directories, split, eval_file)) != 1:
+    runs = [_read_seed_run(run_dir, split, eval_file) for run_dir in run_dirs]
+    if len({run.group_key for run in runs}) != 1:
         raise ValueError(
             "these runs differ in more than their seed (config.json apart from "
             f"{', '.join(SEED_CONFIG_KEYS)}, or the evaluation protocol or tasks): "
-            + ", ".join(str(directory) for directory in directories)
+            + ", ".join(str(run.directory) for run in runs)
         )
-    paths = [_eval_path(directory, split, eval_file)[0] for directory in directories]
-    documents = [_read_json_object(path, "") for path in paths]  # each found by load_run_result
     returns = np.asarray(
         [
-            [_require(row, "returns", path) for row in _require(document, "per_task", path)]
-            for document, path in zip(documents, paths, strict=True)
+            [
+                _require(row, "returns", run.path)
+                for row in _require(run.document, "per_task", run.path)
+            ]
+            for run in runs
         ],
         dtype=np.float64,
     )  # [seeds, tasks, K]
-    summary = summarize(returns, seed=int(documents[0].get("eval_seed", 0)))
+    summary = summarize(returns, seed=int(runs[0].document.get("eval_seed", 0)))
     first = singles[0]
 
     def average(values: list[Any], kind: type) -> Any:
         known = [value for value in values if value is not None]
         return None if len(known) < len(values) else kind(np.mean(known))
 
-    seeds = [
-        _read_json_object(directory / "config.json", _CONFIG_HINT).get("seed", "?")
-        for directory in directories
-    ]
+    seeds = ", ".join(str(run.config.get("seed", "?")) for run in runs)
     return dataclasses.replace(
         first,
-        label=f"{first.label} ({len(seeds)} seeds: {', '.join(map(str, seeds))})",
+        label=f"{first.label} ({len(runs)} seeds: {seeds})",
         mean=np.asarray(summary["mean"]),
         mean_ci95=np.asarray(summary["mean_ci95"]),
         iqm=np.asarray(summary["iqm"]),
@@ -328,7 +340,7 @@ def pooled_result(
         samples_per_step=average([r.samples_per_step for r in singles], lambda v: int(round(v))),
         adapt_seconds=average([r.adapt_seconds for r in singles], float),
         source="; ".join(r.source for r in singles),
-        seeds=len(singles),
+        seeds=len(runs),
     )
 
 
