@@ -4,9 +4,7 @@ import pytest
 import torch
 
 from metarl.adaptation import adapt, estimate_advantages, inner_loss, inner_step
-from metarl.baseline import LinearFeatureBaseline
 from metarl.policy import GaussianMLPPolicy, batched_policy_forward, stack_params
-from metarl.returns import gae, normalize_advantages
 from tests.metarl.synthetic_episodes import random_episodes
 
 
@@ -56,12 +54,24 @@ def test_inner_step_of_linear_gaussian_policy_matches_hand_computed_step():
 
 
 def test_estimate_advantages_is_normalised_gae_on_the_linear_baseline():
-    episodes = random_episodes()
-    values = LinearFeatureBaseline().fit_predict(episodes, 0.9)
-    expected = normalize_advantages(
-        gae(episodes.rewards, values, episodes.mask, 0.9, 0.95), episodes.mask
+    # the reference: numpy lstsq baseline on the taken steps, GAE and normalisation as plain loops
+    from tests.metarl.reference_estimators import (
+        gae_loop,
+        linear_baseline_values,
+        normalize_per_task,
+        padded_apply,
     )
-    torch.testing.assert_close(estimate_advantages(episodes, 0.9, 0.95), expected)
+
+    episodes = random_episodes(horizon=9)
+    obs, rewards, mask = (episodes.observations.numpy(), episodes.rewards.numpy(),
+                          episodes.mask.numpy())
+    values = linear_baseline_values(obs, rewards, mask, 0.9, 1e-5)
+    advantages = padded_apply(lambda r, v: gae_loop(r, v, 0.9, 0.95), mask, rewards, values)
+    expected = torch.from_numpy(normalize_per_task(advantages, mask))
+    torch.testing.assert_close(estimate_advantages(episodes, 0.9, 0.95), expected, atol=1e-6, rtol=1e-6)
+    unnormalised = torch.from_numpy(advantages)
+    torch.testing.assert_close(estimate_advantages(episodes, 0.9, 0.95, normalize=False), unnormalised,
+                               atol=1e-6, rtol=1e-6)
     # inner_step computes the same advantages by itself when none are passed
     policy = make_policy()
     params = stack_params(policy.params(), episodes.num_tasks)

@@ -64,3 +64,28 @@ def test_fit_predict_is_zero_on_padding_and_float32_in_float32_out():
     values = LinearFeatureBaseline().fit_predict(eps, 0.99)
     assert values.dtype == torch.float32 and values.shape == (2, 3, 5)
     assert torch.all(values[0, 0, 3:] == 0.0)
+
+
+def _padded_walks(seed: int, tasks: int = 3, episodes: int = 5, horizon: int = 40):
+    """Random-walk observations (as a Point2DNav-like sampler yields), padding zeroed, some ends early."""
+    from tests.metarl.synthetic_episodes import random_episodes
+
+    eps = random_episodes(tasks, episodes, horizon, obs_dim=2, seed=seed)
+    walks = torch.cumsum(eps.observations * 0.1, dim=2) * eps.mask.unsqueeze(-1)
+    rewards = -walks.norm(dim=-1) * eps.mask + 0.05 * eps.rewards
+    lengths = eps.mask.sum(-1)
+    assert lengths.min() < horizon  # some episodes are padded
+    return Episodes(walks, eps.actions, rewards, eps.mask)
+
+
+def test_fit_predict_with_padding_equals_lstsq_on_the_taken_steps_only():
+    from tests.metarl.reference_estimators import linear_baseline_values
+
+    for seed in range(3):
+        eps = _padded_walks(seed)
+        got = LinearFeatureBaseline(reg_coeff=1e-5).fit_predict(eps, 0.99)
+        expected = linear_baseline_values(eps.observations.numpy(), eps.rewards.numpy(),
+                                          eps.mask.numpy(), 0.99, 1e-5)
+        torch.testing.assert_close(got, torch.from_numpy(expected), atol=1e-6, rtol=1e-6)
+        # the fit matters: values are far from a constant
+        assert float(got[eps.mask > 0].std()) > 0.05

@@ -71,3 +71,32 @@ def test_bad_inputs_raise():
         gae(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3), 0.9, -0.1)
     with pytest.raises(ValueError, match="mask"):
         discounted_returns(torch.zeros(2, 3), torch.ones(2, 4), 0.9)
+
+
+def test_returns_gae_and_normalisation_equal_plain_loops_over_each_episode():
+    import numpy as np
+
+    from tests.metarl.reference_estimators import (
+        gae_loop,
+        normalize_per_task,
+        padded_apply,
+        returns_loop,
+    )
+
+    generator = torch.Generator().manual_seed(3)
+    rewards = torch.randn(3, 4, 12, generator=generator, dtype=torch.float64)
+    values = torch.randn(3, 4, 12, generator=generator, dtype=torch.float64)
+    lengths = torch.randint(1, 13, (3, 4, 1), generator=generator)
+    lengths[0, 0] = 12
+    mask = (torch.arange(12) < lengths).double()
+    rewards_np, values_np, mask_np = rewards.numpy(), values.numpy(), mask.numpy()
+    for gamma, lam in ((0.99, 0.95), (0.9, 1.0), (0.5, 0.0), (1.0, 0.7)):
+        expected_returns = padded_apply(lambda r, g=gamma: returns_loop(r, g), mask_np, rewards_np)
+        torch.testing.assert_close(discounted_returns(rewards, mask, gamma), torch.from_numpy(expected_returns))
+        expected_gae = padded_apply(lambda r, v, g=gamma, lm=lam: gae_loop(r, v, g, lm), mask_np, rewards_np,
+                                    values_np)
+        got = gae(rewards, values, mask, gamma, lam)
+        torch.testing.assert_close(got, torch.from_numpy(expected_gae))
+        torch.testing.assert_close(normalize_advantages(got, mask),
+                                   torch.from_numpy(normalize_per_task(expected_gae, mask_np)))
+    assert np.any(mask_np == 0)
