@@ -249,15 +249,34 @@ def test_a_run_of_another_method_is_refused_by_the_loader(tmp_path) -> None:
 # -- evaluation rollouts and learning --------------------------------------------------
 
 
-def test_rollout_returns_are_seeded_and_match_the_env_reward() -> None:
+def test_rollout_returns_are_seeded_and_match_the_env_reward(monkeypatch) -> None:
     spec = _spec("ppo", normalize_obs=False)
     model, _ = ft.load_policy(spec, _random_state(spec), CPU)
     tasks = _tasks(2)
     a = ft.rollout_returns(model, spec, tasks, 3, torch.Generator().manual_seed(0))
+    recorded = []  # (observations, unit actions) of every step, recorded without changing them
+    real_policy_actions = ft.policy_actions
+
+    def spy(model, obs, generator):
+        actions = real_policy_actions(model, obs, generator)
+        recorded.append((obs.numpy().copy(), actions.numpy().copy()))
+        return actions
+
+    monkeypatch.setattr(ft, "policy_actions", spy)
     b = ft.rollout_returns(model, spec, tasks, 3, torch.Generator().manual_seed(0))
     assert a.shape == (2, 3) and np.array_equal(a, b)
-    # the deterministic policy from the origin: returns are minus the summed distances, bounded by the horizon
-    assert np.all(a < 0) and np.all(a > -100 * 2.0)
+    # Replay each episode in Point2DNav written out: start at the origin, move by the unit action
+    # times 0.1 m, reward -||s' - g||, stop within 0.01 m of the goal or after 100 steps.
+    for episode in range(6):
+        goal = tasks[episode // 3].goal
+        position, total = np.zeros(2), 0.0
+        for t, (obs, actions) in enumerate(recorded):
+            np.testing.assert_allclose(obs[episode], position, atol=1e-6)
+            position = position + 0.1 * np.clip(actions[episode].astype(np.float64), -1.0, 1.0)
+            total += -float(np.linalg.norm(position - goal))
+            if np.all(np.abs(position - goal) < 0.01) or t == 99:
+                break
+        assert a[episode // 3, episode % 3] == pytest.approx(total, abs=1e-6)
 
 
 def test_finetune_on_task_reports_k_0_to_num_steps_with_the_maml_budget() -> None:
@@ -267,6 +286,33 @@ def test_finetune_on_task_reports_k_0_to_num_steps_with_the_maml_budget() -> Non
     again = ft.finetune_on_task(spec, _random_state(spec), _tasks(1)[0], recipe, seed=0, device=CPU)
     assert len(result.returns) == 3 and result.samples_per_step == 2 * 100
     assert result.returns == again.returns  # same seed, same numbers
+
+
+def test_finetune_on_task_changes_the_policy_and_measures_the_changed_one(monkeypatch) -> None:
+    spec = _spec("ppo", normalize_obs=False)
+    state = _random_state(spec)
+    captured = {}
+    real_prepare = ft.prepare_finetune
+
+    def capture(*args, **kwargs):
+        model, venv = real_prepare(*args, **kwargs)
+        captured["model"] = model
+        captured["before"] = {n: p.detach().clone() for n, p in model.policy.named_parameters()}
+        return model, venv
+
+    monkeypatch.setattr(ft, "prepare_finetune", capture)
+    recipe = ft.FinetuneRecipe(episodes_per_step=2, num_steps=2, learning_rate=1e-2)
+    task = _tasks(1)[0]
+    result = ft.finetune_on_task(spec, state, task, recipe, seed=0, device=CPU)
+    model, before = captured["model"], captured["before"]
+    changed = [n for n, p in model.policy.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert any(n.startswith(("mlp_extractor.policy_net", "action_net")) for n in changed), changed
+    # the fine-tuned policy acts differently from the pretrained one on the same noise
+    pretrained, _ = ft.load_policy(spec, state, CPU)
+    after = ft.rollout_returns(model, spec, [task], 2, torch.Generator().manual_seed(5))
+    start = ft.rollout_returns(pretrained, spec, [task], 2, torch.Generator().manual_seed(5))
+    assert not np.array_equal(after, start)
+    assert len(result.returns) == 3 and result.returns[0] != result.returns[2]
 
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import envs
+from metarl.adaptation import inner_step
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main as cli_main
-from metarl.evaluation import EvalOptions, evaluate_gradient_adaptation
+from metarl.evaluation import EvalOptions
 from metarl.policy import GaussianMLPPolicy, stack_params
 from metarl.presets import maml_preset
 from metarl.pretrain import (
@@ -59,10 +60,27 @@ def test_a_run_evaluates_with_maml_s_adaptation_unchanged(tmp_path) -> None:
     options = EvalOptions(split="test", num_tasks=3, episodes_per_step=2, steps=2, device="cpu")
     document = evaluate_pretrain_run(run, config, options, progress=False)
     assert json.loads(run.eval_path("test").read_text())["method"] == "pretrain"
+    # The reference: the evaluation protocol written out (docs/design.md, "Evaluation protocol"):
+    # the split's tasks from the evaluation seed; per step, fresh episodes from one generator seeded
+    # with it, the mean return of each task's episodes, then one VPG step with lr 0.1, later steps
+    # with half of it, on GAE(0.99, 1.0) advantages normalised per task.
     policy = load_policy(run, config)
-    direct = evaluate_gradient_adaptation(policy, policy.params(), "Point2DNav", 0.1, options, progress=False)
-    assert [row["returns"] for row in document["per_task"]] == direct.returns.tolist()
-    assert len(document["returns"]["mean"]) == 3
+    tasks = envs.distribution("Point2DNav").sample(3, "test", np.random.default_rng(options.seed))
+    assert [envs.task_from_dict(row["task"]) for row in document["per_task"]] == tasks
+    sampler = VectorEnvSampler("Point2DNav", 3)
+    generator = torch.Generator().manual_seed(options.seed)
+    params = stack_params({k: v.detach() for k, v in policy.params().items()}, 3)
+    expected = []
+    for lr in [0.1, 0.05, None]:
+        episodes = sampler.sample(policy, params, tasks, 2, generator)
+        per_episode = (episodes.rewards * episodes.mask).sum(-1)  # [tasks, episodes]
+        expected.append(per_episode.mean(dim=1).double().numpy())
+        if lr is not None:
+            params = inner_step(policy, params, episodes, lr, "vpg", 0.99, 1.0, normalize_advantages=True)
+    expected = np.stack(expected, axis=1)  # [tasks, k]
+    np.testing.assert_allclose([row["returns"] for row in document["per_task"]], expected, rtol=1e-6)
+    np.testing.assert_allclose(document["returns"]["mean"], expected.mean(axis=0), rtol=1e-6)
+    assert not np.allclose(expected[:, 0], expected[:, 2])  # the policy adapted
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -101,11 +105,65 @@ def test_bad_output_paths_are_rejected(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(ValueError, match="cannot create the folder"):
         render.check_video_path(blocker / "clip.mp4")
-    if os.geteuid() != 0:  # root can write anywhere
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
+    with _unwritable_folder(tmp_path / "locked") as locked:
         with pytest.raises(ValueError, match="not writable"):
             render.check_video_path(locked / "clip.mp4")
+    existing = tmp_path / "clip.mp4"
+    existing.write_bytes(b"")
+    with _unwritable_file(existing):
+        with pytest.raises(ValueError, match="read-only"):
+            render.check_video_path(existing)
+
+
+def _run(*argv: str) -> bool:
+    """Run a system tool; whether it succeeded (False when it is not installed)."""
+    if shutil.which(argv[0]) is None:
+        return False
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def _unwritable_folder(path: Path) -> Iterator[Path]:
+    """A folder that nobody, root included, may write: mode 0o500 for a normal user; for root an
+    immutable folder (chattr +i) or else a read-only tmpfs mounted on it."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o500)
+        try:
+            yield path
+        finally:
+            path.chmod(0o700)
+    elif _run("chattr", "+i", str(path)):
+        try:
+            yield path
+        finally:
+            assert _run("chattr", "-i", str(path))
+    elif _run("mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)):
+        try:
+            yield path
+        finally:
+            assert _run("umount", str(path))
+    else:
+        pytest.skip("running as root, and neither `chattr +i` nor a read-only tmpfs mount works here "
+                    "(root may write into any folder otherwise)")
+
+
+@contextlib.contextmanager
+def _unwritable_file(path: Path) -> Iterator[Path]:
+    """A file that nobody may write: mode 0o400, and immutable (chattr +i) for root."""
+    if os.geteuid() != 0:
+        path.chmod(0o400)
+        try:
+            yield path
+        finally:
+            path.chmod(0o600)
+    elif _run("chattr", "+i", str(path)):
+        try:
+            yield path
+        finally:
+            assert _run("chattr", "-i", str(path))
+    else:
+        pytest.skip("running as root and `chattr +i` does not work here (root may write any file otherwise)")
 
 
 def test_unavailable_rendering_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
