@@ -263,3 +263,52 @@ def test_python_dash_m_metarl_runs_a_command_in_a_fresh_process(tmp_path: Path) 
     bad = subprocess.run([sys.executable, "-m", "metarl", "train", "random-init", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "--env" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_help_lists_every_command_and_unknown_commands_are_refused(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli_main([]) == 0 and cli_main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    for words, (_, help_text) in COMMANDS.items():
+        assert f"{' '.join(words)}" in usage and help_text in usage
+    assert cli_main(["train", "dqn"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown command 'train dqn'" in error and "train maml" in error
+    assert cli_main(["bench"]) == 0 and "envs" in capsys.readouterr().out
+    from metarl.commands import envs_cmd
+
+    def interrupted(argv: list[str]) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(envs_cmd, "main", interrupted)
+    assert cli_main(["envs"]) == 130
+    assert "metarl envs: interrupted" in capsys.readouterr().err
+
+
+def test_device_names_resolve_or_name_the_choices() -> None:
+    from metarl.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="auto, cpu, cuda"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="cuda"):
+        resolve_device(f"cuda:{torch.cuda.device_count() + 3}")
+
+
+@pytest.mark.render
+def test_demo_video_shows_the_run_before_and_after_adaptation(
+    tiny_runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import imageio.v3 as iio
+
+    from metarl.commands.demo_cmd import render_demo_video
+    from metarl.runs import RunDir
+
+    path = render_demo_video(RunDir(tiny_runs["maml"]), seed=0)
+    printed = capsys.readouterr().out
+    assert path == tiny_runs["maml"] / "demo_before_after.mp4"
+    frames = iio.imread(path, index=None)
+    assert frames.shape[1:] == (192, 3 * 192, 3) and len(frames) >= 2  # three panels: k = 0, 1, 3
+    assert "k=0:" in printed and "k=3:" in printed
