@@ -89,3 +89,24 @@ def test_fit_predict_with_padding_equals_lstsq_on_the_taken_steps_only():
         torch.testing.assert_close(got, torch.from_numpy(expected), atol=1e-6, rtol=1e-6)
         # the fit matters: values are far from a constant
         assert float(got[eps.mask > 0].std()) > 0.05
+
+
+def test_a_singular_system_grows_the_regulariser_and_nan_inputs_are_refused():
+    import pytest
+
+    generator = torch.Generator().manual_seed(4)
+    base = torch.randn(2, 50, 3, generator=generator, dtype=torch.float64)
+    features = torch.cat([base, base[..., :1]], dim=-1)  # a duplicated column: X^T X is singular
+    targets = base @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    weights = torch.ones(2, 50, dtype=torch.float64)
+    # 1e-17 .. 1e-15 leave X^T X + c I numerically singular here; the fourth try (1e-14) solves it
+    coeffs = fit_linear(features, targets, weights, reg_coeff=1e-17)
+    predictions = (features @ coeffs.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(predictions, targets, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="stays singular"):  # five tries end at 1e-296
+        fit_linear(features, targets, weights, reg_coeff=1e-300)
+    features[1, 3, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"singular for tasks \[1\]"):
+        fit_linear(features, targets, weights, reg_coeff=1e-5)
+    with pytest.raises(ValueError, match="reg_coeff must be > 0"):
+        LinearFeatureBaseline(reg_coeff=0.0)
