@@ -333,7 +333,7 @@ class Manifest:
             "evaluation": dataclasses.asdict(spec.evaluation),
             "family_evaluation": {f: dataclasses.asdict(e) for f, e in spec.family_evaluation},
             "versions": package_versions(),
-            "sessions": previous.get("sessions", []) + [{"started": _now()}],
+            "sessions": previous.get("sessions", []),
             "runs": [],
         }
         for plan in plans:
@@ -398,20 +398,22 @@ def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions 
             refused.append(str(error))
     if refused:
         raise UserError("refusing to run the study; " + " | ".join(refused))
-    if spec.text:
-        atomic_write_text(study_dir / STUDY_FILE, spec.text)
     skipped = [plan.key for plan in plans if states[plan.key].done(plan)]
-    for key in skipped:
-        if manifest.runs[key]["status"] != "done":
-            manifest.update(key, status="done")
+    adopted = [key for key in skipped if manifest.runs[key]["status"] != "done"]
+    for key in adopted:
+        manifest.update(key, status="done")
     todo = [plan for plan in plans if plan.key not in skipped]
     result = StudyResult([], {}, skipped, [], manifest.path)
-    if not todo:
-        manifest.write()
+    if not todo:  # a finished study: write nothing unless the manifest lacked some finished runs
+        if adopted or not manifest.path.is_file():
+            manifest.write()
         log(f"study {spec.name}: all {len(plans)} runs are finished; nothing to do")
         return result
+    if spec.text:
+        atomic_write_text(study_dir / STUDY_FILE, spec.text)
     for plan in todo:
         manifest.update(plan.key, status="waiting", error=None)
+    manifest.document["sessions"].append({"started": _now(), "runs": len(todo)})
     manifest.write()
 
     init_ray(options.address, num_cpus=options.num_cpus)
