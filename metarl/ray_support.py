@@ -46,7 +46,7 @@ def require_ray() -> types.ModuleType:
         ) from None
 
 
-def _keep_local() -> None:
+def keep_local() -> None:
     """Make Ray bind the node to loopback (see the module docstring); before or after importing ray."""
     os.environ[_LOCAL_ONLY_VARIABLE] = "0"
     constants = importlib.import_module("ray._private.ray_constants")
@@ -88,5 +88,5 @@ def init_ray(
         quiet.pop("include_dashboard")
         ray.init(address=address, **quiet)
         return
-    _keep_local()
+    keep_local()
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address=LOOPBACK, **quiet)
