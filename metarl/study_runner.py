@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -370,6 +371,12 @@ class StudyResult:
     manifest: Path
 
 
+def store_name(study_dir: str | os.PathLike[str]) -> str:
+    """The name of the :class:`RunStore` actor of a study directory (one per directory and cluster)."""
+    digest = hashlib.sha256(str(Path(study_dir).resolve()).encode()).hexdigest()[:16]
+    return STORE_PREFIX + digest
+
+
 def _format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -420,9 +427,8 @@ def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions 
     driver_node = ray.get_runtime_context().get_node_id()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    store_name = STORE_PREFIX + str(abs(hash(str(study_dir))))
     store = ray.remote(RunStore).options(
-        name=store_name, num_cpus=0, max_restarts=-1,
+        name=store_name(study_dir), num_cpus=0, max_restarts=-1,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=driver_node, soft=False),
     ).remote(str(study_dir))
     context = {"study_dir": str(study_dir), "worker_dir": options.worker_dir, "driver_node": driver_node,
@@ -475,6 +481,7 @@ def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions 
         raise
     finally:
         _restore_handlers(previous_handlers)
+        ray.kill(store)  # its files are written; a later run of the study starts a new one
     log(f"study {spec.name}: {len(result.done)} runs done, {len(result.failed)} failed, "
         f"{len(skipped)} finished before; manifest {manifest.path}")
     return result
