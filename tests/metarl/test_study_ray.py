@@ -163,3 +163,50 @@ def test_killed_workers_resume_from_synced_checkpoints_to_the_uninterrupted_weig
     assert (worker / study.name / plan.path / "config.json").is_file()
     assert (study / plan.path / "eval_test.json").is_file()
     _assert_same_checkpoint(checkpoint, _uninterrupted(spec, plan, tmp_path / "reference" / "seed3"))
+
+
+
+STUDY_TOML = """
+name = "stop"
+families = ["Point2DNav"]
+seeds = [0, 1]
+[evaluation]
+splits = ["test"]
+num_tasks = 2
+episodes_per_step = 2
+steps = 1
+device = "cpu"
+[methods.maml-trpo]
+train = "maml"
+options = { preset = "tiny", iterations = 60, checkpoint-every = 1, device = "cpu", threads = 1, no-tensorboard = true }
+"""
+
+
+def test_sigterm_stops_every_run_with_its_checkpoint_and_a_rerun_finishes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    study_file, study = tmp_path / "stop.toml", tmp_path / "study"
+    study_file.write_text(STUDY_TOML)
+    command = [sys.executable, "-m", "metarl.cli", "study", "run", str(study_file), "--out", str(study),
+               "--num-cpus", "2", "--no-progress"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoints = [study / "runs" / "Point2DNav" / "maml-trpo" / f"seed{seed}" / "checkpoint" /
+                   "latest.safetensors" for seed in (0, 1)]
+    deadline = time.time() + 240
+    while not all(path.is_file() for path in checkpoints) and time.time() < deadline:
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGTERM)
+    output, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 130, output
+    manifest = json.loads((study / "manifest.json").read_text())
+    assert {run["status"] for run in manifest["runs"]} == {"stopped"}, output
+    saved = [load_checkpoint(path)[1]["iteration"] for path in checkpoints]
+    assert all(1 <= iteration < 60 for iteration in saved), saved
+    # the interrupted runs continue from their checkpoints
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    manifest = json.loads((study / "manifest.json").read_text())
+    assert {run["status"] for run in manifest["runs"]} == {"done"}
+    assert all(run["attempts"] == 2 for run in manifest["runs"])
+    assert all(load_checkpoint(path)[1]["iteration"] == 60 for path in checkpoints)
