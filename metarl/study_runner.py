@@ -249,7 +249,7 @@ def execute_run(plan: RunPlan, context: Mapping[str, Any], *dependencies: Any) -
         root = Path(context["study_dir"])
     else:
         base = context["worker_dir"] or os.path.join(tempfile.gettempdir(), "metarl-study")
-        root = Path(base) / Path(context["study_dir"]).resolve().name
+        root = Path(base) / store_name(context["study_dir"])
     syncs = []
     if not local:
         syncs = [_FileSync(store, plan.path, root / plan.path, context["sync_seconds"])]
@@ -276,6 +276,8 @@ def execute_run(plan: RunPlan, context: Mapping[str, Any], *dependencies: Any) -
         for sync in syncs:
             sync.stop()
         ray.get(store.end.remote(plan.key, status))
+        if status == "done" and not local:  # every file reached the study directory
+            shutil.rmtree(root / plan.path, ignore_errors=True)
 
 
 def _train_and_evaluate(plan: RunPlan, root: Path, store: Any) -> None:

@@ -138,7 +138,7 @@ def test_killed_workers_resume_from_synced_checkpoints_to_the_uninterrupted_weig
     driver.start()
     rng = random.Random(int(time.time()))
     checkpoint = study / plan.path / "checkpoint" / "latest.safetensors"
-    killed_at = []
+    killed_at, observed = [], []
     deadline = time.time() + 240
     while len(killed_at) < 2 and time.time() < deadline and driver.is_alive():
         try:
@@ -147,6 +147,7 @@ def test_killed_workers_resume_from_synced_checkpoints_to_the_uninterrupted_weig
         except ValueError:  # the store is not up yet
             attempts = []
         iteration = load_checkpoint(checkpoint)[1]["iteration"] if checkpoint.is_file() else 0
+        observed.append(iteration)
         seen = killed_at[-1] if killed_at else 0
         if len(attempts) == len(killed_at) + 1 and attempts[-1]["end"] is None and iteration > seen:
             time.sleep(rng.uniform(0.0, 1.5))  # a random point of the training
@@ -154,13 +155,17 @@ def test_killed_workers_resume_from_synced_checkpoints_to_the_uninterrupted_weig
             killed_at.append(load_checkpoint(checkpoint)[1]["iteration"])
         time.sleep(0.1)
     driver.join(timeout=300)
+    observed.append(load_checkpoint(checkpoint)[1]["iteration"])
     assert "error" not in outcome, outcome.get("error")
     assert len(killed_at) == 2 and max(killed_at) < 14, killed_at
     assert outcome["result"].done == [plan.key]
     manifest = json.loads((study / "manifest.json").read_text())
     assert manifest["runs"][0]["attempts"] == 3 and manifest["runs"][0]["status"] == "done"
-    # the study directory got the files from the worker's copy (a different directory)
-    assert (worker / study.name / plan.path / "config.json").is_file()
+    # each retry resumed from the checkpoint that had reached the study directory: had one started over,
+    # its first checkpoints would have replaced the later one there
+    assert observed == sorted(observed) and observed[-1] == 14, observed
+    # the run worked in a copy under worker/ (removed once every file reached the study directory)
+    assert (worker / store_name(study)).is_dir() and not (worker / store_name(study) / plan.path).exists()
     assert (study / plan.path / "eval_test.json").is_file()
     _assert_same_checkpoint(checkpoint, _uninterrupted(spec, plan, tmp_path / "reference" / "seed3"))
 
