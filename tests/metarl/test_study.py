@@ -5,6 +5,7 @@ The tests that start Ray are in test_study_ray.py.
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -107,3 +108,31 @@ def test_study_without_ray_says_what_to_install(
     error = " ".join(capsys.readouterr().err.split())
     assert "needs Ray" in error and "pip install -e '.[ray]'" in error
     assert not (tmp_path / "s").exists()
+
+
+def test_every_trainer_runs_from_its_study_options_and_its_directory_then_reads_as_done(tmp_path: Path) -> None:
+    from metarl.study_runner import _train_and_evaluate
+
+    document = tiny_document(seeds=[0])
+    document["methods"] = {
+        "maml-trpo": {"train": "maml", "options": {"preset": "tiny", "iterations": 1, "device": "cpu",
+                                                    "no-tensorboard": True}},
+        "pretrain": {"train": "pretrain", "options": {"preset": "tiny", "iterations": 1, "nonlinearity": "relu",
+                                                       "horizon": 20, "device": "cpu"}},
+        "finetune-ppo-frozen": {"train": "finetune", "options": {
+            "timesteps": 256, "num-envs": 2, "hidden-sizes": [8, 8], "freeze": 2, "new-head": True,
+            "normalize-obs": False, "device": "cpu"}},
+        "random-init": {"train": "random-init", "like": "maml-trpo"},
+    }
+    spec = parse_study(document)
+    study = tmp_path / "study"
+    for plan in spec.plans():
+        assert not run_state(study, plan).done(plan)
+        _train_and_evaluate(plan, study, store=None)
+        assert run_state(study, plan).done(plan), plan.key
+    configs = {plan.method: json.loads((study / plan.path / "config.json").read_text()) for plan in spec.plans()}
+    assert configs["pretrain"]["horizon"] == 20 and configs["pretrain"]["policy"]["nonlinearity"] == "relu"
+    frozen = configs["finetune-ppo-frozen"]
+    assert frozen["recipe"]["freeze"] == 2 and frozen["recipe"]["new_head"] is True
+    assert frozen["hidden_sizes"] == [8, 8] and frozen["normalize_obs"] is False
+    assert configs["random-init"]["policy"] == configs["maml-trpo"]["policy"]
