@@ -8,10 +8,12 @@ both), labelled by the study's method name; the table, CSV and the two plots
 :mod:`metarl.compare` as well. Beside them: the generalisation gap (test minus
 ood, per k) of each method, the environment steps each method trained on
 (from the checkpoints, or the fine-tuning budget) and the wall-clock per run
-(from the manifest, and the training time the checkpoints record).
+(from the manifest, and the training time the checkpoints record), and the
+training curves (training return against env steps, one line per seed).
 
 Writes ``DIR/report/report.md`` and, per family and split,
-``DIR/report/<family>/<split>/{comparison.md,comparison.csv,return_vs_k.png,return_vs_samples.png}``.
+``DIR/report/<family>/<split>/{comparison.md,comparison.csv,return_vs_k.png,return_vs_samples.png}``
+and ``DIR/report/<family>/training_curves.png``.
 Runs not yet evaluated on a split are left out of its table (the report says which).
 """
 
@@ -28,7 +30,7 @@ import numpy as np
 from metarl.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
 from metarl.cli import UserError
 from metarl.compare import RunResult, markdown_table, pooled_result, write_csv, write_plots
-from metarl.runs import RunDir
+from metarl.runs import RunDir, read_metrics
 from metarl.study_runner import MANIFEST
 
 REPORT_DIR = "report"
@@ -83,6 +85,52 @@ def train_seconds(run_dir: Path) -> float | None:
     except (FileNotFoundError, CheckpointError):
         return None
     return float(metadata["train_seconds"]) if "train_seconds" in metadata else None
+
+
+# method (config.json) -> (metrics.csv column of the training return, column of the env steps so far)
+TRAINING_CURVES: dict[str, tuple[str, str]] = {
+    "maml": ("train/return_after_adaptation", "train/env_steps"),
+    "pretrain": ("train/return", "train/env_steps"),
+    "finetune": ("train/episode_return", "train/timesteps"),
+}
+
+
+def write_training_curves(study_dir: Path, manifest: dict[str, Any], family: str, target: Path) -> bool:
+    """Training return against env steps of every run of ``family`` (one colour per method, one line
+    per seed; MAML's is the return after adaptation). Returns False if no run has a curve yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    drawn = False
+    for index, method in enumerate(manifest["methods"]):
+        labelled = False
+        for run in (r for r in manifest["runs"] if r["family"] == family and r["method"] == method):
+            run_dir = RunDir(study_dir / run["path"])
+            if not run_dir.config_path.is_file():
+                continue
+            columns = TRAINING_CURVES.get(run_dir.read_config()["method"])
+            rows = [row for row in read_metrics(run_dir.metrics_path)
+                    if columns is not None and columns[0] in row and columns[1] in row]
+            if not rows:
+                continue
+            axes.plot([row[columns[1]] for row in rows], [row[columns[0]] for row in rows], color=f"C{index % 10}",
+                      linewidth=1, label=None if labelled else method)
+            labelled = drawn = True
+    if drawn:
+        axes.set_xlabel("environment steps")
+        axes.set_ylabel("training return (MAML: after adaptation)")
+        axes.set_title(f"{family}: training curves, one line per seed")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        temp = target.with_name(f".{target.name}.tmp.png")
+        figure.savefig(temp)
+        os.replace(temp, target)
+    plt.close(figure)
+    return drawn
 
 
 def _mean_cell(values: list[float | None], digits: int = 0) -> str:
@@ -144,6 +192,9 @@ def write_report(study_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
             lines += [f"![return vs k]({relative}/return_vs_k.png) "
                       f"![return vs samples]({relative}/return_vs_samples.png)", ""]
         lines += _gap_table(by_split)
+        (out_dir / family).mkdir(parents=True, exist_ok=True)
+        if write_training_curves(study_dir, manifest, family, out_dir / family / "training_curves.png"):
+            lines += [f"![training curves]({family}/training_curves.png)", ""]
         lines += ["Training cost per run, mean over seeds: environment steps trained on, training time the "
                   "checkpoint records, and the wall-clock of the study's tasks (train and evaluate, all attempts).",
                   "", "| method | env steps | train s | task wall s | attempts |", "|---|---:|---:|---:|---:|"]
@@ -165,4 +216,4 @@ def write_report(study_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
     return report
 
 
-__all__ = ["write_report", "method_results", "env_steps", "train_seconds", "REPORT_DIR"]
+__all__ = ["write_report", "method_results", "write_training_curves", "env_steps", "train_seconds", "REPORT_DIR"]

@@ -113,6 +113,7 @@ def test_tiny_study_completes_resumes_reruns_as_nothing_and_reports_compare_rows
             assert report_row.split("|")[2:] == compare_row.split("|")[2:]
         assert (study / "report" / "Point2DNav" / split / "return_vs_k.png").is_file()
     assert "Generalisation gap" in text and "env steps" in text
+    assert (study / "report" / "Point2DNav" / "training_curves.png").is_file()
 
 
 def test_killed_workers_resume_from_synced_checkpoints_to_the_uninterrupted_weights(
