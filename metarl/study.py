@@ -475,7 +475,7 @@ def run_state(root: Path, plan: RunPlan) -> RunState:
     """
     run = RunDir(root / plan.path)
     if not run.config_path.is_file():
-        if run.path.is_dir() and any(run.path.iterdir()):
+        if run.path.is_dir() and any(not entry.name.startswith(".") for entry in run.path.iterdir()):
             raise RunDirError(f"{run.path} is not empty and holds no metarl run (no config.json); "
                               "move its files away or choose another study directory")
         return RunState(False, False, ())

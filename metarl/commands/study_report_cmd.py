@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Annotated
 
 import tyro
 
@@ -15,7 +16,7 @@ import tyro
 class StudyReportArgs:
     """Pooled tables per family and split, plots, generalisation gap, env steps, wall-clock: report.md."""
 
-    study_dir: tyro.conf.Positional[Path]
+    study_dir: tyro.conf.Positional[Annotated[Path, tyro.conf.arg(metavar="STUDY_DIR")]]
     """A study directory written by `metarl study run`."""
     out: Path | None = None
     """Folder for the report (default: STUDY_DIR/report)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Annotated
 
 import tyro
 
@@ -18,7 +19,7 @@ import tyro
 class StudyRunArgs:
     """Train and evaluate every run of a study on Ray; rerun the same command to continue it."""
 
-    study: tyro.conf.Positional[str]
+    study: tyro.conf.Positional[Annotated[str, tyro.conf.arg(metavar="STUDY")]]
     """The study: a TOML file, or the name of a shipped study (tiny, maml-paper, unseen-dynamics)."""
     out: Path
     """Study directory: runs/<family>/<method>/seed<seed>/, manifest.json, study.toml."""
