@@ -25,6 +25,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("evaluate",): ("evaluate_cmd", "evaluate a run on unseen tasks: return before and after k = 1..3 adaptation steps"),
     ("compare",): ("compare_cmd", "compare evaluated runs: markdown table, CSV and plots of return vs k and vs samples"),
     ("render",): ("render_cmd", "render a run before and after adaptation on one unseen task (headless, mp4 or gif)"),
+    ("study", "run"): ("study_run_cmd", "run a study (families x methods x seeds: train, evaluate) on Ray; rerun to continue"),
+    ("study", "report"): ("study_report_cmd", "pooled tables, plots and a markdown report of a study directory"),
     ("bench",): ("bench_cmd", "benchmarks: metarl bench envs|... (ratios measured side by side)"),
 }
 

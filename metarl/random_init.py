@@ -133,12 +133,31 @@ def create_run(out: str | os.PathLike[str], config: RandomInitConfig) -> RunDir:
     Raises:
         metarl.runs.RunDirError: ``out`` holds another run or unrelated files.
     """
+    policy = initial_policy(config)
+    document = run_document(config, policy)
+    # the run is deterministic: recreating the same run is allowed and rewrites identical files
+    run = check_run_dir(out, document, resume=RunDir(out).config_path.is_file())
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"method": METHOD, "family": config.family, "obs_dim": policy.obs_dim, "act_dim": policy.act_dim}
+    save_checkpoint(run.checkpoint_path, policy_tensors(policy), metadata)
+    run.write_config(document)
+    return run
+
+
+def initial_policy(config: RandomInitConfig) -> GaussianMLPPolicy:
+    """The policy initialised from ``config.seed`` (the caller's global torch RNG is left untouched)."""
     obs_dim, act_dim = env_dims(config.family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        policy = GaussianMLPPolicy(obs_dim, act_dim, config.hidden_sizes, config.init_std, config.nonlinearity,
-                                   config.weight_init)
-    document = {
+        return GaussianMLPPolicy(obs_dim, act_dim, config.hidden_sizes, config.init_std, config.nonlinearity,
+                                 config.weight_init)
+
+
+def run_document(config: RandomInitConfig, policy: GaussianMLPPolicy | None = None) -> dict[str, Any]:
+    """The ``config.json`` of the random-init run of ``config``."""
+    policy = initial_policy(config) if policy is None else policy
+    return {
         "method": METHOD,
         "family": config.family,
         "seed": config.seed,
@@ -151,14 +170,6 @@ def create_run(out: str | os.PathLike[str], config: RandomInitConfig) -> RunDir:
             "gae_lambda": config.gae_lambda,
         },
     }
-    # the run is deterministic: recreating the same run is allowed and rewrites identical files
-    run = check_run_dir(out, document, resume=RunDir(out).config_path.is_file())
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"method": METHOD, "family": config.family, "obs_dim": obs_dim, "act_dim": act_dim}
-    save_checkpoint(run.checkpoint_path, policy_tensors(policy), metadata)
-    run.write_config(document)
-    return run
 
 
 def adaptation_settings(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import tyro
 
 import envs
 from metarl.cli import UserError
-from metarl.presets import PRESETS, maml_preset
+from metarl.presets import PRESETS, MAMLRunConfig, maml_preset
 from metarl.pretrain import run_config_from_document, train_pretrain
 from metarl.runs import RunDir
 
@@ -42,17 +42,18 @@ class TrainPretrainArgs:
     """Train tasks per iteration (default: the preset's)."""
     episodes_per_task: int | None = None
     """MAML's episodes per task per batch; pretraining samples (inner_steps + 1) times as many per task."""
+    horizon: int | None = None
+    """Episode length (default: the preset's)."""
+    nonlinearity: str | None = None
+    """The policy's hidden-layer nonlinearity, tanh or relu (default: the preset's)."""
     threads: int = 1
     """CPU threads for torch (1 is fastest for these small networks)."""
     no_progress: bool = False
     """Hide the progress bar."""
 
 
-def main(argv: list[str]) -> int:
-    args = tyro.cli(TrainPretrainArgs, args=argv, prog="metarl train pretrain")
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+def resolve_run_config(args: TrainPretrainArgs) -> tuple[MAMLRunConfig, str | None, int]:
+    """The run configuration, preset name and seed that ``args`` ask for (the stored ones with --resume)."""
     if args.preset not in PRESETS:
         raise UserError(f"unknown preset {args.preset!r}; available presets: {', '.join(PRESETS)}")
     run_dir = RunDir(args.out)
@@ -63,9 +64,18 @@ def main(argv: list[str]) -> int:
         if args.env is None:
             raise UserError(f"--env is required for a new run; available families: {', '.join(envs.FAMILIES)}")
         base, preset, seed = maml_preset(args.preset, args.env), args.preset, args.seed
-    changes = {name: getattr(args, name) for name in ("iterations", "meta_batch_size", "episodes_per_task")
+    changes = {name: getattr(args, name)
+               for name in ("iterations", "meta_batch_size", "episodes_per_task", "horizon", "nonlinearity")
                if getattr(args, name) is not None}
-    run_config = base.replace(**changes)
+    return base.replace(**changes), preset, seed
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(TrainPretrainArgs, args=argv, prog="metarl train pretrain")
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    run_config, preset, seed = resolve_run_config(args)
     result = train_pretrain(run_config, args.out, seed=seed, device=args.device, preset=preset,
                             resume=args.resume, progress=not args.no_progress)
     print(f"pretrained on {run_config.family} for {run_config.iterations} iterations; "

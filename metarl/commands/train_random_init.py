@@ -45,8 +45,8 @@ class RandomInitArgs:
     """Seed of the initial weights (default 0, or --like's)."""
 
 
-def main(argv: list[str]) -> int:
-    args = tyro.cli(RandomInitArgs, args=argv, prog="metarl train random-init")
+def resolve_config(args: RandomInitArgs) -> RandomInitConfig:
+    """The run configuration ``args`` ask for (``--like``'s, with the flags given on top)."""
     if args.like is not None:
         base = config_like(args.like)
         if args.env is not None and args.env != base.family:
@@ -60,7 +60,12 @@ def main(argv: list[str]) -> int:
         for name in ("hidden_sizes", "init_std", "nonlinearity", "weight_init", "inner_lr", "horizon", "seed")
         if getattr(args, name) is not None
     }
-    config = dataclasses.replace(base, **overrides)
+    return dataclasses.replace(base, **overrides)
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(RandomInitArgs, args=argv, prog="metarl train random-init")
+    config = resolve_config(args)
     run = create_run(args.out, config)
     print(
         f"random-init run of {config.family} (seed {config.seed}, hidden {list(config.hidden_sizes)}, "

@@ -1,0 +1,31 @@
+"""``metarl study report DIR``: pooled tables per family and split, plots and one markdown report.
+
+See :mod:`metarl.study_report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyReportArgs:
+    """Pooled tables per family and split, plots, generalisation gap, env steps, wall-clock: report.md."""
+
+    study_dir: tyro.conf.Positional[Annotated[Path, tyro.conf.arg(metavar="STUDY_DIR")]]
+    """A study directory written by `metarl study run`."""
+    out: Path | None = None
+    """Folder for the report (default: STUDY_DIR/report)."""
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(StudyReportArgs, args=argv, prog="metarl study report")
+    from metarl.study_report import write_report
+
+    path = write_report(args.study_dir, args.out)
+    print(f"wrote {path}")
+    return 0

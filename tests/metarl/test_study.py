@@ -1,0 +1,138 @@
+"""Studies: the file format, what a study directory says about its runs, and running without Ray.
+
+The tests that start Ray are in test_study_ray.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from metarl.cli import UserError
+from metarl.cli import main as cli_main
+from metarl.study import load_study, parse_study, run_state, shipped_studies
+from metarl.study_runner import RunOptions, run_study
+
+# The command the unseen-dynamics study's MAML runs were started with before the runner existed.
+UNSEEN_DYNAMICS_MAML = ("--preset paper --nonlinearity relu --episodes-per-task 10 --horizon 200 "
+                        "--iterations 200 --device cpu --threads 1")
+
+
+def tiny_document(**changes: object) -> dict:
+    document = {
+        "name": "t", "families": ["Point2DNav"], "seeds": [0, 1],
+        "evaluation": {"splits": ["test"], "num_tasks": 2, "episodes_per_step": 2, "steps": 1, "device": "cpu"},
+        "methods": {
+            "maml-trpo": {"train": "maml", "options": {"preset": "tiny", "iterations": 2, "device": "cpu",
+                                                        "no-tensorboard": True}},
+            "random-init": {"train": "random-init", "like": "maml-trpo"},
+        },
+    }
+    document.update(changes)
+    return document
+
+
+def test_shipped_studies_parse_and_unseen_dynamics_adopts_the_running_maml_runs() -> None:
+    assert {"tiny", "maml-paper", "unseen-dynamics"} <= set(shipped_studies())
+    for name in shipped_studies():
+        assert load_study(name).plans()
+    spec = load_study("unseen-dynamics")
+    assert [m.name for m in spec.methods] == ["maml-trpo", "pretrain", "finetune-ppo", "finetune-ppo-frozen",
+                                              "random-init"]
+    maml = spec.plans()[0]
+    assert maml.key == "HalfCheetahRandParams/maml-trpo/seed0"
+    argv = maml.train_argv(Path("/s"), resume=False)
+    assert argv[:6] == ["--out", "/s/runs/HalfCheetahRandParams/maml-trpo/seed0", "--env",
+                        "HalfCheetahRandParams", "--seed", "0"]
+    assert argv[6:] == shlex.split(UNSEEN_DYNAMICS_MAML) + ["--no-progress"]
+    # the pretrained baseline trains on MAML's environment steps: same batch, horizon, iterations and policy
+    maml_config, pretrain_config = (plan.expected_config(Path("/s")) for plan in spec.plans()[:4:3])
+    for key in ("iterations", "meta_batch_size", "episodes_per_task", "horizon", "policy", "maml"):
+        assert maml_config[key] == pretrain_config[key], key
+    assert spec.evaluation.num_tasks == 40 and spec.evaluation.episodes_per_step == 20
+    assert spec.evaluation.steps == 3 and spec.evaluation.splits == ("test", "ood")
+    paper = load_study("maml-paper")
+    assert paper.evaluation_for("Point2DNav").episodes_per_step == 40
+    assert paper.evaluation_for("HalfCheetahVel").episodes_per_step == 20
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"families": ["Nowhere"]}, "unknown family 'Nowhere'"),
+        ({"seeds": [0, 0]}, "lists a seed twice"),
+        ({"methods": {"m": {"train": "maml", "options": {"seed": 3}}}}, "set by the study"),
+        ({"methods": {"m": {"train": "maml", "options": {"learning-rate": 3}}}}, "not a flag of `metarl train maml`"),
+        ({"methods": {"m": {"train": "maml", "like": "m"}}}, "for random-init methods"),
+        ({"methods": {"m": {"train": "sarsa"}}}, "must be one of maml, pretrain, finetune, random-init"),
+        ({"evaluation": {"splits": ["validation"]}}, "evaluation.splits"),
+        ({"evaluation": {"episodes": 3}}, "unknown key(s) ['episodes']"),
+    ],
+)
+def test_study_file_errors_name_the_key(change: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        parse_study(tiny_document(**change))
+
+
+def test_a_run_directory_of_another_configuration_is_refused_not_overwritten(tmp_path: Path) -> None:
+    spec = parse_study(tiny_document())
+    study = tmp_path / "study"
+    plan = spec.plans()[0]
+    run = study / plan.path
+    # a run made by hand with the study's options continues; one with other options is refused
+    argv = plan.train_argv(study, resume=False)
+    assert cli_main(["train", "maml", *argv[:argv.index("--iterations")], "--iterations", "1",
+                     *argv[argv.index("--iterations") + 2:]]) == 0
+    state = run_state(study, plan)
+    assert state.started and not state.trained  # 1 of the study's 2 iterations: resumed by the study
+    other = study / spec.plans()[1].path
+    assert cli_main(["train", "maml", "--out", str(other), "--env", "Point2DNav", "--seed", "1", "--preset",
+                     "tiny", "--iterations", "1", "--meta-batch-size", "3", "--device", "cpu", "--no-progress",
+                     "--no-tensorboard"]) == 0
+    before = {path: path.read_bytes() for path in study.rglob("*") if path.is_file()}
+    with pytest.raises(UserError, match="does not match its directory.*meta_batch_size: 3 -> 10"):
+        run_study(spec, study, RunOptions(progress=False))  # refused before Ray starts
+    assert {path: path.read_bytes() for path in study.rglob("*") if path.is_file()} == before
+    assert run.is_dir()
+
+
+def test_study_without_ray_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    assert cli_main(["study", "run", "tiny", "--out", str(tmp_path / "s")]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "needs Ray" in error and "pip install -e '.[ray]'" in error
+    assert not (tmp_path / "s").exists()
+
+
+def test_every_trainer_runs_from_its_study_options_and_its_directory_then_reads_as_done(tmp_path: Path) -> None:
+    from metarl.study_runner import _train_and_evaluate
+
+    document = tiny_document(seeds=[0])
+    document["methods"] = {
+        "maml-trpo": {"train": "maml", "options": {"preset": "tiny", "iterations": 1, "device": "cpu",
+                                                    "no-tensorboard": True}},
+        "pretrain": {"train": "pretrain", "options": {"preset": "tiny", "iterations": 1, "nonlinearity": "relu",
+                                                       "horizon": 20, "device": "cpu"}},
+        "finetune-ppo-frozen": {"train": "finetune", "options": {
+            "timesteps": 256, "num-envs": 2, "hidden-sizes": [8, 8], "freeze": 2, "new-head": True,
+            "normalize-obs": False, "device": "cpu"}},
+        "random-init": {"train": "random-init", "like": "maml-trpo"},
+    }
+    spec = parse_study(document)
+    study = tmp_path / "study"
+    for plan in spec.plans():
+        assert not run_state(study, plan).done(plan)
+        _train_and_evaluate(plan, study, store=None)
+        assert run_state(study, plan).done(plan), plan.key
+    configs = {plan.method: json.loads((study / plan.path / "config.json").read_text()) for plan in spec.plans()}
+    assert configs["pretrain"]["horizon"] == 20 and configs["pretrain"]["policy"]["nonlinearity"] == "relu"
+    frozen = configs["finetune-ppo-frozen"]
+    assert frozen["recipe"]["freeze"] == 2 and frozen["recipe"]["new_head"] is True
+    assert frozen["hidden_sizes"] == [8, 8] and frozen["normalize_obs"] is False
+    assert configs["random-init"]["policy"] == configs["maml-trpo"]["policy"]
