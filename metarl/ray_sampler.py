@@ -58,6 +58,7 @@ from metarl.sampler import (
     env_dims,
 )
 
+FIELDS = ("observations", "actions", "rewards", "mask")
 Architecture = tuple[int, int, tuple[int, ...], str]
 """What an actor needs to rebuild the policy module: obs_dim, act_dim, hidden_sizes, nonlinearity."""
 
@@ -262,7 +263,7 @@ class BlockSampler(Sampler):
         episodes = Episodes(
             **{
                 name: torch.from_numpy(np.concatenate([result[name] for result in results])).to(self.device)
-                for name in ("observations", "actions", "rewards", "mask")
+                for name in FIELDS
             },
             tasks=tasks,
         )
@@ -276,6 +277,10 @@ class BlockSampler(Sampler):
             "assemble_s": end - received,
             "slowest_rollout_s": slowest,
             "overhead_s": self.last_seconds - slowest,
+            "sent_mb": sum(
+                rows.nbytes for request in requests for rows, _ in request[1].values()
+            ) / 1e6 + noise_array.nbytes / 1e6,
+            "received_mb": sum(result[name].nbytes for result in results for name in FIELDS) / 1e6,
         }
         return episodes
 

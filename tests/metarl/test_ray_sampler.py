@@ -202,3 +202,26 @@ def test_maml_run_with_ray_sampler_has_the_local_metrics(ray_instance, tmp_path:
     train(tmp_path / "mixed", SamplerChoice("ray", workers=2), 2)
     train(tmp_path / "mixed", SamplerChoice(), 3, resume=True)
     assert local_rows == _metrics_without_time(tmp_path / "mixed" / "metrics.csv")
+
+
+def test_bench_sampler_reports_every_backend(ray_instance, capsys: pytest.CaptureFixture[str]) -> None:
+    from metarl.bench.sampler import SamplerBenchConfig, report, run
+
+    config = SamplerBenchConfig(family="Point2DNav", tasks=3, episodes=2, horizon=10, workers=(1, 2), repeats=1)
+    results = run(config)
+    rows = {row["backend"]: row for row in results["backends"]}
+    assert list(rows) == ["local", "ray-1", "ray-2"]
+    assert rows["local"]["ratio_to_local"] == 1.0
+    for name in ("ray-1", "ray-2"):
+        row = rows[name]
+        assert row["ratio_to_local"] == pytest.approx(row["steps_per_s"] / rows["local"]["steps_per_s"])
+        assert 0.0 < row["slowest_rollout_s"] < row["seconds_per_call"]
+        assert row["overhead_per_iteration_s"] == pytest.approx(2 * row["overhead_s"])  # 1 inner step + query
+        assert row["received_mb"] > 0.0 and row["sent_mb"] > 0.0
+    assert results["update_seconds"] > 0.0
+    text = report(results)
+    assert "load average" in text and "ray-2" in text and "Ray overhead" in text and "outer update" in text
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["bench", "sampler", "--help"])
+    assert exited.value.code == 0
+    assert "--workers" in capsys.readouterr().out
