@@ -324,13 +324,13 @@ class RaySampler(BlockSampler):
         needed = len(self.blocks) * cpus_per_worker
         self._started_ray = not ray.is_initialized()
         init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1, needed))
-        available = ray.cluster_resources().get("CPU", 0)
-        if available < needed:
+        available = ray.available_resources().get("CPU", 0)
+        if available < needed:  # the actors would wait for CPUs forever
             if self._started_ray:
                 ray.shutdown()
             raise UserError(
-                f"--workers {len(self.blocks)} needs {needed} CPUs on the Ray cluster, which has {available:g}; "
-                "use fewer workers or add nodes"
+                f"--workers {len(self.blocks)} needs {needed} CPUs on the Ray cluster, which has {available:g} "
+                "free; use fewer workers or add nodes"
             )
         remote = ray.remote(num_cpus=cpus_per_worker)(SamplerWorker)
         self._ray = ray

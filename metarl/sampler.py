@@ -2,8 +2,9 @@
 
 :class:`Sampler` is the small interface the trainers and the evaluation use:
 ``sample(policy, task_params, tasks, episodes_per_task, generator) -> Episodes``.
-Another backend (for example workers on other machines) implements the same
-method and the trainers do not change.
+Another backend implements the same method and the trainers do not change:
+:class:`metarl.ray_sampler.RaySampler` runs blocks of the tasks on Ray actors and
+returns the same episodes (:class:`SamplerChoice` picks the backend).
 
 :class:`VectorEnvSampler` is the in-process backend built on the suite's batched
 vector env (DESIGN.md §4). For ``T`` tasks and ``E`` episodes per task it keeps

@@ -14,6 +14,9 @@ Measured side by side in one process, at HalfCheetahVel's paper batch by default
 4. **Learner update** (optional): one MAML outer update (the paper preset's
    learner) on the sampled episodes, in this process: the part that does not
    scale out.
+5. **Model** (with the update): seconds per meta-iteration at more workers
+   (:func:`scale_out_model`), with the learner on this CPU or on a GPU whose
+   update time is an assumption.
 
 Repeats are interleaved (local, Ray 1, Ray 2, local, ...) and the best rate of
 each is kept, so load from other processes hurts all alike; the load average
@@ -24,9 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +65,10 @@ class SamplerBenchConfig:
     """Interleaved repeats (best kept), after one warm-up call per backend."""
     update: bool = True
     """Also time one outer update of the learner on the sampled episodes (CPU, this process)."""
+    model_workers: tuple[int, ...] = (4, 16, 64)
+    """Worker counts for the modelled meta-iteration time (see scale_out_model)."""
+    gpu_update_seconds: float = 1.0
+    """Assumed (not measured) seconds of one outer update on a GPU, for the model."""
     json: bool = False
     """Print the results as JSON."""
 
@@ -80,7 +89,8 @@ def run(config: SamplerBenchConfig) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     load_before = os.getloadavg()
-    init_ray(num_cpus=max(os.cpu_count() or 1, max(config.workers)))
+    # every sampler's actors live through the run (one sampler samples at a time): one CPU each
+    init_ray(num_cpus=max(os.cpu_count() or 1, sum(config.workers)))
     preset = maml_preset("paper", config.family).replace(
         meta_batch_size=config.tasks, episodes_per_task=config.episodes, horizon=config.horizon
     )
@@ -108,6 +118,9 @@ def run(config: SamplerBenchConfig) -> dict[str, Any]:
     results: dict[str, Any] = {
         "family": config.family,
         "batch": f"{config.tasks} tasks x {config.episodes} episodes x {config.horizon} steps",
+        "tasks": config.tasks,
+        "episodes": config.episodes,
+        "horizon": config.horizon,
         "cpu_count": os.cpu_count(),
         "inner_steps": preset.maml.inner_steps,
         "backends": [],
@@ -129,7 +142,55 @@ def run(config: SamplerBenchConfig) -> dict[str, Any]:
     if config.update:
         results["update_seconds"] = _update_seconds(preset, policy, samplers, tasks, config)
     results["load_average"] = [load_before, os.getloadavg()]
+    if config.update:
+        results["model"] = scale_out_model(results, config.model_workers, config.gpu_update_seconds)
+        results["gpu_update_seconds_assumed"] = config.gpu_update_seconds
     return results
+
+
+def scale_out_model(results: dict[str, Any], workers: Sequence[int], gpu_update_seconds: float) -> list[dict[str, Any]]:
+    """Modelled seconds per meta-iteration at each worker count, from the measured figures.
+
+    - An actor's rollout takes ``env steps of its block x s/step``, with s/step measured on
+      one Ray worker (the slowest-actor rollout of ``ray-1``): each actor on its own core.
+    - Blocks are ``ceil(T / W)`` tasks; at most ``T`` actors are used.
+    - Ray's overhead per call is ``a + b * actors``, fitted to the two smallest measured
+      worker counts (``b = 0`` with one).
+    - A meta-iteration is ``inner_steps + 1`` sampling calls, one after another (each
+      needs the parameters the previous one adapted), then one outer update: the
+      measured CPU update, or ``gpu_update_seconds`` (an assumption).
+    """
+    rays = sorted((int(row["backend"].split("-")[1]), row) for row in results["backends"] if row["backend"] != "local")
+    if not rays or "update_seconds" not in results:
+        raise ValueError("the model needs a Ray measurement and the update time (--update)")
+    one_workers, one = rays[0]
+    per_step = one["slowest_rollout_s"] / (results["tasks"] / one_workers * results["episodes"] * results["horizon"])
+    slope = 0.0
+    if len(rays) > 1:
+        (w1, r1), (w2, r2) = rays[0], rays[1]
+        slope = max(0.0, (r2["overhead_s"] - r1["overhead_s"]) / (w2 - w1))
+    intercept = one["overhead_s"] - slope * one_workers
+    calls = results["inner_steps"] + 1
+    rows = []
+    for count in workers:
+        actors = min(count, results["tasks"])
+        block = math.ceil(results["tasks"] / actors)
+        rollout = block * results["episodes"] * results["horizon"] * per_step
+        overhead = intercept + slope * actors
+        sampling = calls * (rollout + overhead)
+        rows.append({
+            "workers": count,
+            "actors_used": actors,
+            "tasks_per_actor": block,
+            "rollout_s_per_call": rollout,
+            "overhead_s_per_call": overhead,
+            "sampling_s": sampling,
+            "iteration_s_cpu_learner": sampling + results["update_seconds"],
+            "iteration_s_gpu_learner": sampling + gpu_update_seconds,
+            "bottleneck_cpu_learner": "update" if results["update_seconds"] > sampling else "sampling",
+            "bottleneck_gpu_learner": "update" if gpu_update_seconds > sampling else "sampling",
+        })
+    return rows
 
 
 def _update_seconds(preset: Any, policy: torch.nn.Module, samplers: dict[str, Sampler], tasks: list[Any],
@@ -168,6 +229,17 @@ def report(results: dict[str, Any]) -> str:
         lines.append(line)
     if "update_seconds" in results:
         lines += ["", f"learner: one outer update on these episodes takes {results['update_seconds']:.2f} s (CPU)"]
+    if "model" in results:
+        lines += ["", "model: seconds per meta-iteration (sampling + update), each actor on its own core; the GPU "
+                  f"update is an assumption ({results['gpu_update_seconds_assumed']:g} s, not measured)"]
+        for row in results["model"]:
+            lines.append(
+                f"  {row['workers']:>3} workers ({row['actors_used']} actors x {row['tasks_per_actor']} tasks): "
+                f"sampling {row['sampling_s']:.2f} s (rollout {row['rollout_s_per_call']:.2f} + Ray "
+                f"{row['overhead_s_per_call']:.3f} s per call); CPU learner {row['iteration_s_cpu_learner']:.2f} s "
+                f"(bottleneck: {row['bottleneck_cpu_learner']}), GPU learner {row['iteration_s_gpu_learner']:.2f} s "
+                f"(bottleneck: {row['bottleneck_gpu_learner']})"
+            )
     return "\n".join(lines)
 
 

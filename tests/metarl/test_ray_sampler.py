@@ -219,8 +219,12 @@ def test_bench_sampler_reports_every_backend(ray_instance, capsys: pytest.Captur
         assert row["overhead_per_iteration_s"] == pytest.approx(2 * row["overhead_s"])  # 1 inner step + query
         assert row["received_mb"] > 0.0 and row["sent_mb"] > 0.0
     assert results["update_seconds"] > 0.0
+    model = {row["workers"]: row for row in results["model"]}
+    assert set(model) == {4, 16, 64} and model[4]["actors_used"] == 3 == model[64]["actors_used"]  # 3 tasks
+    assert model[4]["iteration_s_cpu_learner"] == pytest.approx(model[4]["sampling_s"] + results["update_seconds"])
+    assert model[4]["iteration_s_gpu_learner"] == pytest.approx(model[4]["sampling_s"] + 1.0)
     text = report(results)
-    assert "load average" in text and "ray-2" in text and "Ray overhead" in text and "outer update" in text
+    assert "load average" in text and "ray-2" in text and "Ray overhead" in text and "outer update" in text and "not measured" in text
     with pytest.raises(SystemExit) as exited:
         cli.main(["bench", "sampler", "--help"])
     assert exited.value.code == 0
