@@ -176,6 +176,9 @@ class SamplerWorker:
             "env_seconds": self.sampler.last_env_seconds,
         }
 
+    def ping(self) -> None:
+        """Nothing: a round trip to the actor measures Ray's cost of one call."""
+
     def close(self) -> None:
         self.sampler.close()
 
@@ -342,6 +345,15 @@ class RaySampler(BlockSampler):
         pending = [actor.rollout.remote(*request) for actor, request in zip(self._actors, requests, strict=True)]
         sent = time.perf_counter()
         return self._ray.get(pending), sent
+
+    def round_trip_seconds(self, rounds: int = 20) -> float:
+        """Median seconds of one empty call to every actor at once (Ray's scheduling, no data)."""
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            self._ray.get([actor.ping.remote() for actor in self._actors])
+            times.append(time.perf_counter() - start)
+        return sorted(times)[len(times) // 2]
 
     def close(self) -> None:
         """Stop the actors (and the local Ray instance if this sampler started it)."""

@@ -103,6 +103,7 @@ def run(config: SamplerBenchConfig) -> dict[str, Any]:
     rates: dict[str, list[float]] = {name: [] for name in samplers}
     stats: dict[str, list[dict[str, float]]] = {name: [] for name in samplers}
     episodes = None
+    round_trips: dict[str, float] = {}
     try:
         for repeat in range(config.repeats + 1):  # repeat 0 warms up (actors start, envs are built)
             for name, sampler in samplers.items():
@@ -112,6 +113,9 @@ def run(config: SamplerBenchConfig) -> dict[str, Any]:
                     rates[name].append(episodes.num_steps / sampler.last_seconds)
                     stats[name].append(dict(getattr(sampler, "last_stats", {}) or {},
                                             seconds=sampler.last_seconds, env_seconds=sampler.last_env_seconds))
+        for name, sampler in samplers.items():
+            if isinstance(sampler, RaySampler):
+                round_trips[name] = sampler.round_trip_seconds()
     finally:
         for sampler in samplers.values():
             sampler.close()
@@ -138,6 +142,7 @@ def run(config: SamplerBenchConfig) -> dict[str, Any]:
             for key in ("overhead_s", "send_s", "assemble_s", "slowest_rollout_s", "sent_mb", "received_mb"):
                 row[key] = statistics.median(s[key] for s in stats[name])
             row["overhead_per_iteration_s"] = row["overhead_s"] * (preset.maml.inner_steps + 1)
+            row["round_trip_s"] = round_trips[name]
         results["backends"].append(row)
     if config.update:
         results["update_seconds"] = _update_seconds(preset, policy, samplers, tasks, config)
@@ -154,8 +159,10 @@ def scale_out_model(results: dict[str, Any], workers: Sequence[int], gpu_update_
     - An actor's rollout takes ``env steps of its block x s/step``, with s/step measured on
       one Ray worker (the slowest-actor rollout of ``ray-1``): each actor on its own core.
     - Blocks are ``ceil(T / W)`` tasks; at most ``T`` actors are used.
-    - Ray's overhead per call is ``a + b * actors``, fitted to the two smallest measured
-      worker counts (``b = 0`` with one).
+    - Ray's overhead per call is ``a + b * actors``: ``b`` is the largest per-actor cost
+      of an empty call to all actors at once (``round_trip_s / actors``), ``a`` the rest
+      of the overhead measured with the fewest workers (sending the parameters and noise,
+      joining the episodes: the same bytes whatever the worker count).
     - A meta-iteration is ``inner_steps + 1`` sampling calls, one after another (each
       needs the parameters the previous one adapted), then one outer update: the
       measured CPU update, or ``gpu_update_seconds`` (an assumption).
@@ -165,11 +172,8 @@ def scale_out_model(results: dict[str, Any], workers: Sequence[int], gpu_update_
         raise ValueError("the model needs a Ray measurement and the update time (--update)")
     one_workers, one = rays[0]
     per_step = one["slowest_rollout_s"] / (results["tasks"] / one_workers * results["episodes"] * results["horizon"])
-    slope = 0.0
-    if len(rays) > 1:
-        (w1, r1), (w2, r2) = rays[0], rays[1]
-        slope = max(0.0, (r2["overhead_s"] - r1["overhead_s"]) / (w2 - w1))
-    intercept = one["overhead_s"] - slope * one_workers
+    slope = max(row["round_trip_s"] / min(count, results["tasks"]) for count, row in rays)
+    intercept = max(0.0, one["overhead_s"] - slope * one_workers)
     calls = results["inner_steps"] + 1
     rows = []
     for count in workers:
@@ -225,7 +229,8 @@ def report(results: dict[str, Any]) -> str:
         if "overhead_s" in row:
             line += (f"  Ray overhead {row['overhead_s']:.3f} s/call = {row['overhead_per_iteration_s']:.3f} s per "
                      f"meta-iteration ({results['inner_steps'] + 1} calls; send {row['send_s']:.3f} s, join "
-                     f"{row['assemble_s']:.3f} s, {row['sent_mb']:.1f} MB out, {row['received_mb']:.1f} MB back)")
+                     f"{row['assemble_s']:.3f} s, {row['sent_mb']:.1f} MB out, {row['received_mb']:.1f} MB back; "
+                     f"empty call to all actors {1000 * row['round_trip_s']:.1f} ms)")
         lines.append(line)
     if "update_seconds" in results:
         lines += ["", f"learner: one outer update on these episodes takes {results['update_seconds']:.2f} s (CPU)"]

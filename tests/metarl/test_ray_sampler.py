@@ -218,6 +218,7 @@ def test_bench_sampler_reports_every_backend(ray_instance, capsys: pytest.Captur
         assert 0.0 < row["slowest_rollout_s"] < row["seconds_per_call"]
         assert row["overhead_per_iteration_s"] == pytest.approx(2 * row["overhead_s"])  # 1 inner step + query
         assert row["received_mb"] > 0.0 and row["sent_mb"] > 0.0
+        assert 0.0 < row["round_trip_s"] < row["seconds_per_call"]
     assert results["update_seconds"] > 0.0
     model = {row["workers"]: row for row in results["model"]}
     assert set(model) == {4, 16, 64} and model[4]["actors_used"] == 3 == model[64]["actors_used"]  # 3 tasks
