@@ -37,6 +37,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return
     ray.init(
+        address="local",  # a new instance, even where `ray start` left a cluster running on this machine
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         include_dashboard=False,
