@@ -183,6 +183,17 @@ class SamplerWorker:
         self.sampler.close()
 
 
+def _free_cpus(ray: Any, needed: float, wait_seconds: float) -> float:
+    """Free CPUs of the Ray cluster, waiting up to ``wait_seconds`` for ``needed`` (actors just killed
+    release theirs a moment later)."""
+    deadline = time.monotonic() + wait_seconds
+    available = ray.available_resources().get("CPU", 0)
+    while available < needed and time.monotonic() < deadline:
+        time.sleep(0.2)
+        available = ray.available_resources().get("CPU", 0)
+    return available
+
+
 class BlockSampler(Sampler):
     """Cuts every call into task blocks, runs each on a :class:`SamplerWorker`, joins the episodes.
 
@@ -327,7 +338,7 @@ class RaySampler(BlockSampler):
         needed = len(self.blocks) * cpus_per_worker
         self._started_ray = not ray.is_initialized()
         init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1, needed))
-        available = ray.available_resources().get("CPU", 0)
+        available = _free_cpus(ray, needed, wait_seconds=5.0)
         if available < needed:  # the actors would wait for CPUs forever
             if self._started_ray:
                 ray.shutdown()
