@@ -59,6 +59,8 @@ from metarl.sampler import (
 )
 
 FIELDS = ("observations", "actions", "rewards", "mask")
+FREE_CPU_WAIT_SECONDS = 5.0
+"""How long a new RaySampler waits for enough free CPUs before it gives up."""
 Architecture = tuple[int, int, tuple[int, ...], str]
 """What an actor needs to rebuild the policy module: obs_dim, act_dim, hidden_sizes, nonlinearity."""
 
@@ -338,7 +340,7 @@ class RaySampler(BlockSampler):
         needed = len(self.blocks) * cpus_per_worker
         self._started_ray = not ray.is_initialized()
         init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1, needed))
-        available = _free_cpus(ray, needed, wait_seconds=5.0)
+        available = _free_cpus(ray, needed, wait_seconds=FREE_CPU_WAIT_SECONDS)
         if available < needed:  # the actors would wait for CPUs forever
             if self._started_ray:
                 ray.shutdown()

@@ -170,9 +170,11 @@ def test_ray_sampler_equals_local_sampler(ray_instance) -> None:
     assert set(sampler.last_stats) >= {"send_s", "wait_s", "slowest_rollout_s", "overhead_s"}
 
 
-def test_ray_sampler_refuses_more_workers_than_cpus(ray_instance) -> None:
+def test_ray_sampler_refuses_more_workers_than_cpus(ray_instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metarl import ray_sampler
     from metarl.ray_sampler import RaySampler
 
+    monkeypatch.setattr(ray_sampler, "FREE_CPU_WAIT_SECONDS", 0.5)
     with pytest.raises(cli.UserError, match="needs 4 CPUs"):
         RaySampler("Point2DNav", 5, 4, horizon=10)
 
