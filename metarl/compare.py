@@ -230,7 +230,7 @@ def load_run_result(
 
 
 #: ``config.json`` keys in which the seeds of one pooled group may differ.
-SEED_CONFIG_KEYS: tuple[str, ...] = ("seed", "device")
+SEED_CONFIG_KEYS: tuple[str, ...] = ("seed", "device", "sampler")
 #: Keys of ``eval_<split>.json`` that define the evaluation protocol; pooled runs share them all.
 PROTOCOL_KEYS: tuple[str, ...] = (
     "method", "family", "split", "num_tasks", "episodes_per_step", "samples_per_step_budget",

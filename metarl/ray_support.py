@@ -61,7 +61,8 @@ def init_ray(
 
     Args:
         address: ``None``: a local instance bound to 127.0.0.1 (reused if this
-            process already started or joined one). Otherwise the address of a
+            process already started or joined one; never a cluster that ``ray start`` left
+            running here). Otherwise the address of a
             running cluster's head (``HOST:PORT`` as printed by ``ray start
             --head``, or ``auto``); ``num_cpus``/``num_gpus`` are then the
             cluster's business and must be left ``None``.
@@ -89,4 +90,5 @@ def init_ray(
         ray.init(address=address, **quiet)
         return
     keep_local()
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address=LOOPBACK, **quiet)
+    # address="local": always a new instance, never a cluster that `ray start` left on this machine
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address=LOOPBACK, **quiet)

@@ -24,7 +24,7 @@ checkpoint holds the weights as ``policy.<parameter name>`` tensors with
 ``family``, ``obs_dim`` and ``act_dim`` in its metadata (:func:`load_policy`).
 
 On ``--resume`` only the fields in :data:`RESUME_MAY_CHANGE` may differ from
-the stored config (extend ``iterations``, move to another ``device``).
+the stored config (extend ``iterations``, move to another ``device`` or ``sampler``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ CHECKPOINT_DIR = "checkpoint"
 TENSORBOARD_DIR = "tensorboard"
 LATEST_CHECKPOINT = "latest.safetensors"
 # Top-level config keys that --resume may change.
-RESUME_MAY_CHANGE: tuple[str, ...] = ("iterations", "device")
+RESUME_MAY_CHANGE: tuple[str, ...] = ("iterations", "device", "sampler")
 ADDED_FIELD_DEFAULTS: dict[str, Any] = {
     "nonlinearity": DEFAULT_NONLINEARITY, "policy.nonlinearity": DEFAULT_NONLINEARITY,
     "weight_init": DEFAULT_WEIGHT_INIT, "policy.weight_init": DEFAULT_WEIGHT_INIT,

@@ -14,6 +14,7 @@ from metarl.cli import UserError
 TARGETS: dict[str, tuple[str, str]] = {
     "envs": ("metarl.bench.envs", "env steps/s: ours vs gymnasium v5, SyncVectorEnv x8 and mujoco.rollout"),
     "maml": ("metarl.bench.maml", "MAML: sampler overhead, s/meta-iteration (Point2DNav, HalfCheetahVel paper configs)"),
+    "sampler": ("metarl.bench.sampler", "Ray sampler with 1, 2 workers vs the local sampler: env steps/s, Ray's overhead"),
 }
 
 

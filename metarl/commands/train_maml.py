@@ -63,7 +63,7 @@ from metarl.runs import (
     load_policy_weights,
     policy_tensors,
 )
-from metarl.sampler import VectorEnvSampler, env_dims
+from metarl.sampler import SAMPLER_BACKENDS, Sampler, SamplerChoice, env_dims
 
 TASK_STREAM = 0x7A5C  # child stream of the run seed for the training tasks
 SAMPLING_STREAM = 0x5A3F  # child stream for actions and env resets
@@ -153,7 +153,7 @@ def restore_checkpoint(
 def meta_iteration(
     policy: GaussianMLPPolicy,
     learner: MAMLLearner,
-    sampler: VectorEnvSampler,
+    sampler: Sampler,
     run_config: MAMLRunConfig,
     state: IterationState,
 ) -> dict[str, float]:
@@ -218,8 +218,13 @@ def train_maml(
     resume: bool = False,
     progress: bool = True,
     tensorboard: bool = True,
+    sampler: SamplerChoice | None = None,
 ) -> TrainResult:
     """Meta-train with MAML into the run directory ``out`` (see the module docstring).
+
+    ``sampler`` picks where episodes are collected (default: in this process); every
+    backend returns the same episodes, so it is recorded in ``config.json`` but may
+    change on ``--resume``.
 
     Raises:
         ValueError / RunDirError / CheckpointError: bad input, before anything is written.
@@ -228,7 +233,9 @@ def train_maml(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     torch_device = resolve_device(device)
+    sampler_choice = SamplerChoice() if sampler is None else sampler
     document = config_document(run_config, seed, device, preset)
+    document["sampler"] = sampler_choice.to_dict()
     run_dir = check_run_dir(out, document, resume)
 
     policy = initial_policy(run_config, seed).to(torch_device)
@@ -236,13 +243,18 @@ def train_maml(
     state = IterationState.fresh(seed, TASK_STREAM, SAMPLING_STREAM)
     if resume and run_dir.checkpoint_path.exists():
         state = restore_checkpoint(run_dir.checkpoint_path, policy, learner, run_config.family)
-    # Everything is validated: from here on the run directory is written.
-    run_dir.write_config(document)
-    logger = MetricsLogger(run_dir, state.iteration, tensorboard=tensorboard)
-    history = list(logger.rows)
-    sampler = VectorEnvSampler(
-        run_config.family, run_config.meta_batch_size, torch_device, seed, horizon=run_config.horizon
+    # Started before anything is written: a missing Ray or too small a cluster writes nothing.
+    sampler_backend = sampler_choice.build(
+        run_config.family, run_config.meta_batch_size, torch_device, seed, run_config.horizon
     )
+    # Everything is validated: from here on the run directory is written.
+    try:
+        run_dir.write_config(document)
+        logger = MetricsLogger(run_dir, state.iteration, tensorboard=tensorboard)
+    except BaseException:
+        sampler_backend.close()
+        raise
+    history = list(logger.rows)
     start = time.perf_counter()
     snapshot = checkpoint_payload(policy, learner, state, run_config.family)
     bar = tqdm(
@@ -252,7 +264,7 @@ def train_maml(
     try:
         while state.iteration < run_config.iterations:
             snapshot = checkpoint_payload(policy, learner, state, run_config.family)
-            metrics = meta_iteration(policy, learner, sampler, run_config, state)
+            metrics = meta_iteration(policy, learner, sampler_backend, run_config, state)
             state.iteration += 1
             logger.log(state.iteration, metrics)
             history.append({"iteration": float(state.iteration), **metrics})
@@ -275,7 +287,7 @@ def train_maml(
     finally:
         bar.close()
         logger.close()
-        sampler.close()
+        sampler_backend.close()
     return TrainResult(run_dir, policy, state.iteration, history, time.perf_counter() - start)
 
 
@@ -351,6 +363,13 @@ class TrainMAMLArgs:
     """ProMP: likelihood-ratio clipping epsilon."""
     promp_kl_coef: float | None = None
     """ProMP: weight of the KL penalty on the inner step."""
+    sampler: str = "local"
+    """Where episodes are collected: local (this process) or ray (actors, each stepping a block of the
+    meta-batch's tasks; needs pip install -e '.[ray]'). Same episodes either way; may change on --resume."""
+    workers: int = 1
+    """Ray actors with --sampler ray."""
+    ray_address: str | None = None
+    """With --sampler ray: the address of an existing Ray cluster (default: start Ray on this machine)."""
     threads: int = 1
     """CPU threads for torch (1 is fastest for these small networks on a shared machine; not part of
     the run's config, but bit-exact resume needs the same value)."""
@@ -405,10 +424,17 @@ def main(argv: list[str]) -> int:
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    if args.sampler not in SAMPLER_BACKENDS:
+        raise UserError(f"--sampler must be one of {', '.join(SAMPLER_BACKENDS)}, got {args.sampler!r}")
+    if args.sampler == "local" and (args.workers != 1 or args.ray_address is not None):
+        raise UserError("--workers and --ray-address apply to --sampler ray only")
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
     run_config, preset, seed = resolve_run_config(args)
     result = train_maml(
         run_config, args.out, seed=seed, device=args.device, preset=preset, resume=args.resume,
         progress=not args.no_progress, tensorboard=not args.no_tensorboard,
+        sampler=SamplerChoice(args.sampler, args.workers, args.ray_address),
     )
     last = result.history[-1] if result.history else {}
     k = run_config.maml.inner_steps
