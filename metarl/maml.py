@@ -78,6 +78,7 @@ from metarl.trust_region import (
     trust_region_step,
     unflatten,
 )
+from metarl.validation import is_finite_number
 
 OUTER_ALGORITHMS = ("trpo", "promp")
 
@@ -135,8 +136,7 @@ class MAMLConfig:
         def is_int(value: object) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
 
-        def is_number(value: object) -> bool:
-            return isinstance(value, int | float) and not isinstance(value, bool)
+        is_number = is_finite_number
 
         for field in ("inner_lr", "max_kl", "promp_lr"):
             require(

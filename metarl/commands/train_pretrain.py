@@ -46,6 +46,8 @@ class TrainPretrainArgs:
     """CPU threads for torch (1 is fastest for these small networks)."""
     no_progress: bool = False
     """Hide the progress bar."""
+    allow_large: bool = False
+    """Allow a batch (tasks x episodes x horizon) estimated above half of this machine's memory."""
 
 
 def main(argv: list[str]) -> int:
@@ -67,7 +69,7 @@ def main(argv: list[str]) -> int:
                if getattr(args, name) is not None}
     run_config = base.replace(**changes)
     result = train_pretrain(run_config, args.out, seed=seed, device=args.device, preset=preset,
-                            resume=args.resume, progress=not args.no_progress)
+                            resume=args.resume, progress=not args.no_progress, allow_large=args.allow_large)
     print(f"pretrained on {run_config.family} for {run_config.iterations} iterations; "
           f"evaluate with `metarl evaluate {result.path}`")
     return 0
