@@ -140,13 +140,13 @@ class MAMLConfig:
 
         for field in ("inner_lr", "max_kl", "promp_lr"):
             require(
-                field, is_number(getattr(self, field)) and getattr(self, field) > 0, "a number > 0"
+                field, is_number(getattr(self, field)) and getattr(self, field) > 0, "a finite number > 0"
             )
         for field in ("cg_damping", "promp_kl_coef"):
             require(
                 field,
                 is_number(getattr(self, field)) and getattr(self, field) >= 0,
-                "a number >= 0",
+                "a finite number >= 0",
             )
         for field in ("inner_steps", "cg_iters", "line_search_steps", "promp_steps"):
             require(
