@@ -69,8 +69,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     leave it readable by its owner only).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _with_path(error, path.parent) from None
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
@@ -78,9 +81,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(file.fileno())
         os.chmod(temp_name, _default_file_mode())
         os.replace(temp_name, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp_name).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _with_path(error, path) from None
         raise
+
+
+def _with_path(error: OSError, path: Path) -> OSError:
+    """``error`` with ``path`` as its file name when it has none (a failed write names no file)."""
+    if error.filename is not None or error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror, str(path))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

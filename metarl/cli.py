@@ -69,14 +69,15 @@ def os_error_message(error: OSError) -> str:
         errno.EROFS: "the file system is read-only; choose a writable directory",
         errno.EACCES: "permission denied; choose a directory you can write, or change its permissions",
         errno.EPERM: "the operation is not permitted (an immutable file or a system path?); choose another path",
-        errno.ENOSPC: "the disk is full; free space (a run's last checkpoint is intact: continue it with --resume)",
+        errno.ENOSPC: "the disk is full; free space (a training stopped by it keeps its last checkpoint: "
+                      "continue it with --resume)",
         errno.EDQUOT: "the disk quota is exceeded; free space",
         errno.ENOENT: "a directory on the path does not exist",
         errno.ENOTDIR: "a component of the path is not a directory",
         errno.EISDIR: "the path is a directory",
     }.get(error.errno or -1, "")
     where = f"{path}: " if path else ""
-    return f"{where}{reason}" + (f" ({advice})" if advice else "")
+    return f"{where}{reason}" + (f"; {advice}" if advice else "")
 
 
 def _find(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
