@@ -93,9 +93,9 @@ from metarl.device import resolve_device
 from metarl.evaluation import EVAL_SEED, EvalOptions, write_eval_json
 from metarl.interrupts import deferred_interrupts, sigterm_as_interrupt
 from metarl.policy import ActionMap
-from metarl.runs import MetricsLogger, RunDir, check_resume, load_policy, writing_run
+from metarl.runs import ENV_BYTES, MetricsLogger, RunDir, check_resume, load_policy, writing_run
 from metarl.sampler import env_dims
-from metarl.validation import check_number, is_finite_number
+from metarl.validation import check_memory, check_number, is_finite_number
 
 #: Context sizes of the evaluation table.
 EVAL_CONTEXT_SIZES: tuple[int, ...] = (1, 4, 16, 64)
@@ -635,6 +635,21 @@ def behaviour_from_run(path: str | os.PathLike[str] | None, family: str) -> Beha
     return GaussianPolicyBehaviour(load_policy(run, config), action_map=ActionMap.from_space(action_space))
 
 
+def check_pool_memory(config: ProtoNetConfig, allow_large: bool = False) -> None:
+    """Refuse a training pool (and training episodes) above half of this machine's memory."""
+    obs_dim, act_dim = env_dims(config.family)
+    transition = 4 * (2 * obs_dim + act_dim + 1)
+    pool = config.train_variants * config.envs_per_variant * config.episode_length * (transition + ENV_BYTES // 64)
+    episode = (config.episodes_per_iteration * config.way * (config.shot + config.query) * config.context_size
+               * 4 * (sum(config.hidden_sizes) + config.embedding_dim) * 4)
+    check_memory(
+        "the ProtoNet training pool", pool + episode,
+        f"--train-variants {config.train_variants} x {config.envs_per_variant} episodes x {config.episode_length} "
+        f"steps; --way {config.way} x (--shot {config.shot} + --query {config.query}) x --context "
+        f"{config.context_size}", allow_large,
+    )
+
+
 def train_run(
     config: ProtoNetConfig,
     out: str | os.PathLike[str],
@@ -643,6 +658,7 @@ def train_run(
     behaviour_run: str | None = None,
     progress: bool = True,
     checkpoint_every: int = 500,
+    allow_large: bool = False,
 ) -> RunDir:
     """Train into a run directory: config.json, metrics.csv + TensorBoard, checkpoint.
 
@@ -651,6 +667,7 @@ def train_run(
     after the current iteration, saves a checkpoint and re-raises
     ``KeyboardInterrupt``; ``resume=True`` continues it exactly.
     """
+    check_pool_memory(config, allow_large)
     document = run_config(config, None if behaviour_run is None else str(behaviour_run), device)
     with writing_run(out, document, resume) as run, sigterm_as_interrupt():
         behaviour = behaviour_from_run(behaviour_run, config.family)
@@ -694,6 +711,16 @@ def load_trained(run_dir: str | os.PathLike[str]) -> TrainedProtoNet:
     tensors, metadata = load_checkpoint(path)
     if metadata.get("method") != "protonet":
         raise CheckpointError(f"{path} holds a {metadata.get('method')!r} checkpoint, not a protonet one")
+    try:
+        return _trained_from_checkpoint(tensors, metadata, path)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {path} does not describe a ProtoNet encoder ({type(error).__name__}: "
+                              f"{error})") from None
+
+
+def _trained_from_checkpoint(tensors: dict[str, torch.Tensor], metadata: dict[str, Any], path: Any) -> TrainedProtoNet:
     config = ProtoNetConfig.from_dict(metadata["config"])
     obs_dim, act_dim = env_dims(config.family)
     check_compatible(metadata, config.family, obs_dim, act_dim, path)

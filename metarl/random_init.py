@@ -158,10 +158,9 @@ def create_run(out: str | os.PathLike[str], config: RandomInitConfig) -> RunDir:
     }
     # the run is deterministic: recreating the same run is allowed and rewrites identical files
     with writing_run(out, document, resume=RunDir(out).config_path.is_file()) as run:
-        run.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        run.write_config(document)
         metadata = {"method": METHOD, "family": config.family, "obs_dim": obs_dim, "act_dim": act_dim}
         save_checkpoint(run.checkpoint_path, policy_tensors(policy), metadata)
-        run.write_config(document)
     return run
 
 

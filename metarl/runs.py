@@ -62,7 +62,7 @@ import envs
 from metarl.checkpoint import atomic_write_text, check_compatible, load_checkpoint
 from metarl.policy import DEFAULT_NONLINEARITY, DEFAULT_WEIGHT_INIT, GaussianMLPPolicy
 from metarl.sampler import env_dims
-from metarl.validation import check_memory, step_bytes
+from metarl.validation import check_memory, check_number, step_bytes
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"
@@ -505,11 +505,18 @@ def build_policy(config: Mapping[str, Any]) -> GaussianMLPPolicy:
     spec = config.get("policy")
     if not isinstance(spec, Mapping):
         raise RunDirError("config.json lacks the 'policy' block (obs_dim, act_dim, hidden_sizes, init_std)")
-    return GaussianMLPPolicy(
-        int(spec["obs_dim"]), int(spec["act_dim"]), tuple(int(h) for h in spec["hidden_sizes"]),
-        float(spec["init_std"]), str(spec.get("nonlinearity", DEFAULT_NONLINEARITY)),
-        str(spec.get("weight_init", DEFAULT_WEIGHT_INIT)),
-    )
+    try:
+        sizes = [spec["obs_dim"], spec["act_dim"], *spec["hidden_sizes"]]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1_000_000 for n in sizes):
+            raise ValueError(f"obs_dim, act_dim and hidden_sizes must be integers in [1, 1000000], got {sizes}")
+        init_std = check_number("policy.init_std", spec["init_std"], 0, low_open=True)
+        return GaussianMLPPolicy(
+            spec["obs_dim"], spec["act_dim"], tuple(spec["hidden_sizes"]), init_std,
+            str(spec.get("nonlinearity", DEFAULT_NONLINEARITY)), str(spec.get("weight_init", DEFAULT_WEIGHT_INIT)),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunDirError(f"config.json's 'policy' block is invalid ({type(error).__name__}: {error}); it needs "
+                          "obs_dim, act_dim, hidden_sizes and init_std") from None
 
 
 def load_policy_weights(policy: GaussianMLPPolicy, tensors: Mapping[str, torch.Tensor], where: Any = "") -> None:
