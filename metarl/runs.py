@@ -111,7 +111,7 @@ def _lock_holder(path: Path) -> int | None:
             pid = int((path / LOCK_PID_NAME).read_text().strip())
         except (OSError, ValueError):
             pid = None
-        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+        if pid is not None and _pid_alive(pid):
             return pid
         if time.monotonic() > deadline:
             return None
@@ -149,9 +149,9 @@ def run_dir_lock(path: str | os.PathLike[str], create: bool = True) -> Iterator[
     except filelock.Timeout:
         holder = _lock_holder(path)
         who = f"PID {holder}" if holder is not None else "a process whose PID is not recorded yet"
+        writer = f"this process ({who})" if holder == os.getpid() else f"another metarl process ({who})"
         raise RunDirLockedError(
-            f"{path} is being written by another metarl process ({who}); wait for it to finish, "
-            "stop it, or choose another directory"
+            f"{path} is being written by {writer}; wait for it to finish, stop it, or choose another directory"
         ) from None
     try:
         atomic_write_text(path / LOCK_PID_NAME, f"{os.getpid()}\n")
