@@ -367,10 +367,8 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, float]]:
         for line, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
             parsed = {}
             for key, value in row.items():
-                if not key or value in ("", None):
+                if not key or value in ("", None):  # cells beyond the header (key None) are ignored
                     continue
-                if not isinstance(value, str):
-                    raise ValueError(f"line {line} has more cells than the header")
                 try:
                     parsed[key] = float(value)
                 except ValueError:
