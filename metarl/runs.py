@@ -171,6 +171,13 @@ def writing_run(path: str | os.PathLike[str], config: Mapping[str, Any], resume:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--out {path} is a file, not a directory; choose a directory path")
+    try:
+        check_run_dir(path, config, resume)  # refuse what is refusable before creating anything (lock files)
+    except RunDirError:
+        if (path / LOCK_NAME).is_file():  # a run being written: say by whom rather than what it holds
+            with run_dir_lock(path, create=False):
+                pass
+        raise
     existed = path.exists()
     missing_parents = [parent for parent in path.parents if not parent.exists()]
     with run_dir_lock(path) as locked:
@@ -178,7 +185,7 @@ def writing_run(path: str | os.PathLike[str], config: Mapping[str, Any], resume:
         new_run = not run_dir.config_path.exists()
         checked = False
         try:
-            run_dir = check_run_dir(locked, config, resume)
+            run_dir = check_run_dir(locked, config, resume)  # again: another writer may have come first
             checked = True  # from here on, a new run's directory held nothing but the lock files
             yield run_dir
         except BaseException:
