@@ -115,7 +115,7 @@ def _document_digest(document: dict[str, Any], tensor_digest: str) -> str:
     """Version 2's digest: the canonical JSON of every metadata field but ``sha256``, then the tensors'."""
     sha = hashlib.sha256(b"metarl-checkpoint-v2\0")
     body = {key: value for key, value in document.items() if key != "sha256"}
-    sha.update(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
+    sha.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
     sha.update(tensor_digest.encode())
     return sha.hexdigest()
 
@@ -134,9 +134,9 @@ def save_checkpoint(
     document = {"format": FORMAT, "version": FORMAT_VERSION, **metadata}
     try:
         document["sha256"] = _document_digest(document, _digest(cpu))
-        text = json.dumps(document, sort_keys=True, allow_nan=False)
+        text = json.dumps(document, sort_keys=True)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"checkpoint metadata must be JSON-serialisable with finite numbers: {error}") from None
+        raise ValueError(f"checkpoint metadata must be JSON-serialisable: {error}") from None
     atomic_write_bytes(path, safetensors_save(cpu, metadata={_META_KEY: text}))
     atomic_write_text(path.with_suffix(".json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
 
@@ -155,7 +155,7 @@ def _read_header(data: bytes, path: Path) -> dict[str, Any]:
         text = header["__metadata__"][_META_KEY]
         if _nesting_depth(text) > MAX_METADATA_DEPTH:
             raise ValueError(f"its metadata nests deeper than {MAX_METADATA_DEPTH} levels")
-        document = json.loads(text, parse_constant=_refuse_constant)
+        document = json.loads(text)
     except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise CheckpointError(
             f"checkpoint {path} is corrupted or is not a metarl checkpoint (unreadable header: {error})"
@@ -170,10 +170,6 @@ def _read_header(data: bytes, path: Path) -> dict[str, Any]:
             f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     return document
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"the non-finite number {name} in its metadata")
 
 
 def _nesting_depth(text: str) -> int:

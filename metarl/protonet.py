@@ -95,7 +95,7 @@ from metarl.interrupts import deferred_interrupts, sigterm_as_interrupt
 from metarl.policy import ActionMap
 from metarl.runs import ENV_BYTES, MetricsLogger, RunDir, check_resume, load_policy, writing_run
 from metarl.sampler import env_dims
-from metarl.validation import check_memory, check_number, is_finite_number
+from metarl.validation import check_memory, check_number
 
 #: Context sizes of the evaluation table.
 EVAL_CONTEXT_SIZES: tuple[int, ...] = (1, 4, 16, 64)
@@ -578,11 +578,12 @@ class ProtoNetTrainer:
         episode_rng = restore_numpy_generator(metadata.get("episode_rng"), where, "episode_rng")
         history = metadata.get("history")
         if not isinstance(history, list) or not all(
-            isinstance(row, dict) and all(isinstance(k, str) and is_finite_number(v) for k, v in row.items())
+            isinstance(row, dict)
+            and all(isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) for k, v in row.items())
             for row in history
         ):
             raise CheckpointError(f"checkpoint {where}: metadata field 'history' must be a list of "
-                                  "{metric name: finite number} rows")
+                                  "{metric name: number} rows")
         try:
             self.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items()
                                           if k.startswith("encoder.")})
