@@ -19,7 +19,11 @@ import importlib
 
 import gymnasium as gym
 
+from envs.gl import check_mujoco_gl
 from envs.tasks import SPLITS, Task, TaskDistribution
+
+# Before any family module imports mujoco: a MUJOCO_GL that cannot work here must not break physics.
+check_mujoco_gl(render=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +62,7 @@ FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def _check_family(family: str) -> FamilySpec:
-    if family not in _REGISTRY:
+    if not isinstance(family, str) or family not in _REGISTRY:
         raise ValueError(f"unknown family {family!r}; available families: {', '.join(FAMILIES)}")
     return _REGISTRY[family]
 
@@ -84,8 +88,14 @@ def distribution(family: str) -> TaskDistribution:
 def task_from_dict(data: dict) -> Task:
     """Rebuild a task of any family from ``task.to_dict()`` output."""
     if not isinstance(data, dict) or "family" not in data:
-        raise ValueError(f"a task dict needs a 'family' key (one of {', '.join(FAMILIES)}), got {data!r}")
-    return distribution(data["family"]).task_from_dict(data)
+        shown = repr(data) if len(repr(data)) <= 200 else repr(data)[:200] + "..."
+        raise ValueError(f"a task dict needs a 'family' key (one of {', '.join(FAMILIES)}), got {shown}")
+    family = data["family"]
+    if not isinstance(family, str) or family not in _REGISTRY:
+        shown = repr(family) if len(repr(family)) <= 100 else repr(family)[:100] + "..."
+        raise ValueError(f"field 'family' must name a task family, got {shown}; available families: "
+                         f"{', '.join(FAMILIES)}")
+    return distribution(family).task_from_dict(data)
 
 
 def _register() -> None:

@@ -40,7 +40,9 @@ def check_action(action: Any, shape: tuple[int, ...], what: str = "action") -> n
     # fast path: one dot product is finite for any ordinary action; only otherwise
     # (non-finite, or so large that its square overflows) is each entry checked
     flat = array.ravel()
-    if not math.isfinite(flat @ flat) and not np.isfinite(array).all():
+    with np.errstate(over="ignore"):  # a huge finite action: its square overflows, which is not an error
+        square = flat @ flat
+    if not math.isfinite(square) and not np.isfinite(array).all():
         raise ValueError(f"{what} must be finite, got {array}")
     return array
 

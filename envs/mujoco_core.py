@@ -36,6 +36,14 @@ Ant-v5 instead calls ``mj_rnePostConstraint`` after ``mj_step``, which mixes
 pre- and post-integration quantities and cannot be reproduced by a batched
 stepper; everything else in Ant's observation matches Ant-v5 exactly.
 
+Actions are clipped to the action space (the actuators' control range) before
+they are applied and before the control cost is charged: the physics is that
+of the clipped action anyway (MuJoCo clamps the control), so the reward is
+too. An action of 1e6 and one of 1e200 are both the action at the bound, with
+its cost. (gymnasium's v5 envs charge the cost of the unclipped action, so an
+out-of-range action cost up to -inf there and here before; in-range actions,
+all that metarl's samplers send since they clip first, are unchanged.)
+
 Physics instability (non-finite state or reward, or MuJoCo's bad-qpos /
 bad-qvel / bad-qacc warnings, after which MuJoCo silently resets the data)
 truncates the episode with ``info["sim_unstable"] = True``; the observation is
@@ -430,6 +438,7 @@ class LocomotionEnv(MetaEnv):
         self.init_qvel = np.zeros(self.model.nv)
         ctrl_range = self.model.actuator_ctrlrange.astype(np.float32)
         self.action_space = gym.spaces.Box(ctrl_range[:, 0], ctrl_range[:, 1], dtype=np.float32)
+        self._ctrl_low, self._ctrl_high = self.action_space.low.astype(np.float64), self.action_space.high.astype(np.float64)
         size = observation_size(family.robot, self.model)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float64)
         self._mask = np.ones(self.model.nu)
@@ -466,7 +475,7 @@ class LocomotionEnv(MetaEnv):
         return observe(family.robot, self._qpos, self._qvel, self._cfrc)[0], {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = check_action(action, self.action_space.shape)
+        action = np.clip(check_action(action, self.action_space.shape), self._ctrl_low, self._ctrl_high)
         family = self.family_def
         np.multiply(action, self._mask, out=self._ctrl[0])
         mujoco.mj_step(self.model, self.data, nstep=family.robot.frame_skip)
@@ -554,6 +563,8 @@ class LocomotionVectorEnv(MetaVectorEnv):
         self.init_qvel = np.zeros(self.model.nv)
         ctrl_range = self.model.actuator_ctrlrange.astype(np.float32)
         self.single_action_space = gym.spaces.Box(ctrl_range[:, 0], ctrl_range[:, 1], dtype=np.float32)
+        self._ctrl_low = self.single_action_space.low.astype(np.float64)
+        self._ctrl_high = self.single_action_space.high.astype(np.float64)
         size = observation_size(robot, self.model)
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float64)
         self._finish_init()
@@ -590,6 +601,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
         every = index.size == self.num_envs
         ids = None if every else index
         before = _warning_counts(self._batch.warning[index])
+        actions = np.clip(actions, self._ctrl_low, self._ctrl_high)  # what the actuators apply, and are charged
         self._ctrl[index] = actions * self._mask[index]
         failed = np.zeros(index.size, dtype=bool)
         try:

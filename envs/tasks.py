@@ -49,7 +49,8 @@ class Task:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, list | np.ndarray):
-                object.__setattr__(self, field.name, tuple(float(v) for v in value))
+                numbers = tuple(check_finite(f"{field.name}[{i}]", v) for i, v in enumerate(value))
+                object.__setattr__(self, field.name, numbers)
         self.validate()
 
     def validate(self) -> None:
@@ -151,9 +152,13 @@ def check_finite(name: str, value: Any) -> float:
     """Return ``value`` as float; raise if it is not a finite real number."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(float(value)):
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        raise ValueError(f"{name} must be a finite real number, got an integer of {len(str(abs(value)))} digits") from None
+    if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {value!r}")
-    return float(value)
+    return number
 
 
 def check_range(name: str, value: Any, low: float, high: float) -> float:

@@ -3,15 +3,29 @@
 Each subcommand lives in ``metarl.commands.<name>`` with a ``main(argv) -> int``
 that parses its own flags (a tyro dataclass, so every flag has help text). This
 table is the one place where commands are listed. Errors that a user can fix
-(:class:`UserError`, ``ValueError`` from input checks) are printed as one
-paragraph without a traceback and exit with status 2.
+(:class:`UserError`, ``ValueError`` from input checks, and operating-system
+errors such as a read-only, full or missing directory, named with their path)
+are printed as one paragraph without a traceback and exit with status 2.
+
+Signals: every command runs with SIGTERM handled as Ctrl-C
+(:func:`metarl.interrupts.sigterm_as_interrupt`): a training saves the
+checkpoint of its last completed iteration, says so, and exits with status 130
+after Ctrl-C (SIGINT) or 143 after SIGTERM; ``--resume`` continues it.
+
+``MUJOCO_GL`` is checked before any command imports MuJoCo
+(:func:`envs.gl.check_mujoco_gl`): only ``render`` needs OpenGL and refuses a
+backend that cannot work here, saying what to install or set; the other
+commands run whatever it holds.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
-import textwrap
+
+from envs.gl import MujocoGLError, check_mujoco_gl
+from metarl.interrupts import exit_status, sigterm_as_interrupt
 
 # command words -> (module under metarl.commands, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -39,7 +53,33 @@ def _usage() -> str:
     lines = ["usage: metarl COMMAND [options]   (metarl COMMAND --help for its flags)", "", "commands:"]
     for words, (_, help_text) in COMMANDS.items():
         lines.append(f"  {' '.join(words):<18} {help_text}")
+    lines += ["", "exit status: 0 done; 2 bad input or an OS error (one line, no traceback); 130 after Ctrl-C",
+              "and 143 after SIGTERM (trainings save their checkpoint first; continue with --resume)"]
     return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line (newlines and runs of spaces collapsed), so errors grep as one line."""
+    return " ".join(text.split())
+
+
+def os_error_message(error: OSError) -> str:
+    """One line for an operating-system error: what failed, on which path, and what to do."""
+    path = error.filename if error.filename is not None else ""
+    reason = error.strerror or str(error)
+    advice = {
+        errno.EROFS: "the file system is read-only; choose a writable directory",
+        errno.EACCES: "permission denied; choose a directory you can write, or change its permissions",
+        errno.EPERM: "the operation is not permitted (an immutable file or a system path?); choose another path",
+        errno.ENOSPC: "the disk is full; free space (a training stopped by it keeps its last checkpoint: "
+                      "continue it with --resume)",
+        errno.EDQUOT: "the disk quota is exceeded; free space",
+        errno.ENOENT: "a directory on the path does not exist",
+        errno.ENOTDIR: "a component of the path is not a directory",
+        errno.EISDIR: "the path is a directory",
+    }.get(error.errno or -1, "")
+    where = f"{path}: " if path else ""
+    return f"{where}{reason}" + (f"; {advice}" if advice else "")
 
 
 def _find(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
@@ -61,16 +101,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metarl: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     words, rest = found
-    module = importlib.import_module(f"metarl.commands.{COMMANDS[words][0]}")
+    name = " ".join(words)
     try:
-        return int(module.main(rest) or 0)
-    except (UserError, ValueError, FileNotFoundError, FileExistsError) as error:
-        message = textwrap.fill(f"metarl {' '.join(words)}: error: {error}", width=100)
-        print(message, file=sys.stderr)
+        with sigterm_as_interrupt():
+            check_mujoco_gl(render=words == ("render",))
+            module = importlib.import_module(f"metarl.commands.{COMMANDS[words][0]}")
+            return int(module.main(rest) or 0)
+    except (UserError, ValueError, FileExistsError, MujocoGLError) as error:
+        print(_one_line(f"metarl {name}: error: {error}"), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"metarl {' '.join(words)}: interrupted", file=sys.stderr)
-        return 130
+    except OSError as error:  # FileNotFoundError raised by our checks carries its own message
+        text = str(error) if error.errno is None else os_error_message(error)
+        print(_one_line(f"metarl {name}: error: {text}"), file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"metarl {name}: error: out of memory; lower the sizes (tasks, episodes, horizon) of the "
+              "request", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as interrupt:
+        print(f"metarl {name}: interrupted ({'SIGTERM' if exit_status(interrupt) == 143 else 'SIGINT'})",
+              file=sys.stderr)
+        return exit_status(interrupt)
 
 
 if __name__ == "__main__":

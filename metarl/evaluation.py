@@ -50,6 +50,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import re
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -61,12 +64,14 @@ from tqdm.auto import tqdm
 
 import envs
 from metarl.adaptation import check_objective, inner_step
+from metarl.checkpoint import atomic_write_text
 from metarl.device import resolve_device
 from metarl.episodes import Episodes
 from metarl.policy import GaussianMLPPolicy, Params, stack_params
-from metarl.runs import RunDir, load_policy
+from metarl.runs import RunDir, RunDirError, load_policy
 from metarl.sampler import VectorEnvSampler
 from metarl.stats import summarize
+from metarl.validation import ALLOW_LARGE_FLAG, format_bytes
 
 EVAL_SEED = 20170  # the fixed evaluation seed: the same unseen tasks for every method and run
 NUM_TASKS = 40
@@ -75,6 +80,8 @@ CUSTOM_SPLIT = "custom"  # the split label of an evaluation on explicit tasks (`
 EPISODES_PER_STEP = 20
 ADAPT_STEPS = 3
 LATER_STEP_LR_FACTOR = 0.5  # steps k >= 2 use half the first step's inner lr (MAML paper)
+TASKS_FILE_MAX_BYTES = 16 * 2**20  # a --tasks file above this needs --allow-large (a task is ~100 bytes)
+TASKS_FILE_MAX_DEPTH = 8  # [{"tasks": [{"field": [..]}]}] needs 4; eval_<split>.json's per_task needs 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +120,14 @@ class EvalOptions:
         for name in ("num_tasks", "episodes_per_step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ValueError(f"{name} must be a positive int (--{name.replace('_', '-')}), got {value!r}")
         budget = self.samples_per_step
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-            raise ValueError(f"samples_per_step must be a positive int (or None), got {budget!r}")
+            raise ValueError(f"samples_per_step must be a positive int or None (--samples-per-step), got {budget!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"steps must be a non-negative int, got {self.steps!r}")
+            raise ValueError(f"steps must be a non-negative int (--steps), got {self.steps!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer (--seed), got {self.seed!r}")
 
 
 @dataclasses.dataclass
@@ -158,28 +167,44 @@ def options_tasks(family: str, options: EvalOptions) -> list[Any]:
     return list(options.tasks)
 
 
-def load_tasks_file(path: str | Path) -> list[Any]:
+def load_tasks_file(path: str | Path, allow_large: bool = False) -> list[Any]:
     """Tasks from a JSON file: a list of task dicts (``task.to_dict()``, with ``family``),
     ``{"tasks": [...]}``, or an ``eval_<split>.json`` (its ``per_task`` tasks).
 
+    A file larger than :data:`TASKS_FILE_MAX_BYTES` is refused unless ``allow_large``
+    (``--allow-large``); so is JSON nested deeper than :data:`TASKS_FILE_MAX_DEPTH`.
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not JSON, no tasks, or a task dict that does not describe a valid task
-            (the message names its position).
+        ValueError: not a file, too large, not JSON, no tasks, or a task dict that does not
+            describe a valid task (the message names its position and field).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tasks file {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"--tasks {path} is a directory; give a JSON file of tasks")
+    if not path.exists():
+        raise FileNotFoundError(f"--tasks file {path} does not exist")
+    size = path.stat().st_size
+    if size > TASKS_FILE_MAX_BYTES and not allow_large:
+        raise ValueError(
+            f"--tasks file {path} holds {format_bytes(size)}, more than the {format_bytes(TASKS_FILE_MAX_BYTES)} "
+            f"a tasks file may hold (about {TASKS_FILE_MAX_BYTES // 100:,} tasks); pass {ALLOW_LARGE_FLAG} to read it anyway"
+        )
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"tasks file {path} is not valid JSON ({error})") from None
+        text = path.read_bytes().decode("utf-8")
+        depth = _json_depth(text)
+        if depth > TASKS_FILE_MAX_DEPTH:
+            raise ValueError(f"--tasks file {path} nests lists or objects {depth} deep; a tasks file needs at most "
+                             f"{TASKS_FILE_MAX_DEPTH} (a list of task objects whose fields are numbers or lists of numbers)")
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise ValueError(f"--tasks file {path} is not valid JSON ({type(error).__name__}: {error})") from None
     if isinstance(data, dict) and isinstance(data.get("per_task"), list):
         data = [entry.get("task") if isinstance(entry, dict) else entry for entry in data["per_task"]]
     elif isinstance(data, dict) and "tasks" in data:
         data = data["tasks"]
     if not isinstance(data, list) or not data:
-        raise ValueError(f"tasks file {path} must hold a non-empty list of task dicts (or {{\"tasks\": [...]}} "
+        raise ValueError(f"--tasks file {path} must hold a non-empty list of task dicts (or {{\"tasks\": [...]}} "
                          f"or an eval_<split>.json), e.g. [{{\"family\": \"Point2DNav\", \"goal_x_m\": 0.3, "
                          f"\"goal_y_m\": -0.2}}]")
     tasks = []
@@ -187,8 +212,21 @@ def load_tasks_file(path: str | Path) -> list[Any]:
         try:
             tasks.append(envs.task_from_dict(entry))
         except (ValueError, TypeError, KeyError) as error:
-            raise ValueError(f"tasks file {path}, task {index}: {error}") from None
+            raise ValueError(f"--tasks file {path}, task {index}: {error}") from None
     return tasks
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON ``text`` (brackets inside strings not counted)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_JSON_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def sample_step_budget(
@@ -359,10 +397,55 @@ def eval_document(
     return document
 
 
+class EvaluationNotSavedError(RunDirError):
+    """``eval_<split>.json`` could not be written; the finished evaluation was kept elsewhere.
+
+    Attributes:
+        document: the evaluation document.
+        fallback: where it was written instead (None: printed to standard output).
+    """
+
+    def __init__(self, message: str, document: Mapping[str, Any], fallback: Path | None) -> None:
+        super().__init__(message)
+        self.document = document
+        self.fallback = fallback
+
+
 def write_eval_json(run_dir: RunDir | str | Path, document: Mapping[str, Any]) -> Path:
-    """Write ``document`` as ``eval_<split>.json`` in the run directory (atomically)."""
+    """Write ``document`` as ``eval_<split>.json`` in the run directory (atomically).
+
+    A finished evaluation is never thrown away: if the run directory cannot be written
+    (read-only, full disk...), the document goes to a file in the temporary directory
+    (or, failing that, to standard output) and :class:`EvaluationNotSavedError` says where.
+    """
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    return run_dir.write_json(run_dir.eval_path(document["split"]).name, document)
+    target = run_dir.eval_path(document["split"])
+    try:
+        return run_dir.write_json(target.name, document)
+    except OSError as error:
+        reason = f"could not write {target} ({error.strerror or error})"
+        text = json.dumps(document, indent=2) + "\n"
+        fallback = Path(tempfile.gettempdir()) / f"metarl-{run_dir.path.name}-{target.stem}-{os.getpid()}.json"
+        try:
+            atomic_write_text(fallback, text)
+        except OSError:
+            print(text)
+            raise EvaluationNotSavedError(
+                f"{reason}; the finished evaluation was printed to standard output instead", document, None
+            ) from None
+        raise EvaluationNotSavedError(
+            f"{reason}; the finished evaluation was written to {fallback} instead; copy it to {target} "
+            "once the directory is writable", document, fallback,
+        ) from None
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """Raise ``OSError`` naming ``directory`` unless a file can be created in it (tried, then removed)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".metarl-write-test-"):
+            pass
+    except OSError as error:
+        raise OSError(error.errno, f"{error.strerror}: cannot write {what} there", str(directory)) from None
 
 
 def format_returns_table(

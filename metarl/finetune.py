@@ -60,6 +60,7 @@ import contextlib
 import dataclasses
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -87,8 +88,10 @@ from metarl.evaluation import (
     options_tasks,
     write_eval_json,
 )
+from metarl.interrupts import sigterm_as_interrupt
 from metarl.policy import GaussianMLPPolicy
-from metarl.runs import CHECKPOINT_DIR, MetricsLogger, RunDir, check_run_dir
+from metarl.runs import CHECKPOINT_DIR, ENV_BYTES, MetricsLogger, RunDir, writing_run
+from metarl.validation import check_memory, check_number
 
 ALGOS: tuple[str, ...] = ("ppo", "sac")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -261,8 +264,7 @@ class FinetuneRecipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        check_number("learning_rate (fine-tuning, --finetune-lr)", self.learning_rate, 0, low_open=True)
 
     def check_against(self, spec: ModelSpec) -> None:
         """Raise ``ValueError`` if this recipe cannot apply to ``spec``'s network."""
@@ -756,8 +758,7 @@ class FinetuneConfig:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
         if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be one or more positive widths, got {self.hidden_sizes}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        check_number("learning_rate (--learning-rate)", self.learning_rate, 0, low_open=True)
         if isinstance(self.recipe, dict):
             object.__setattr__(self, "recipe", FinetuneRecipe(**self.recipe))
         self.recipe.check_against(self.spec())
@@ -845,17 +846,28 @@ def checkpoint_path(run_dir: RunDir) -> Path:
     return run_dir.path / CHECKPOINT_DIR / WEIGHTS_FILE
 
 
-def train_run(config: FinetuneConfig, out: str | os.PathLike, device_name: str = "auto") -> RunDir:
-    """``metarl train finetune``: pretrain, then write config, metrics and weights into ``out``."""
+def train_run(config: FinetuneConfig, out: str | os.PathLike, device_name: str = "auto",
+              allow_large: bool = False) -> RunDir:
+    """``metarl train finetune``: pretrain, then write config, metrics and weights into ``out``.
+
+    The directory is locked while it is written; an interrupted (Ctrl-C, SIGTERM) or failed
+    pretraining leaves no run behind (there is nothing to resume from).
+    """
     device = resolve_device(device_name)
-    run_dir = check_run_dir(out, config.to_config(device_name), resume=False)
-    run_dir.write_config(config.to_config(device_name))
-    metrics = MetricsLogger(run_dir)
-    try:
-        spec, state = pretrain(config, device, metrics)
-    finally:
-        metrics.close()
-    save_pretrained(checkpoint_path(run_dir), spec, state)
+    check_memory("pretraining", config.num_envs * ENV_BYTES, f"--num-envs {config.num_envs}", allow_large)
+    with writing_run(out, config.to_config(device_name), resume=False) as run_dir, sigterm_as_interrupt():
+        run_dir.write_config(config.to_config(device_name))
+        metrics = MetricsLogger(run_dir)
+        try:
+            spec, state = pretrain(config, device, metrics)
+        except KeyboardInterrupt:
+            # no --resume for stable-baselines3 pretraining: the incomplete run is removed (writing_run)
+            print(f"\ninterrupted before the weights were saved: {run_dir.path} was removed (fine-tune "
+                  "pretraining cannot be resumed); start it again", file=sys.stderr)
+            raise
+        finally:
+            metrics.close()
+        save_pretrained(checkpoint_path(run_dir), spec, state)
     return run_dir
 
 

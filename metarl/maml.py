@@ -78,6 +78,7 @@ from metarl.trust_region import (
     trust_region_step,
     unflatten,
 )
+from metarl.validation import is_finite_number
 
 OUTER_ALGORITHMS = ("trpo", "promp")
 
@@ -135,18 +136,17 @@ class MAMLConfig:
         def is_int(value: object) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
 
-        def is_number(value: object) -> bool:
-            return isinstance(value, int | float) and not isinstance(value, bool)
+        is_number = is_finite_number
 
         for field in ("inner_lr", "max_kl", "promp_lr"):
             require(
-                field, is_number(getattr(self, field)) and getattr(self, field) > 0, "a number > 0"
+                field, is_number(getattr(self, field)) and getattr(self, field) > 0, "a finite number > 0"
             )
         for field in ("cg_damping", "promp_kl_coef"):
             require(
                 field,
                 is_number(getattr(self, field)) and getattr(self, field) >= 0,
-                "a number >= 0",
+                "a finite number >= 0",
             )
         for field in ("inner_steps", "cg_iters", "line_search_steps", "promp_steps"):
             require(

@@ -44,6 +44,7 @@ from metarl.policy import (
     check_nonlinearity,
     check_weight_init,
 )
+from metarl.validation import check_number
 
 PRESETS: tuple[str, ...] = ("tiny", "fast", "paper")
 
@@ -91,8 +92,7 @@ class MAMLRunConfig:
             _positive_int("horizon", self.horizon)
         if not self.hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be one or more positive integers, got {self.hidden_sizes!r}")
-        if not self.init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {self.init_std!r}")
+        check_number("init_std", self.init_std, 0, low_open=True)
         check_nonlinearity(self.nonlinearity)
         check_weight_init(self.weight_init)
         if not isinstance(self.maml, MAMLConfig):

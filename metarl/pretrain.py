@@ -44,17 +44,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 import envs
 from metarl.adaptation import estimate_advantages, masked_mean
 from metarl.checkpoint import (
+    CheckpointError,
     check_compatible,
     generator_state,
     load_checkpoint,
+    read_float,
+    read_int,
     restore_generator,
+    restore_numpy_generator,
     save_checkpoint,
 )
 from metarl.device import resolve_device
@@ -65,6 +68,7 @@ from metarl.evaluation import (
     evaluate_gradient_adaptation,
     write_eval_json,
 )
+from metarl.interrupts import sigterm_as_interrupt
 from metarl.policy import (
     GaussianMLPPolicy,
     gaussian_kl,
@@ -78,11 +82,13 @@ from metarl.runs import (
     MetricsLogger,
     RunDir,
     RunDirError,
-    check_run_dir,
+    check_batch_memory,
+    check_resume,
     gradient_run_document,
     load_policy,
     load_policy_weights,
     policy_tensors,
+    writing_run,
 )
 from metarl.sampler import VectorEnvSampler, env_dims
 from metarl.trust_region import (
@@ -201,10 +207,16 @@ def _restore(path: Path, policy: GaussianMLPPolicy, family: str) -> IterationSta
     if metadata.get("method") != METHOD:
         raise RunDirError(f"checkpoint {path} belongs to a {metadata.get('method')!r} run, not a pretrain run")
     load_policy_weights(policy, tensors, path)
-    task_rng = np.random.default_rng()
-    task_rng.bit_generator.state = metadata["rng_tasks"]
-    return IterationState(int(metadata["iteration"]), task_rng, restore_generator(tensors["rng.sampling"]),
-                         int(metadata["env_steps"]), float(metadata["train_seconds"]))
+    if "rng.sampling" not in tensors:
+        raise CheckpointError(f"checkpoint {path} lacks the tensor 'rng.sampling' (the sampling generator's state)")
+    try:
+        sampling_generator = restore_generator(tensors["rng.sampling"])
+    except (RuntimeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: tensor 'rng.sampling' is not a generator state ({error})") from None
+    return IterationState(read_int(metadata, "iteration", path),
+                          restore_numpy_generator(metadata.get("rng_tasks"), path, "rng_tasks"),
+                          sampling_generator, read_int(metadata, "env_steps", path),
+                          read_float(metadata, "train_seconds", path))
 
 
 def pretrain_iteration(policy: GaussianMLPPolicy, sampler: VectorEnvSampler, run_config: MAMLRunConfig,
@@ -226,8 +238,11 @@ def pretrain_iteration(policy: GaussianMLPPolicy, sampler: VectorEnvSampler, run
 
 
 def train_pretrain(run_config: MAMLRunConfig, out: str | Path, *, seed: int = 0, device: str = "auto",
-                   preset: str | None = None, resume: bool = False, progress: bool = True) -> RunDir:
+                   preset: str | None = None, resume: bool = False, progress: bool = True,
+                   allow_large: bool = False) -> RunDir:
     """Train the pretrained baseline into ``out`` (see the module docstring).
+
+    The directory is locked while it is written; SIGTERM is handled as Ctrl-C.
 
     Raises:
         ValueError / RunDirError / CheckpointError: bad input, before anything is written.
@@ -235,44 +250,50 @@ def train_pretrain(run_config: MAMLRunConfig, out: str | Path, *, seed: int = 0,
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_batch_memory(run_config, allow_large, batches=run_config.maml.inner_steps + 1)
     torch_device = resolve_device(device)
     document = config_document(run_config, seed, device, preset)
-    run_dir = check_run_dir(out, document, resume)
-    obs_dim, act_dim = env_dims(run_config.family)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        policy = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std,
-                                   run_config.nonlinearity, run_config.weight_init)
-    state = IterationState.fresh(seed, _TASK_STREAM, _SAMPLING_STREAM)
-    if resume and run_dir.checkpoint_path.exists():
-        state = _restore(run_dir.checkpoint_path, policy, run_config.family)
-    policy = policy.to(torch_device)
-    run_dir.write_config(document)
-    logger = MetricsLogger(run_dir, state.iteration)
-    sampler = VectorEnvSampler(run_config.family, run_config.meta_batch_size, torch_device, seed,
-                               horizon=run_config.horizon)
-    snapshot = _payload(policy, state, run_config.family)
-    bar = tqdm(total=run_config.iterations, initial=state.iteration, desc=f"pretrain {run_config.family}",
-               disable=not progress, unit="it")
-    try:
-        while state.iteration < run_config.iterations:
-            snapshot = _payload(policy, state, run_config.family)
-            metrics = pretrain_iteration(policy, sampler, run_config, state)
-            state.iteration += 1
-            logger.log(state.iteration, metrics)
-            if state.iteration % run_config.checkpoint_every == 0 or state.iteration == run_config.iterations:
-                save_checkpoint(run_dir.checkpoint_path, *_payload(policy, state, run_config.family))
-            bar.update(1)
-            bar.set_postfix(ret=f"{metrics['train/return']:.1f}")
-    except KeyboardInterrupt:
-        save_checkpoint(run_dir.checkpoint_path, *snapshot)
-        print(f"\ninterrupted: saved iteration {snapshot[1]['iteration']} in {run_dir.checkpoint_path}; "
-              f"continue with --resume", file=sys.stderr)
-        raise
-    finally:
-        bar.close()
-        logger.close()
-        sampler.close()
+    with writing_run(out, document, resume) as run_dir, sigterm_as_interrupt():
+        obs_dim, act_dim = env_dims(run_config.family)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            policy = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std,
+                                       run_config.nonlinearity, run_config.weight_init)
+        state = IterationState.fresh(seed, _TASK_STREAM, _SAMPLING_STREAM)
+        if resume:
+            if run_dir.checkpoint_path.exists():
+                state = _restore(run_dir.checkpoint_path, policy, run_config.family)
+                check_resume(run_dir, state.iteration, run_config.iterations)
+            else:
+                check_resume(run_dir, None, run_config.iterations)
+        policy = policy.to(torch_device)
+        run_dir.write_config(document)
+        save_checkpoint(run_dir.checkpoint_path, *_payload(policy, state, run_config.family))
+        logger = MetricsLogger(run_dir, state.iteration)
+        sampler = VectorEnvSampler(run_config.family, run_config.meta_batch_size, torch_device, seed,
+                                   horizon=run_config.horizon)
+        snapshot = _payload(policy, state, run_config.family)
+        bar = tqdm(total=run_config.iterations, initial=state.iteration, desc=f"pretrain {run_config.family}",
+                   disable=not progress, unit="it")
+        try:
+            while state.iteration < run_config.iterations:
+                snapshot = _payload(policy, state, run_config.family)
+                metrics = pretrain_iteration(policy, sampler, run_config, state)
+                state.iteration += 1
+                logger.log(state.iteration, metrics)
+                if state.iteration % run_config.checkpoint_every == 0 or state.iteration == run_config.iterations:
+                    save_checkpoint(run_dir.checkpoint_path, *_payload(policy, state, run_config.family))
+                bar.update(1)
+                bar.set_postfix(ret=f"{metrics['train/return']:.1f}")
+        except KeyboardInterrupt:
+            save_checkpoint(run_dir.checkpoint_path, *snapshot)
+            print(f"\ninterrupted: saved iteration {snapshot[1]['iteration']} in {run_dir.checkpoint_path}; "
+                  f"continue with --resume", file=sys.stderr)
+            raise
+        finally:
+            bar.close()
+            logger.close()
+            sampler.close()
     return run_dir
 
 

@@ -55,8 +55,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
-import threading
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -74,6 +73,8 @@ from metarl.checkpoint import (
     check_compatible,
     flatten_state,
     load_checkpoint,
+    read_int,
+    restore_numpy_generator,
     save_checkpoint,
     unflatten_state,
 )
@@ -90,9 +91,11 @@ from metarl.contexts import (
 )
 from metarl.device import resolve_device
 from metarl.evaluation import EVAL_SEED, EvalOptions, write_eval_json
+from metarl.interrupts import deferred_interrupts, sigterm_as_interrupt
 from metarl.policy import ActionMap
-from metarl.runs import MetricsLogger, RunDir, check_run_dir, load_policy
+from metarl.runs import ENV_BYTES, MetricsLogger, RunDir, check_resume, load_policy, writing_run
 from metarl.sampler import env_dims
+from metarl.validation import check_memory, check_number
 
 #: Context sizes of the evaluation table.
 EVAL_CONTEXT_SIZES: tuple[int, ...] = (1, 4, 16, 64)
@@ -177,8 +180,7 @@ class ProtoNetConfig:
             raise ValueError(f"hidden_sizes must be a non-empty tuple of positive ints, got {self.hidden_sizes!r}")
         if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.pooled_hidden_sizes):
             raise ValueError(f"pooled_hidden_sizes must be a tuple of positive ints, got {self.pooled_hidden_sizes!r}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate!r}")
+        check_number("learning_rate", self.learning_rate, 0, low_open=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
 
@@ -385,14 +387,20 @@ def variant_pool(family: str, split: str, count: int, rng: np.random.Generator) 
     return VariantPool(tuple(novel + list(train)), discrete=True, required=tuple(range(len(novel))))
 
 
-def check_way(way: int, pool: VariantPool, split: str, family: str) -> None:
-    """Raise a clear ``ValueError`` when ``way`` exceeds the variants the split can produce."""
+def check_way(way: int, pool: VariantPool, split: str, family: str, training: bool = True) -> None:
+    """Raise a clear ``ValueError`` when ``way`` exceeds the variants the split can produce.
+
+    The advice fits the command: ``--way`` of ``metarl train protonet`` while training; at
+    evaluation (``training=False``, where ``way`` is the run's) another split or run.
+    """
     if way > len(pool.tasks):
         kind = "distinct variants" if pool.discrete else "variants in the pool"
         raise ValueError(
             f"way={way} is larger than the {len(pool.tasks)} {kind} that the {split} split of {family} "
             f"can produce ({[t.to_dict() for t in pool.tasks] if pool.discrete else 'sampled tasks'}); "
-            f"use --way {len(pool.tasks)} or less"
+            + (f"use --way {len(pool.tasks)} or less" if training else
+               f"evaluate on another split, or on a run trained with `metarl train protonet --way "
+               f"{len(pool.tasks)}` or less")
         )
 
 
@@ -566,12 +574,29 @@ class ProtoNetTrainer:
         if metadata.get("config") != self.config.to_dict() | {"iterations": metadata.get("config", {}).get("iterations")}:
             raise CheckpointError(f"checkpoint {where} was written by a run with another configuration")
         check_compatible(metadata, self.config.family, self.obs_dim, self.act_dim, where)
-        self.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items()
-                                      if k.startswith("encoder.")})
-        self.optimiser.load_state_dict(unflatten_state(tensors, metadata["optimiser"]))
-        self.episode_rng.bit_generator.state = metadata["episode_rng"]
-        self.iteration = int(metadata["iteration"])
-        self.history = list(metadata["history"])
+        iteration = read_int(metadata, "iteration", where)
+        episode_rng = restore_numpy_generator(metadata.get("episode_rng"), where, "episode_rng")
+        history = metadata.get("history")
+        if not isinstance(history, list) or not all(
+            isinstance(row, dict)
+            and all(isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) for k, v in row.items())
+            for row in history
+        ):
+            raise CheckpointError(f"checkpoint {where}: metadata field 'history' must be a list of "
+                                  "{metric name: number} rows")
+        try:
+            self.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items()
+                                          if k.startswith("encoder.")})
+            optimiser_state = unflatten_state(tensors, metadata.get("optimiser"))
+            if not isinstance(optimiser_state, dict):
+                raise ValueError(f"it is a {type(optimiser_state).__name__}, not an optimiser state")
+            self.optimiser.load_state_dict(optimiser_state)
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+            raise CheckpointError(f"checkpoint {where}: the encoder or metadata field 'optimiser' does not fit "
+                                  f"this run ({error})") from None
+        self.episode_rng.bit_generator.state = episode_rng.bit_generator.state
+        self.iteration = iteration
+        self.history = list(history)
 
 
 def train_protonet(
@@ -611,6 +636,21 @@ def behaviour_from_run(path: str | os.PathLike[str] | None, family: str) -> Beha
     return GaussianPolicyBehaviour(load_policy(run, config), action_map=ActionMap.from_space(action_space))
 
 
+def check_pool_memory(config: ProtoNetConfig, allow_large: bool = False) -> None:
+    """Refuse a training pool (and training episodes) above half of this machine's memory."""
+    obs_dim, act_dim = env_dims(config.family)
+    transition = 4 * (2 * obs_dim + act_dim + 1)
+    pool = config.train_variants * config.envs_per_variant * config.episode_length * (transition + ENV_BYTES // 64)
+    episode = (config.episodes_per_iteration * config.way * (config.shot + config.query) * config.context_size
+               * 4 * (sum(config.hidden_sizes) + config.embedding_dim) * 4)
+    check_memory(
+        "the ProtoNet training pool", pool + episode,
+        f"--train-variants {config.train_variants} x {config.envs_per_variant} episodes x {config.episode_length} "
+        f"steps; --way {config.way} x (--shot {config.shot} + --query {config.query}) x --context "
+        f"{config.context_size}", allow_large,
+    )
+
+
 def train_run(
     config: ProtoNetConfig,
     out: str | os.PathLike[str],
@@ -619,6 +659,7 @@ def train_run(
     behaviour_run: str | None = None,
     progress: bool = True,
     checkpoint_every: int = 500,
+    allow_large: bool = False,
 ) -> RunDir:
     """Train into a run directory: config.json, metrics.csv + TensorBoard, checkpoint.
 
@@ -627,37 +668,41 @@ def train_run(
     after the current iteration, saves a checkpoint and re-raises
     ``KeyboardInterrupt``; ``resume=True`` continues it exactly.
     """
+    check_pool_memory(config, allow_large)
     document = run_config(config, None if behaviour_run is None else str(behaviour_run), device)
-    run = check_run_dir(out, document, resume)
-    behaviour = behaviour_from_run(behaviour_run, config.family)
-    trainer = ProtoNetTrainer(config, resolve_device(device), behaviour, progress)
-    if resume:
-        tensors, metadata = load_checkpoint(run.checkpoint_path)
-        trainer.load_state(tensors, metadata, run.checkpoint_path)
-    run.write_config(document)
-    logger = MetricsLogger(run, start_iteration=trainer.iteration)
-    interrupted = []
+    with writing_run(out, document, resume) as run, sigterm_as_interrupt():
+        behaviour = behaviour_from_run(behaviour_run, config.family)
+        trainer = ProtoNetTrainer(config, resolve_device(device), behaviour, progress)
+        if resume:
+            if run.checkpoint_path.exists():
+                tensors, metadata = load_checkpoint(run.checkpoint_path)
+                trainer.load_state(tensors, metadata, run.checkpoint_path)
+                check_resume(run, trainer.iteration, config.iterations)
+            else:
+                check_resume(run, None, config.iterations)
+        run.write_config(document)
 
-    def save() -> None:
-        save_checkpoint(run.checkpoint_path, *trainer.state())
+        def save() -> None:
+            save_checkpoint(run.checkpoint_path, *trainer.state())
 
-    def log(iteration: int, metrics: dict[str, float]) -> None:
-        logger.log(iteration, metrics)
-        if iteration % checkpoint_every == 0:
+        save()
+        logger = MetricsLogger(run, start_iteration=trainer.iteration)
+
+        def log(iteration: int, metrics: dict[str, float]) -> None:
+            logger.log(iteration, metrics)
+            if iteration % checkpoint_every == 0:
+                save()
+
+        with deferred_interrupts() as stop:
+            try:
+                trainer.train(config.iterations, log=log, should_stop=lambda: bool(stop), progress=progress)
+            finally:
+                logger.close()
             save()
-
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    try:
-        trainer.train(config.iterations, log=log, should_stop=lambda: bool(interrupted), progress=progress)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        logger.close()
-    save()
-    if interrupted:
-        raise KeyboardInterrupt(f"stopped after iteration {trainer.iteration}; continue with --resume")
+        if stop:
+            print(f"\ninterrupted: saved iteration {trainer.iteration} in {run.checkpoint_path}; continue with "
+                  "--resume", file=sys.stderr)
+            raise stop.interrupt(f"stopped after iteration {trainer.iteration}; continue with --resume")
     return run
 
 
@@ -667,6 +712,16 @@ def load_trained(run_dir: str | os.PathLike[str]) -> TrainedProtoNet:
     tensors, metadata = load_checkpoint(path)
     if metadata.get("method") != "protonet":
         raise CheckpointError(f"{path} holds a {metadata.get('method')!r} checkpoint, not a protonet one")
+    try:
+        return _trained_from_checkpoint(tensors, metadata, path)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {path} does not describe a ProtoNet encoder ({type(error).__name__}: "
+                              f"{error})") from None
+
+
+def _trained_from_checkpoint(tensors: dict[str, torch.Tensor], metadata: dict[str, Any], path: Any) -> TrainedProtoNet:
     config = ProtoNetConfig.from_dict(metadata["config"])
     obs_dim, act_dim = env_dims(config.family)
     check_compatible(metadata, config.family, obs_dim, act_dim, path)
@@ -872,7 +927,7 @@ def evaluate_identification(
         raise ValueError("context_sizes must hold at least one context size")
     rng = np.random.default_rng(seed)
     pool = variant_pool(config.family, split, eval_variants, rng)
-    check_way(way, pool, split, config.family)
+    check_way(way, pool, split, config.family, training=False)
     encoder = trained.encoder
     obs_dim, act_dim = encoder.obs_dim, encoder.act_dim
     start = time.perf_counter()

@@ -44,8 +44,9 @@ from metarl.policy import (
     check_nonlinearity,
     check_weight_init,
 )
-from metarl.runs import RunDir, check_run_dir, load_policy, policy_config, policy_tensors
+from metarl.runs import RunDir, load_policy, policy_config, policy_tensors, writing_run
 from metarl.sampler import env_dims
+from metarl.validation import check_number
 
 METHOD = "random_init"
 
@@ -82,8 +83,12 @@ class RandomInitConfig:
             raise ValueError(
                 f"family must be one of {', '.join(envs.FAMILIES)}, got {self.family!r}"
             )
-        if not self.inner_lr > 0:
-            raise ValueError(f"inner_lr must be > 0, got {self.inner_lr}")
+        check_number("inner_lr", self.inner_lr, 0, low_open=True)
+        check_number("init_std", self.init_std, 0, low_open=True)
+        check_number("discount", self.discount, 0, 1)
+        check_number("gae_lambda", self.gae_lambda, 0, 1)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         check_nonlinearity(self.nonlinearity)
         check_weight_init(self.weight_init)
         if self.inner_objective not in ("vpg", "lvc"):
@@ -136,12 +141,10 @@ def create_run(out: str | os.PathLike[str], config: RandomInitConfig) -> RunDir:
     policy = initial_policy(config)
     document = run_document(config, policy)
     # the run is deterministic: recreating the same run is allowed and rewrites identical files
-    run = check_run_dir(out, document, resume=RunDir(out).config_path.is_file())
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"method": METHOD, "family": config.family, "obs_dim": policy.obs_dim, "act_dim": policy.act_dim}
-    save_checkpoint(run.checkpoint_path, policy_tensors(policy), metadata)
-    run.write_config(document)
+    with writing_run(out, document, resume=RunDir(out).config_path.is_file()) as run:
+        run.write_config(document)
+        metadata = {"method": METHOD, "family": config.family, "obs_dim": policy.obs_dim, "act_dim": policy.act_dim}
+        save_checkpoint(run.checkpoint_path, policy_tensors(policy), metadata)
     return run
 
 

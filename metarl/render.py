@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from envs.gl import MujocoGLError, check_mujoco_gl
+
 __all__ = [
     "GL_BACKENDS",
     "VIDEO_SUFFIXES",
@@ -163,6 +165,10 @@ def select_gl_backend(candidates: Sequence[str] = GL_BACKENDS, *, force_probe: b
     global _selected_backend
     if _selected_backend is not None and not force_probe:
         return _selected_backend
+    try:
+        check_mujoco_gl(render=True)  # a MUJOCO_GL that cannot work: say what to install or set
+    except MujocoGLError as error:
+        raise RenderingUnavailableError(str(error)) from None
     requested = os.environ.get("MUJOCO_GL", "").strip().lower()
     tried = (requested,) if requested else tuple(candidates)
     if not tried:

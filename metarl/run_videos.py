@@ -29,6 +29,7 @@ so the panels differ only by the policy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from metarl import render
+from metarl.validation import check_memory, check_number, step_bytes
 
 RUN_POLICIES: dict[str, str] = {
     "maml": "metarl.run_videos:gradient_run_policies",
@@ -99,10 +101,9 @@ class RenderOptions:
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if not 0.0 <= self.quality <= 10.0:
-            raise ValueError(f"quality must be in 0..10, got {self.quality}")
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"fps must be > 0, got {self.fps}")
+        check_number("quality (--quality)", self.quality, 0, 10)
+        if self.fps is not None:
+            check_number("fps (--fps)", self.fps, 0, low_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -446,19 +447,24 @@ def render_run(
     run_dir: str | os.PathLike[str],
     options: RenderOptions,
     out: str | os.PathLike[str] | None = None,
+    allow_large: bool = False,
 ) -> RenderResult:
     """Render a run's policy on one evaluation task after each k of ``options.steps``.
 
     Checks everything that can be wrong before any long work: the output path,
-    the run directory and its checkpoint, the method, the task index, and
-    that headless rendering works.
+    the run directory and its checkpoint, the method, the task index, the
+    memory the episodes and frames need (above half the machine's memory only
+    with ``allow_large``), and that headless rendering works. A video written
+    inside the run directory holds the directory's writer lock
+    (:func:`metarl.runs.run_dir_lock`) meanwhile.
 
     Raises:
         FileNotFoundError: no run at ``run_dir`` or no checkpoint in it.
         ValueError: unwritable output, unknown method, task index outside the split.
         metarl.render.RenderingUnavailableError: no headless OpenGL backend works.
     """
-    from metarl.runs import RunDir
+    from metarl.interrupts import sigterm_as_interrupt
+    from metarl.runs import RunDir, run_dir_lock
 
     target = render.check_video_path(out if out is not None else default_output(run_dir, options))
     run = RunDir(run_dir)
@@ -469,6 +475,34 @@ def render_run(
             f"{run.path} holds no checkpoint (no {checkpoint_dir}/*.safetensors): the run never saved "
             "one; train it (or resume it) until it writes a checkpoint"
         )
+    check_render_memory(config, options, allow_large)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_as_interrupt())
+        if target.resolve().is_relative_to(run.path.resolve()):
+            stack.enter_context(run_dir_lock(run.path, create=False))
+        return _render(run, config, options, target)
+
+
+def check_render_memory(config: Mapping[str, Any], options: RenderOptions, allow_large: bool = False) -> None:
+    """Refuse a render whose adaptation episodes and frames would need more than half the memory."""
+    from metarl.sampler import env_dims
+
+    family = config["family"]
+    obs_dim, act_dim = env_dims(family)
+    horizon = run_horizon(config) or envs_horizon(family)
+    max_steps = options.max_steps or horizon
+    frames = len(options.steps) * (max_steps // options.frame_stride + 1) * options.width * options.height * 3
+    episodes = options.num_tasks * options.episodes_per_step * horizon * 2 * step_bytes(obs_dim, act_dim)
+    check_memory(
+        "the render", frames + episodes,
+        f"--num-tasks {options.num_tasks} x --episodes-per-step {options.episodes_per_step} x horizon {horizon}; "
+        f"{len(options.steps)} panels x --max-steps {max_steps} frames of {options.width}x{options.height}",
+        allow_large,
+    )
+
+
+def _render(run: Any, config: Mapping[str, Any], options: RenderOptions, target: Path) -> RenderResult:
+    """The body of :func:`render_run`, once everything is checked."""
     family = config["family"]
     if config["method"] == "protonet":
         task = select_task(family, options)

@@ -24,27 +24,45 @@ checkpoint holds the weights as ``policy.<parameter name>`` tensors with
 ``family``, ``obs_dim`` and ``act_dim`` in its metadata (:func:`load_policy`).
 
 On ``--resume`` only the fields in :data:`RESUME_MAY_CHANGE` may differ from
-the stored config (extend ``iterations``, move to another ``device`` or ``sampler``).
+the stored config (extend ``iterations``, move to another ``device`` or ``sampler``), and
+:func:`check_resume` refuses a resume that would go backwards (fewer
+iterations than the checkpoint holds) or skip (a checkpoint ahead of
+``metrics.csv``) and one whose checkpoint is gone.
+
+One writer at a time: :func:`run_dir_lock` holds an exclusive lock on the
+directory (``.metarl.lock``, an ``fcntl`` lock through the ``filelock``
+package, released by the kernel when the process ends, so the lock of a
+killed process never blocks the next one) while a command writes it, with the
+holder's PID in ``.metarl.lock.pid`` for the message another writer gets.
+:func:`writing_run` combines the lock with :func:`check_run_dir` for the
+trainers, and removes a new run that failed before its first checkpoint, so
+an error (a full disk, say) leaves no half-written directory behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import math
 import os
-from collections.abc import Mapping
+import shutil
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 import torch
 
+import envs
 from metarl.checkpoint import atomic_write_text, check_compatible, load_checkpoint
 from metarl.policy import DEFAULT_NONLINEARITY, DEFAULT_WEIGHT_INIT, GaussianMLPPolicy
 from metarl.sampler import env_dims
+from metarl.validation import check_memory, check_number, step_bytes
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"
@@ -61,8 +79,137 @@ ADDED_FIELD_DEFAULTS: dict[str, Any] = {
 them was trained with: a stored config without the field still matches a new one with that value."""
 
 
+LOCK_NAME = ".metarl.lock"
+LOCK_PID_NAME = ".metarl.lock.pid"
+_LOCK_FILES = (LOCK_NAME, LOCK_PID_NAME)
+_PID_WAIT_S = 1.0  # how long a refused writer waits for the holder to write its PID
+
+
 class RunDirError(ValueError):
     """A run directory that cannot be used for the requested run."""
+
+
+class RunDirLockedError(RunDirError):
+    """Another process holds the run directory's writer lock."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The PID in the lock's sidecar file if that process is alive (waits briefly for a new holder)."""
+    deadline = time.monotonic() + _PID_WAIT_S
+    while True:
+        try:
+            pid = int((path / LOCK_PID_NAME).read_text().strip())
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and _pid_alive(pid):
+            return pid
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def run_dir_lock(path: str | os.PathLike[str], create: bool = True) -> Iterator[Path]:
+    """Hold the exclusive writer lock of the run directory ``path`` for the ``with`` block.
+
+    The lock is ``path/.metarl.lock`` (``filelock``: an ``fcntl`` lock the kernel
+    drops when the holder exits, however it exits, so a stale lock of a dead
+    process is simply taken over); ``path/.metarl.lock.pid`` holds the holder's
+    PID. Neither file is removed on release (removing a lock file races with
+    the next writer opening it). A process may hold the lock of several
+    directories, but not the same one twice.
+
+    Args:
+        path: the run directory; created (with its parents) if ``create``.
+        create: create ``path`` if it does not exist (a new run).
+
+    Yields:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        RunDirLockedError: another process holds the lock (the message names its PID).
+        OSError: the directory or the lock file cannot be created (read-only, permission...).
+    """
+    path = Path(path)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        holder = _lock_holder(path)
+        who = f"PID {holder}" if holder is not None else "a process whose PID is not recorded yet"
+        writer = f"this process ({who})" if holder == os.getpid() else f"another metarl process ({who})"
+        raise RunDirLockedError(
+            f"{path} is being written by {writer}; wait for it to finish, stop it, or choose another directory"
+        ) from None
+    try:
+        atomic_write_text(path / LOCK_PID_NAME, f"{os.getpid()}\n")
+        yield path
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def writing_run(path: str | os.PathLike[str], config: Mapping[str, Any], resume: bool) -> Iterator[RunDir]:
+    """Lock ``path`` (:func:`run_dir_lock`) and check it can hold ``config`` (:func:`check_run_dir`).
+
+    For a new run (no ``config.json`` yet) an exception leaving the block before the
+    run's first checkpoint exists removes what the block wrote (and the directory, if
+    this call created it): a failed start leaves the directory as it found it.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {path} is a file, not a directory; choose a directory path")
+    try:
+        check_run_dir(path, config, resume)  # refuse what is refusable before creating anything (lock files)
+    except RunDirError:
+        if (path / LOCK_NAME).is_file():  # a run being written: say by whom rather than what it holds
+            with run_dir_lock(path, create=False):
+                pass
+        raise
+    existed = path.exists()
+    missing_parents = [parent for parent in path.parents if not parent.exists()]
+    with run_dir_lock(path) as locked:
+        run_dir = RunDir(locked)
+        new_run = not run_dir.config_path.exists()
+        checked = False
+        try:
+            run_dir = check_run_dir(locked, config, resume)  # again: another writer may have come first
+            checked = True  # from here on, a new run's directory held nothing but the lock files
+            yield run_dir
+        except BaseException:
+            if not checked and not existed:
+                _discard_new_run(run_dir, existed, missing_parents)
+            elif checked and new_run and not run_dir.checkpoint_path.exists():
+                _discard_new_run(run_dir, existed, missing_parents)
+            raise
+
+
+def _discard_new_run(run_dir: RunDir, existed: bool, missing_parents: list[Path]) -> None:
+    """Remove what a failed new run wrote (everything but the lock files; the directory if it is new)."""
+    for entry in run_dir.path.iterdir():
+        if entry.name in _LOCK_FILES:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if not existed:
+        shutil.rmtree(run_dir.path, ignore_errors=True)
+        for parent in missing_parents:  # nearest first
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
 def _normalise(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,7 +326,7 @@ def check_run_dir(path: str | os.PathLike[str], config: Mapping[str, Any], resum
         return run_dir
     if resume:
         raise RunDirError(f"--resume was given but {run_dir.path} holds no run (no {CONFIG_NAME})")
-    if run_dir.path.is_dir() and any(run_dir.path.iterdir()):
+    if run_dir.path.is_dir() and any(entry.name not in _LOCK_FILES for entry in run_dir.path.iterdir()):
         raise RunDirError(
             f"{run_dir.path} is not empty and holds no metarl run (no {CONFIG_NAME}); choose a new or "
             "empty --out directory"
@@ -206,17 +353,74 @@ def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, float]]:
-    """Rows of a ``metrics.csv`` as dicts of floats (empty cells skipped, partial last line dropped)."""
+    """Rows of a ``metrics.csv`` as dicts of floats (empty cells skipped, partial last line dropped).
+
+    Raises:
+        RunDirError: the file is not UTF-8 text or a cell is not a number (naming the file,
+            the line and the column).
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RunDirError(f"{path} is not a metrics file written by metarl (not UTF-8 text: {error}); "
+                          "move it away to continue the run") from None
     if text and not text.endswith("\n"):  # a write interrupted mid-line
         text = text[: text.rfind("\n") + 1]
     rows = []
-    for row in csv.DictReader(io.StringIO(text)):
-        rows.append({key: float(value) for key, value in row.items() if key and value not in ("", None)})
+    try:
+        for line, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+            parsed = {}
+            for key, value in row.items():
+                if not key or value in ("", None):  # cells beyond the header (key None) are ignored
+                    continue
+                try:
+                    parsed[key] = float(value)
+                except ValueError:
+                    raise ValueError(f"line {line}, column {key!r}: {value[:40]!r} is not a number") from None
+            rows.append(parsed)
+    except (ValueError, csv.Error) as error:
+        raise RunDirError(f"{path} is not a metrics file written by metarl ({error}); move it away to "
+                          "continue the run") from None
     return rows
+
+
+def check_resume(run_dir: RunDir, checkpoint_iteration: int | None, iterations: int) -> None:
+    """Refuse a ``--resume`` that would lose, repeat or skip iterations; write nothing.
+
+    Args:
+        run_dir: the run being resumed.
+        checkpoint_iteration: iterations in its checkpoint (``None``: no checkpoint file).
+        iterations: the total the resumed run asks for (``--iterations``).
+
+    Raises:
+        RunDirError: the checkpoint is missing although ``metrics.csv`` shows completed
+            iterations; ``iterations`` is below the checkpoint's; or the checkpoint is
+            ahead of ``metrics.csv`` (iterations would be skipped). ``metrics.csv`` is
+            read (and checked) here, before anything is rewritten.
+    """
+    rows = read_metrics(run_dir.metrics_path)
+    logged = max((int(row.get("iteration", 0)) for row in rows), default=0)
+    if checkpoint_iteration is None:
+        if logged > 0:
+            raise RunDirError(
+                f"--resume: {run_dir.checkpoint_path} is missing, but {run_dir.metrics_path} records {logged} "
+                "completed iterations; restore the checkpoint, or start a new run in another --out directory"
+            )
+        return
+    if iterations < checkpoint_iteration:
+        raise RunDirError(
+            f"--iterations {iterations} is below the {checkpoint_iteration} iterations the checkpoint of "
+            f"{run_dir.path} already holds; --resume only continues a run (pass --iterations "
+            f"{checkpoint_iteration} or more)"
+        )
+    if logged < checkpoint_iteration:
+        raise RunDirError(
+            f"the checkpoint of {run_dir.path} is at iteration {checkpoint_iteration} but {run_dir.metrics_path} "
+            f"ends at iteration {logged}; resuming would skip iterations, so the run cannot continue"
+        )
 
 
 class MetricsLogger:
@@ -306,11 +510,18 @@ def build_policy(config: Mapping[str, Any]) -> GaussianMLPPolicy:
     spec = config.get("policy")
     if not isinstance(spec, Mapping):
         raise RunDirError("config.json lacks the 'policy' block (obs_dim, act_dim, hidden_sizes, init_std)")
-    return GaussianMLPPolicy(
-        int(spec["obs_dim"]), int(spec["act_dim"]), tuple(int(h) for h in spec["hidden_sizes"]),
-        float(spec["init_std"]), str(spec.get("nonlinearity", DEFAULT_NONLINEARITY)),
-        str(spec.get("weight_init", DEFAULT_WEIGHT_INIT)),
-    )
+    try:
+        sizes = [spec["obs_dim"], spec["act_dim"], *spec["hidden_sizes"]]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1_000_000 for n in sizes):
+            raise ValueError(f"obs_dim, act_dim and hidden_sizes must be integers in [1, 1000000], got {sizes}")
+        init_std = check_number("policy.init_std", spec["init_std"], 0, low_open=True)
+        return GaussianMLPPolicy(
+            spec["obs_dim"], spec["act_dim"], tuple(spec["hidden_sizes"]), init_std,
+            str(spec.get("nonlinearity", DEFAULT_NONLINEARITY)), str(spec.get("weight_init", DEFAULT_WEIGHT_INIT)),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunDirError(f"config.json's 'policy' block is invalid ({type(error).__name__}: {error}); it needs "
+                          "obs_dim, act_dim, hidden_sizes and init_std") from None
 
 
 def load_policy_weights(policy: GaussianMLPPolicy, tensors: Mapping[str, torch.Tensor], where: Any = "") -> None:
@@ -367,6 +578,30 @@ class IterationState:
             task_rng=np.random.default_rng([seed, task_stream]),
             sampling_generator=torch.Generator().manual_seed(sampling_seed),
         )
+
+
+ENV_BYTES = 64 * 1024  # one sub-env's simulator state, generously
+
+
+def check_batch_memory(run_config: Any, allow_large: bool = False, batches: int | None = None) -> None:
+    """Refuse a MAML/pretrain meta-batch that would need more than half the machine's memory.
+
+    ``run_config`` is a :class:`metarl.presets.MAMLRunConfig`; ``batches`` is how many
+    batches of ``meta_batch_size x episodes_per_task`` episodes an iteration keeps
+    (default: MAML's ``inner_steps + 1``). Raises ``ValueError`` naming the flags,
+    the estimate and ``--allow-large`` (:func:`metarl.validation.check_memory`).
+    """
+    obs_dim, act_dim = env_dims(run_config.family)
+    horizon = run_config.horizon if run_config.horizon is not None else envs.family_spec(run_config.family).horizon
+    batches = run_config.maml.inner_steps + 1 if batches is None else batches
+    episodes = run_config.meta_batch_size * run_config.episodes_per_task
+    estimate = (episodes * horizon * batches * step_bytes(obs_dim, act_dim, tuple(run_config.hidden_sizes))
+                + episodes * ENV_BYTES)
+    check_memory(
+        "one meta-batch", estimate,
+        f"--meta-batch-size {run_config.meta_batch_size} x --episodes-per-task {run_config.episodes_per_task} x "
+        f"--horizon {horizon} x {batches} batches", allow_large,
+    )
 
 
 def gradient_run_document(

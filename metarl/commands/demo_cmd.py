@@ -41,7 +41,7 @@ from metarl.evaluation import (
     write_eval_json,
 )
 from metarl.presets import MAMLRunConfig, maml_preset
-from metarl.runs import RunDir, load_policy
+from metarl.runs import RunDir, load_policy, run_dir_lock
 
 FAMILY = "Point2DNav"
 PLOT_NAME = "demo_returns.png"
@@ -135,10 +135,12 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
           f"{options.episodes_per_step} episodes per step)")
     common = dict(inner_objective=config.maml.inner_objective, discount=config.maml.discount,
                   gae_lambda=config.maml.gae_lambda, progress=not args.no_progress)
-    policy = load_policy(run_dir)
-    ours = evaluate_gradient_adaptation(policy, policy.params(), FAMILY, config.maml.inner_lr, options, **common)
-    document = eval_document("maml", FAMILY, options, ours, policy)
-    write_eval_json(run_dir, document)
+    with run_dir_lock(run_dir.path, create=False):  # one writer at a time, as for `metarl evaluate`
+        policy = load_policy(run_dir)
+        ours = evaluate_gradient_adaptation(policy, policy.params(), FAMILY, config.maml.inner_lr, options,
+                                            **common)
+        document = eval_document("maml", FAMILY, options, ours, policy)
+        write_eval_json(run_dir, document)
     untrained = initial_policy(config, args.seed)
     baseline = evaluate_gradient_adaptation(untrained, untrained.params(), FAMILY, config.maml.inner_lr, options,
                                             **common)

@@ -18,6 +18,7 @@ from typing import Any
 
 import tyro
 
+import envs
 from metarl.cli import UserError
 from metarl.evaluation import (
     ADAPT_STEPS,
@@ -25,11 +26,16 @@ from metarl.evaluation import (
     EPISODES_PER_STEP,
     EVAL_SEED,
     NUM_TASKS,
+    SAMPLE_BUDGET_MAX_ROUNDS,
     EvalOptions,
+    check_writable,
     format_returns_table,
     load_tasks_file,
 )
-from metarl.runs import RunDir
+from metarl.interrupts import sigterm_as_interrupt
+from metarl.runs import ENV_BYTES, RunDir, run_dir_lock
+from metarl.sampler import env_dims
+from metarl.validation import check_memory, step_bytes
 
 # method (config.json["method"]) -> "module:function" of its evaluator
 EVALUATORS: dict[str, str] = {
@@ -70,6 +76,9 @@ class EvaluateArgs:
     eval_custom.json."""
     no_progress: bool = False
     """Hide the progress bar."""
+    allow_large: bool = False
+    """Allow sizes (tasks x episodes x horizon, a --tasks file above 16 MiB) estimated above half of this
+    machine's memory."""
 
 
 def resolve_evaluator(method: str) -> Any:
@@ -82,17 +91,44 @@ def resolve_evaluator(method: str) -> Any:
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def evaluate(run_dir: Path | str, options: EvalOptions, progress: bool = True) -> dict[str, Any]:
-    """Evaluate the run in ``run_dir`` and write its ``eval_<split>.json``; returns the document."""
+def check_evaluation_memory(config: dict[str, Any], options: EvalOptions, allow_large: bool = False) -> None:
+    """Refuse an evaluation whose episode batches would need more than half the machine's memory."""
+    family = config["family"]
+    obs_dim, act_dim = env_dims(family)
+    horizon = config.get("horizon") or envs.family_spec(family).horizon
+    policy = config.get("policy") if isinstance(config.get("policy"), dict) else {}
+    hidden = tuple(h for h in policy.get("hidden_sizes", config.get("hidden_sizes", ())) if isinstance(h, int))
+    if options.samples_per_step is not None:
+        steps_per_task = SAMPLE_BUDGET_MAX_ROUNDS * (options.samples_per_step + horizon)
+        flags = f"--num-tasks {options.num_tasks} x --samples-per-step {options.samples_per_step}"
+    else:
+        steps_per_task = options.episodes_per_step * horizon
+        flags = f"--num-tasks {options.num_tasks} x --episodes-per-step {options.episodes_per_step} x horizon {horizon}"
+    estimate = options.num_tasks * (steps_per_task * 2 * step_bytes(obs_dim, act_dim, hidden)
+                                    + options.episodes_per_step * ENV_BYTES)
+    check_memory("the evaluation", estimate, flags, allow_large)
+
+
+def evaluate(run_dir: Path | str, options: EvalOptions, progress: bool = True,
+             allow_large: bool = False) -> dict[str, Any]:
+    """Evaluate the run in ``run_dir`` and write its ``eval_<split>.json``; returns the document.
+
+    Before any work: the sizes are bounded (:func:`check_evaluation_memory`), the run
+    directory must be writable and is then locked (:func:`metarl.runs.run_dir_lock`) for
+    the evaluation; SIGTERM is handled as Ctrl-C.
+    """
     run = RunDir(run_dir)
     config = run.read_config()
     evaluator = resolve_evaluator(config["method"])
-    return evaluator(run, config, options, progress)
+    check_evaluation_memory(config, options, allow_large)
+    check_writable(run.path, run.eval_path(options.split).name)
+    with run_dir_lock(run.path, create=False), sigterm_as_interrupt():
+        return evaluator(run, config, options, progress)
 
 
 def main(argv: list[str]) -> int:
     args = tyro.cli(EvaluateArgs, args=argv, prog="metarl evaluate")
-    tasks = None if args.tasks is None else tuple(load_tasks_file(args.tasks))
+    tasks = None if args.tasks is None else tuple(load_tasks_file(args.tasks, allow_large=args.allow_large))
     options = EvalOptions(
         split=args.split if tasks is None else CUSTOM_SPLIT,
         num_tasks=args.num_tasks if tasks is None else len(tasks),
@@ -104,7 +140,7 @@ def main(argv: list[str]) -> int:
         tasks=tasks,
         tasks_source=None if args.tasks is None else str(args.tasks),
     )
-    document = evaluate(args.run_dir, options, progress=not args.no_progress)
+    document = evaluate(args.run_dir, options, progress=not args.no_progress, allow_large=args.allow_large)
     if "accuracy" in document:  # task identification (protonet): accuracy per context size, no returns
         print(importlib.import_module("metarl.protonet").format_accuracy_report(document))
         print(f"wrote {RunDir(args.run_dir).eval_path(options.split)}")

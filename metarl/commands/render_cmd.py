@@ -53,6 +53,8 @@ class RenderArgs:
     """Device for the adaptation steps: auto, cpu or cuda."""
     quality: float = 6.0
     """mp4 quality, 0 (smallest file) to 10 (best); ignored for gif."""
+    allow_large: bool = False
+    """Allow tasks x episodes and frames estimated above half of this machine's memory."""
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -89,7 +91,7 @@ def main(argv: list[str]) -> int:
         quality=args.quality,
     )
     try:
-        result = render_run(args.run_dir, options, args.out)
+        result = render_run(args.run_dir, options, args.out, allow_large=args.allow_large)
     except render.RenderingUnavailableError as error:
         raise UserError(str(error)) from None
     returns = ", ".join(f"k={k}: {value:.1f}" for k, value in result.returns.items())

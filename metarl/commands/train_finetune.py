@@ -49,6 +49,8 @@ class TrainFinetuneArgs:
     """Fine-tuning: Adam learning rate."""
     ppo_epochs: int = 10
     """Fine-tuning (PPO): passes over each budget chunk per update."""
+    allow_large: bool = False
+    """Allow --num-envs whose memory estimate exceeds half of this machine's memory."""
 
     def to_config(self) -> FinetuneConfig:
         """The validated run configuration (raises ``ValueError`` naming the bad flag)."""
@@ -67,7 +69,7 @@ def main(argv: list[str]) -> int:
     # The networks are small: intra-op threads only add contention (the envs step on this core too).
     torch.set_num_threads(1)
     start = time.perf_counter()
-    run_dir = train_run(config, args.out, args.device)
+    run_dir = train_run(config, args.out, args.device, allow_large=args.allow_large)
     print(f"pretrained {config.algo} on {config.family} for {config.timesteps} steps in "
           f"{time.perf_counter() - start:.0f} s; weights: {checkpoint_path(run_dir)}")
     print(f"evaluate with: metarl evaluate {run_dir.path} --split test")

@@ -33,23 +33,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import tyro
 from tqdm.auto import tqdm
 
 import envs
 from metarl.checkpoint import (
+    CheckpointError,
     check_compatible,
     flatten_state,
     generator_state,
     load_checkpoint,
+    read_float,
+    read_int,
     restore_generator,
+    restore_numpy_generator,
+    restore_tensor_dict,
     save_checkpoint,
-    unflatten_state,
 )
 from metarl.cli import UserError
 from metarl.device import DEVICE_CHOICES, resolve_device
+from metarl.interrupts import sigterm_as_interrupt
 from metarl.maml import MAMLConfig, MAMLLearner
 from metarl.policy import GaussianMLPPolicy, stack_params
 from metarl.presets import PRESETS, MAMLRunConfig, maml_preset
@@ -58,10 +62,12 @@ from metarl.runs import (
     MetricsLogger,
     RunDir,
     RunDirError,
-    check_run_dir,
+    check_batch_memory,
+    check_resume,
     gradient_run_document,
     load_policy_weights,
     policy_tensors,
+    writing_run,
 )
 from metarl.sampler import SAMPLER_BACKENDS, Sampler, SamplerChoice, env_dims
 
@@ -132,21 +138,32 @@ def checkpoint_payload(
 def restore_checkpoint(
     path: Path, policy: GaussianMLPPolicy, learner: MAMLLearner, family: str
 ) -> IterationState:
-    """Load ``path`` into ``policy`` and ``learner``; return the saved :class:`IterationState`."""
+    """Load ``path`` into ``policy`` and ``learner``; return the saved :class:`IterationState`.
+
+    Every metadata field is checked by type and range (:class:`CheckpointError` naming it).
+    """
     tensors, metadata = load_checkpoint(path)
     check_compatible(metadata, family, policy.obs_dim, policy.act_dim, path)
     if metadata.get("method") != "maml":
         raise RunDirError(f"checkpoint {path} belongs to a {metadata.get('method')!r} run, not a MAML run")
     load_policy_weights(policy, tensors, path)
-    learner.load_state_dict(unflatten_state(tensors, metadata["learner_state"]))
-    task_rng = np.random.default_rng()
-    task_rng.bit_generator.state = metadata["rng_tasks"]
+    learner_state = restore_tensor_dict(tensors, metadata.get("learner_state"), path, "learner_state")
+    try:
+        learner.load_state_dict(learner_state)
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {path}: metadata field 'learner_state' does not fit this run ({error})") from None
+    if "rng.sampling" not in tensors:
+        raise CheckpointError(f"checkpoint {path} lacks the tensor 'rng.sampling' (the sampling generator's state)")
+    try:
+        sampling_generator = restore_generator(tensors["rng.sampling"])
+    except (RuntimeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: tensor 'rng.sampling' is not a generator state ({error})") from None
     return IterationState(
-        iteration=int(metadata["iteration"]),
-        task_rng=task_rng,
-        sampling_generator=restore_generator(tensors["rng.sampling"]),
-        env_steps=int(metadata["env_steps"]),
-        train_seconds=float(metadata["train_seconds"]),
+        iteration=read_int(metadata, "iteration", path),
+        task_rng=restore_numpy_generator(metadata.get("rng_tasks"), path, "rng_tasks"),
+        sampling_generator=sampling_generator,
+        env_steps=read_int(metadata, "env_steps", path),
+        train_seconds=read_float(metadata, "train_seconds", path),
     )
 
 
@@ -219,75 +236,86 @@ def train_maml(
     progress: bool = True,
     tensorboard: bool = True,
     sampler: SamplerChoice | None = None,
+    allow_large: bool = False,
 ) -> TrainResult:
     """Meta-train with MAML into the run directory ``out`` (see the module docstring).
 
     ``sampler`` picks where episodes are collected (default: in this process); every
     backend returns the same episodes, so it is recorded in ``config.json`` but may
-    change on ``--resume``.
+    change on ``--resume``. The directory is locked while the run writes it
+    (:func:`metarl.runs.writing_run`); SIGTERM is handled as Ctrl-C
+    (:func:`metarl.interrupts.sigterm_as_interrupt`).
 
     Raises:
-        ValueError / RunDirError / CheckpointError: bad input, before anything is written.
-        KeyboardInterrupt: after saving a checkpoint of the last completed iteration.
+        ValueError / RunDirError / CheckpointError: bad input, before anything is written
+            (a meta-batch above half the machine's memory unless ``allow_large``).
+        KeyboardInterrupt: after saving a checkpoint of the last completed iteration
+            (:class:`metarl.interrupts.Terminated` on SIGTERM).
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_batch_memory(run_config, allow_large)
     torch_device = resolve_device(device)
     sampler_choice = SamplerChoice() if sampler is None else sampler
     document = config_document(run_config, seed, device, preset)
     document["sampler"] = sampler_choice.to_dict()
-    run_dir = check_run_dir(out, document, resume)
-
-    policy = initial_policy(run_config, seed).to(torch_device)
-    learner = MAMLLearner(policy, run_config.maml, torch_device)
-    state = IterationState.fresh(seed, TASK_STREAM, SAMPLING_STREAM)
-    if resume and run_dir.checkpoint_path.exists():
-        state = restore_checkpoint(run_dir.checkpoint_path, policy, learner, run_config.family)
-    # Started before anything is written: a missing Ray or too small a cluster writes nothing.
-    sampler_backend = sampler_choice.build(
-        run_config.family, run_config.meta_batch_size, torch_device, seed, run_config.horizon
-    )
-    # Everything is validated: from here on the run directory is written.
-    try:
-        run_dir.write_config(document)
-        logger = MetricsLogger(run_dir, state.iteration, tensorboard=tensorboard)
-    except BaseException:
-        sampler_backend.close()
-        raise
-    history = list(logger.rows)
-    start = time.perf_counter()
-    snapshot = checkpoint_payload(policy, learner, state, run_config.family)
-    bar = tqdm(
-        total=run_config.iterations, initial=state.iteration, desc=f"maml {run_config.family}",
-        disable=not progress, unit="it",
-    )
-    try:
-        while state.iteration < run_config.iterations:
-            snapshot = checkpoint_payload(policy, learner, state, run_config.family)
-            metrics = meta_iteration(policy, learner, sampler_backend, run_config, state)
-            state.iteration += 1
-            logger.log(state.iteration, metrics)
-            history.append({"iteration": float(state.iteration), **metrics})
-            if state.iteration % run_config.checkpoint_every == 0 or state.iteration == run_config.iterations:
-                save_checkpoint(run_dir.checkpoint_path, *checkpoint_payload(policy, learner, state, run_config.family))
-            bar.update(1)
-            bar.set_postfix(
-                before=f"{metrics['train/return_before_adaptation']:.1f}",
-                after=f"{metrics['train/return_after_adaptation']:.1f}",
-            )
-    except KeyboardInterrupt:
-        save_checkpoint(run_dir.checkpoint_path, *snapshot)
-        done = snapshot[1]["iteration"]
-        print(
-            f"\ninterrupted: saved the checkpoint of iteration {done} in {run_dir.checkpoint_path}; "
-            f"continue with --resume",
-            file=sys.stderr,
+    with writing_run(out, document, resume) as run_dir, sigterm_as_interrupt():
+        policy = initial_policy(run_config, seed).to(torch_device)
+        learner = MAMLLearner(policy, run_config.maml, torch_device)
+        state = IterationState.fresh(seed, TASK_STREAM, SAMPLING_STREAM)
+        if resume:
+            if run_dir.checkpoint_path.exists():
+                state = restore_checkpoint(run_dir.checkpoint_path, policy, learner, run_config.family)
+                check_resume(run_dir, state.iteration, run_config.iterations)
+            else:
+                check_resume(run_dir, None, run_config.iterations)
+        # Started before anything is written: a missing Ray or too small a cluster writes nothing.
+        sampler = sampler_choice.build(
+            run_config.family, run_config.meta_batch_size, torch_device, seed, run_config.horizon
         )
-        raise
-    finally:
-        bar.close()
-        logger.close()
-        sampler_backend.close()
+        # Everything is validated: from here on the run directory is written.
+        try:
+            run_dir.write_config(document)
+            save_checkpoint(run_dir.checkpoint_path, *checkpoint_payload(policy, learner, state, run_config.family))
+            logger = MetricsLogger(run_dir, state.iteration, tensorboard=tensorboard)
+        except BaseException:
+            sampler.close()
+            raise
+        history = list(logger.rows)
+        start = time.perf_counter()
+        snapshot = checkpoint_payload(policy, learner, state, run_config.family)
+        bar = tqdm(
+            total=run_config.iterations, initial=state.iteration, desc=f"maml {run_config.family}",
+            disable=not progress, unit="it",
+        )
+        try:
+            while state.iteration < run_config.iterations:
+                snapshot = checkpoint_payload(policy, learner, state, run_config.family)
+                metrics = meta_iteration(policy, learner, sampler, run_config, state)
+                state.iteration += 1
+                logger.log(state.iteration, metrics)
+                history.append({"iteration": float(state.iteration), **metrics})
+                if state.iteration % run_config.checkpoint_every == 0 or state.iteration == run_config.iterations:
+                    save_checkpoint(run_dir.checkpoint_path,
+                                    *checkpoint_payload(policy, learner, state, run_config.family))
+                bar.update(1)
+                bar.set_postfix(
+                    before=f"{metrics['train/return_before_adaptation']:.1f}",
+                    after=f"{metrics['train/return_after_adaptation']:.1f}",
+                )
+        except KeyboardInterrupt:
+            save_checkpoint(run_dir.checkpoint_path, *snapshot)
+            done = snapshot[1]["iteration"]
+            print(
+                f"\ninterrupted: saved the checkpoint of iteration {done} in {run_dir.checkpoint_path}; "
+                f"continue with --resume",
+                file=sys.stderr,
+            )
+            raise
+        finally:
+            bar.close()
+            logger.close()
+            sampler.close()
     return TrainResult(run_dir, policy, state.iteration, history, time.perf_counter() - start)
 
 
@@ -377,6 +405,8 @@ class TrainMAMLArgs:
     """Hide the progress bar."""
     no_tensorboard: bool = False
     """Do not write TensorBoard events."""
+    allow_large: bool = False
+    """Allow a meta-batch (tasks x episodes x horizon) estimated above half of this machine's memory."""
 
 
 _MAML_FLAGS = (
@@ -434,7 +464,7 @@ def main(argv: list[str]) -> int:
     result = train_maml(
         run_config, args.out, seed=seed, device=args.device, preset=preset, resume=args.resume,
         progress=not args.no_progress, tensorboard=not args.no_tensorboard,
-        sampler=SamplerChoice(args.sampler, args.workers, args.ray_address),
+        sampler=SamplerChoice(args.sampler, args.workers, args.ray_address), allow_large=args.allow_large,
     )
     last = result.history[-1] if result.history else {}
     k = run_config.maml.inner_steps

@@ -50,6 +50,8 @@ class TrainPretrainArgs:
     """CPU threads for torch (1 is fastest for these small networks)."""
     no_progress: bool = False
     """Hide the progress bar."""
+    allow_large: bool = False
+    """Allow a batch (tasks x episodes x horizon) estimated above half of this machine's memory."""
 
 
 def resolve_run_config(args: TrainPretrainArgs) -> tuple[MAMLRunConfig, str | None, int]:
@@ -77,7 +79,7 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     run_config, preset, seed = resolve_run_config(args)
     result = train_pretrain(run_config, args.out, seed=seed, device=args.device, preset=preset,
-                            resume=args.resume, progress=not args.no_progress)
+                            resume=args.resume, progress=not args.no_progress, allow_large=args.allow_large)
     print(f"pretrained on {run_config.family} for {run_config.iterations} iterations; "
           f"evaluate with `metarl evaluate {result.path}`")
     return 0

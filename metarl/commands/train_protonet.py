@@ -59,6 +59,8 @@ class TrainProtoNetArgs:
     """Continue the interrupted run in --out (same settings; --iterations may grow)."""
     no_progress: bool = False
     """Hide the progress bars."""
+    allow_large: bool = False
+    """Allow a training pool or episodes estimated above half of this machine's memory."""
 
 
 def main(argv: list[str]) -> int:
@@ -77,7 +79,8 @@ def main(argv: list[str]) -> int:
     # The encoder is small: intra-op threads only add contention with the envs.
     torch.set_num_threads(1)
     start = time.perf_counter()
-    run = train_run(config, args.out, args.device, args.resume, args.behaviour_run, not args.no_progress)
+    run = train_run(config, args.out, args.device, args.resume, args.behaviour_run, not args.no_progress,
+                    allow_large=args.allow_large)
     print(f"trained a ProtoNet encoder on {config.family} ({config.way}-way {config.shot}-shot, C = "
           f"{config.context_size}) for {config.iterations} iterations in {time.perf_counter() - start:.0f} s; "
           f"checkpoint: {run.checkpoint_path}")
