@@ -24,6 +24,7 @@ import abc
 import dataclasses
 import os
 import time
+from typing import Annotated
 
 import gymnasium as gym
 import mujoco
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 
 import envs
 from envs.mujoco_core import ANT, HALF_CHEETAH, HOPPER, Robot, build_model
+from metarl.commands.flags import parse
 
 # robot name -> (our family, gymnasium id, robot)
 ROBOTS: dict[str, tuple[str, str, Robot]] = {
@@ -48,7 +50,7 @@ GOALS = {"single": 0.95, "vector": 2.5, "physics": 0.6}
 class EnvBenchConfig:
     """Measure env steps/s of our envs against gymnasium and mujoco.rollout."""
 
-    robots: tuple[str, ...] = ("half_cheetah", "ant", "hopper")
+    robots: Annotated[tuple[str, ...], tyro.conf.arg(metavar="ROBOT [ROBOT ...]")] = ("half_cheetah", "ant", "hopper")
     """Robots to measure (half_cheetah, ant, hopper)."""
     chunk_steps: int = 640
     """Env steps per chunk of every measurement (vector envs: divided among the sub-envs)."""
@@ -238,7 +240,7 @@ def format_results(results: list[RobotResult], config: EnvBenchConfig) -> str:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``metarl bench envs`` and ``scripts/bench_envs.py``."""
-    config = tyro.cli(EnvBenchConfig, args=argv, prog="metarl bench envs")
+    config = parse(EnvBenchConfig, argv, prog="metarl bench envs")
     results = measure(config)
     print(format_results(results, config))
     return 0

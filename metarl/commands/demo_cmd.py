@@ -25,13 +25,13 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
-import tyro
 
 from metarl.cli import UserError
+from metarl.commands.flags import OffSwitch, device_choice, parse
 from metarl.commands.train_maml import initial_policy, train_maml
 from metarl.device import DEVICE_CHOICES
 from metarl.evaluation import (
@@ -69,15 +69,15 @@ class DemoArgs:
     """Run directory (reused if it holds the demo run already)."""
     seed: int = 0
     """Run seed (policy initialisation, training tasks, sampling)."""
-    device: str = "auto"
+    device: Annotated[str, device_choice()] = "auto"
     """auto (CUDA if available), cpu or cuda."""
     iterations: int = 40
     """Meta-iterations of training."""
     threads: int = 1
     """CPU threads for torch."""
-    no_progress: bool = False
+    no_progress: OffSwitch = False
     """Hide the progress bars."""
-    no_video: bool = False
+    no_video: OffSwitch = False
     """Skip the before/after adaptation video."""
 
 
@@ -190,5 +190,5 @@ def render_demo_video(run_dir: RunDir, seed: int) -> Path | None:
 
 
 def main(argv: list[str]) -> int:
-    run_demo(tyro.cli(DemoArgs, args=argv, prog="metarl demo"))
+    run_demo(parse(DemoArgs, argv, prog="metarl demo"))
     return 0

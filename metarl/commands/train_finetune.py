@@ -10,28 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Annotated
 
 import torch
-import tyro
 
-from metarl.finetune import FinetuneConfig, FinetuneRecipe, checkpoint_path, train_run
+from metarl.commands.flags import choice, device_choice, family_choice, parse
+from metarl.finetune import ALGOS, FinetuneConfig, FinetuneRecipe, checkpoint_path, train_run
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainFinetuneArgs:
     """Pretrain a PPO/SAC agent on a family's train tasks (a fresh task every episode)."""
 
-    env: str
+    env: Annotated[str, family_choice("required")]
     """Task family (see `metarl envs`)."""
     out: str
     """Run directory to create (must be new or empty)."""
-    algo: str = "ppo"
+    algo: Annotated[str, choice(ALGOS)] = "ppo"
     """stable-baselines3 algorithm: ppo or sac."""
     timesteps: int = 200_000
     """Pretraining environment steps on the train-task mixture (> 0)."""
     seed: int = 0
     """Run seed; every random draw of the run derives from it."""
-    device: str = "auto"
+    device: Annotated[str, device_choice()] = "auto"
     """Torch device: auto, cpu or cuda."""
     num_envs: int = 8
     """Parallel envs while pretraining."""
@@ -62,7 +63,7 @@ class TrainFinetuneArgs:
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(TrainFinetuneArgs, args=argv, prog="metarl train finetune")
+    args = parse(TrainFinetuneArgs, argv, prog="metarl train finetune")
     config = args.to_config()
     # The networks are small: intra-op threads only add contention (the envs step on this core too).
     torch.set_num_threads(1)
