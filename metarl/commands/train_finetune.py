@@ -15,7 +15,15 @@ from typing import Annotated
 import torch
 
 from metarl.commands.flags import choice, device_choice, family_choice, parse
-from metarl.finetune import ALGOS, FinetuneConfig, FinetuneRecipe, checkpoint_path, train_run
+from metarl.finetune import (
+    ALGOS,
+    FinetuneConfig,
+    FinetuneRecipe,
+    checkpoint_path,
+    default_hyperparameters,
+    steps_per_round,
+    train_run,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +37,9 @@ class TrainFinetuneArgs:
     algo: Annotated[str, choice(ALGOS)] = "ppo"
     """stable-baselines3 algorithm: ppo or sac."""
     timesteps: int = 200_000
-    """Pretraining environment steps on the train-task mixture (> 0)."""
+    """Pretraining environment steps on the train-task mixture (> 0), rounded up to whole collection
+    rounds of stable-baselines3 (PPO: rollouts of 256 steps x --num-envs; SAC: --num-envs steps); the
+    command says the number it trains before it starts."""
     seed: int = 0
     """Run seed; every random draw of the run derives from it."""
     device: Annotated[str, device_choice()] = "auto"
@@ -67,9 +77,13 @@ def main(argv: list[str]) -> int:
     config = args.to_config()
     # The networks are small: intra-op threads only add contention (the envs step on this core too).
     torch.set_num_threads(1)
+    if config.pretrain_steps != config.timesteps:
+        per_round = steps_per_round(config.algo, default_hyperparameters(config.algo), config.num_envs)
+        print(f"pretraining {config.pretrain_steps:,} steps: --timesteps {config.timesteps:,} rounded up to "
+              f"whole collection rounds of {per_round:,} steps ({config.algo} with {config.num_envs} envs)")
     start = time.perf_counter()
     run_dir = train_run(config, args.out, args.device)
-    print(f"pretrained {config.algo} on {config.family} for {config.timesteps} steps in "
+    print(f"pretrained {config.algo} on {config.family} for {config.pretrain_steps:,} steps in "
           f"{time.perf_counter() - start:.0f} s; weights: {checkpoint_path(run_dir)}")
     print(f"evaluate with: metarl evaluate {run_dir.path} --split test")
     return 0
