@@ -485,6 +485,20 @@ def _draw_text(frame: np.ndarray, lines: Sequence[str], font: Any) -> np.ndarray
     return np.asarray(Image.alpha_composite(image, overlay).convert("RGB"), dtype=np.uint8)
 
 
+def _frame_indices(panels: Sequence[Panel], frame_stride: int) -> list[int]:
+    """Steps shown by the video: every ``frame_stride``-th of the longest rollout, and its last."""
+    num_frames = max(panel.rollout.frames.shape[0] for panel in panels)
+    indices = list(range(0, num_frames, frame_stride))
+    if indices[-1] != num_frames - 1:
+        indices.append(num_frames - 1)
+    return indices
+
+
+def video_frame_count(panels: Sequence[Panel], frame_stride: int = 1) -> int:
+    """How many frames :func:`compose_frames` yields for ``panels``."""
+    return len(_frame_indices(panels, frame_stride))
+
+
 def compose_frames(panels: Sequence[Panel], frame_stride: int = 1) -> Iterator[np.ndarray]:
     """Yield video frames ``[height, width * len(panels), 3]`` uint8, panels side by side.
 
@@ -506,12 +520,8 @@ def compose_frames(panels: Sequence[Panel], frame_stride: int = 1) -> Iterator[n
         raise ValueError(f"all panels need frames of one size, got {sorted(shapes)}")
     height = panels[0].rollout.frames.shape[1]
     font = _font(max(9, height // 18))
-    num_frames = max(panel.rollout.frames.shape[0] for panel in panels)
     running = [np.concatenate([[0.0], np.cumsum(panel.rollout.rewards)]) for panel in panels]
-    indices = list(range(0, num_frames, frame_stride))
-    if indices[-1] != num_frames - 1:
-        indices.append(num_frames - 1)
-    for t in indices:
+    for t in _frame_indices(panels, frame_stride):
         row = []
         for panel, returns in zip(panels, running, strict=True):
             i = min(t, panel.rollout.frames.shape[0] - 1)

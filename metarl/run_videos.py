@@ -1,6 +1,6 @@
 """Videos of a trained run: one panel per number of adaptation steps k, side by side.
 
-``metarl render RUN_DIR --split ood --task-index I --steps 0,1,3`` lands here.
+``metarl render RUN_DIR --split test|ood --task-index I --steps 0,1,3`` lands here.
 The task is number ``I`` of the split's fixed evaluation tasks (the same list
 ``metarl evaluate`` uses, :func:`metarl.evaluation.evaluation_tasks`), so a
 video shows a task whose numbers are in ``eval_<split>.json``.
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from metarl import render
 
@@ -53,8 +54,8 @@ RUN_POLICIES: dict[str, str] = {
 class RenderOptions:
     """What to render of a run."""
 
-    split: str = "ood"
-    """Evaluation split the task comes from: test or ood."""
+    split: str = "test"
+    """Evaluation split the task comes from: test or ood (as `metarl evaluate`)."""
     task_index: int = 0
     """Index of the task among the split's fixed evaluation tasks."""
     steps: tuple[int, ...] = (0, 1, 3)
@@ -77,10 +78,12 @@ class RenderOptions:
     """Keep every n-th step in the video (smaller files)."""
     fps: float | None = None
     """Frames per second of the video (default: real time divided by frame_stride)."""
-    device: str = "cpu"
+    device: str = "auto"
     """Device for the adaptation steps: auto, cpu or cuda."""
     quality: float = 6.0
     """mp4 quality, 0 (smallest file) to 10 (best); ignored for gif."""
+    progress: bool = False
+    """Show progress bars (adaptation, episodes, encoding) on stderr."""
 
     def __post_init__(self) -> None:
         if self.split not in ("test", "ood"):
@@ -170,6 +173,7 @@ def gradient_adapted_params(
     gae_lambda: float = 1.0,
     horizon: int | None = None,
     device: str = "cpu",
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Parameters after k = 0..steps policy-gradient steps on one task (the §6 protocol).
 
@@ -194,7 +198,8 @@ def gradient_adapted_params(
     sampler = VectorEnvSampler(family, 1, torch_device, horizon=horizon)
     generator = torch.Generator().manual_seed(seed)
     try:
-        for lr in adaptation_lrs(inner_lr, steps):
+        lrs = adaptation_lrs(inner_lr, steps)
+        for lr in tqdm(lrs, desc="adapting", unit="step", disable=not progress, leave=False):
             episodes = sampler.sample(policy, task_params, [task], episodes_per_step, generator)
             task_params = inner_step(
                 policy, task_params, episodes, lr, inner_objective, discount, gae_lambda
@@ -237,6 +242,7 @@ def gradient_run_policies(
         gae_lambda=float(algorithm.get("gae_lambda", 1.0)),
         horizon=run_horizon(config),
         device=options.device,
+        progress=options.progress,
     )
     policy = policy.to("cpu")
     import gymnasium as gym
@@ -265,9 +271,21 @@ def finetune_run_policies(
     rebuilt as separate policies.
     """
     import torch
+    from stable_baselines3.common.callbacks import BaseCallback
 
     from metarl import finetune
     from metarl.device import resolve_device
+
+    class StepBar(BaseCallback):
+        """Advance ``bar`` by the env steps of every vector-env step."""
+
+        def __init__(self, bar: tqdm) -> None:
+            super().__init__()
+            self.bar = bar
+
+        def _on_step(self) -> bool:
+            self.bar.update(self.training_env.num_envs)
+            return True
 
     run_config, spec, state = finetune.load_run(run_dir.path)
     num_steps = max(steps)
@@ -277,12 +295,14 @@ def finetune_run_policies(
     device = resolve_device(options.device)
     chunk = recipe.episodes_per_step * envs_horizon(spec.family)
     states: dict[int, dict[str, Any]] = {}
-    with finetune.isolated_global_rng(options.seed):
+    bar = tqdm(total=num_steps * chunk, desc=f"fine-tuning {spec.algo} ({num_steps} x {chunk} steps)",
+               unit="step", disable=not options.progress, leave=False)
+    with finetune.isolated_global_rng(options.seed), bar:
         model, venv = finetune.prepare_finetune(spec, state, task, recipe, options.seed, device)
         try:
             for k in range(num_steps + 1):
                 if k > 0:
-                    model.learn(total_timesteps=chunk, reset_num_timesteps=False)
+                    model.learn(total_timesteps=chunk, reset_num_timesteps=False, callback=StepBar(bar))
                 if k in steps:
                     states[k] = finetune.model_state(model, venv)
         finally:
@@ -389,7 +409,7 @@ def protonet_panel(run: Any, task: Any, options: RenderOptions) -> render.Panel:
     candidates = protonet_candidates(config.family, options.split, task, options, config.way)
     support = collect_contexts(
         config.family, candidates, config.shot, config.context_size, behaviour=behaviour,
-        seed=options.seed, progress=False,
+        seed=options.seed, progress=options.progress,
     )  # fmt: skip  # [variants, shot, context_size, transition_dim]
     prototypes = identifier.prototypes(support)  # [variants, embedding]
     truth = next(i for i, candidate in enumerate(candidates) if candidate == task)
@@ -442,6 +462,14 @@ def protonet_panel(run: Any, task: Any, options: RenderOptions) -> render.Panel:
     return render.Panel(episode, header, step_lines=tuple(lines))
 
 
+def _encoding_progress(panels: Sequence[render.Panel], options: RenderOptions) -> Any:
+    """The video's frames (:func:`metarl.render.compose_frames`), counted on a bar while they are encoded."""
+    frames = render.compose_frames(panels, frame_stride=options.frame_stride)
+    total = render.video_frame_count(panels, options.frame_stride)
+    return tqdm(frames, total=total, desc="writing video", unit="frame", disable=not options.progress,
+                leave=False)
+
+
 def render_run(
     run_dir: str | os.PathLike[str],
     options: RenderOptions,
@@ -479,7 +507,7 @@ def render_run(
         panel = protonet_panel(run, task, options)
         fps = options.fps or render.env_fps(probe) / options.frame_stride
         count, size = render.write_video(
-            render.compose_frames([panel], frame_stride=options.frame_stride),
+            _encoding_progress([panel], options),
             target,
             fps=fps,
             quality=options.quality,
@@ -496,7 +524,9 @@ def render_run(
     frames = render.FrameRenderer(options.width, options.height)
     panels, returns = [], {}
     try:
-        for k in options.steps:
+        shown = tqdm(options.steps, desc="rendering episodes", unit="episode", disable=not options.progress,
+                     leave=False)
+        for k in shown:
             episode = render.rollout(
                 env, policies[k], frames, task=task, seed=options.seed, max_steps=max_steps
             )
@@ -512,7 +542,7 @@ def render_run(
         env.close()
     fps = options.fps or render.env_fps(env) / options.frame_stride
     count, size = render.write_video(
-        render.compose_frames(panels, frame_stride=options.frame_stride),
+        _encoding_progress(panels, options),
         target,
         fps=fps,
         quality=options.quality,

@@ -1,4 +1,4 @@
-"""``metarl render RUN_DIR --split ood --task-index I --steps 0,1,3 --out videos/NAME.mp4``.
+"""``metarl render RUN_DIR --split test|ood --task-index I --steps 0,1,3 --out videos/NAME.mp4``.
 
 Renders the run's policy on one evaluation task after each requested number of
 adaptation steps, panels side by side, headless (MUJOCO_GL chosen between egl
@@ -15,7 +15,7 @@ import tyro
 
 from metarl import render
 from metarl.cli import UserError
-from metarl.commands.flags import choice, device_choice, optional, parse
+from metarl.commands.flags import OffSwitch, choice, device_choice, optional, parse
 from metarl.run_videos import RenderOptions, describe_task, render_run
 
 
@@ -25,7 +25,7 @@ class RenderArgs:
 
     run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """The run directory written by `metarl train ...` (needs its checkpoint)."""
-    split: Annotated[str, choice(("test", "ood"))] = "ood"
+    split: Annotated[str, choice(("test", "ood"))] = "test"
     """Split of the task: test (unseen tasks) or ood (unseen dynamics/goals)."""
     task_index: int = 0
     """Index of the task among the split's evaluation tasks (0..num-tasks-1, as in eval_<split>.json)."""
@@ -51,10 +51,12 @@ class RenderArgs:
     """Keep every n-th step (smaller files, e.g. 2 for a README gif)."""
     fps: Annotated[float | None, optional("FLOAT", "real time")] = None
     """Frames per second."""
-    device: Annotated[str, device_choice()] = "cpu"
+    device: Annotated[str, device_choice()] = "auto"
     """Device for the adaptation steps: auto, cpu or cuda."""
     quality: float = 6.0
     """mp4 quality, 0 (smallest file) to 10 (best); ignored for gif."""
+    no_progress: OffSwitch = False
+    """Hide the progress bars (adaptation or fine-tuning, episodes, encoding)."""
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -89,7 +91,12 @@ def main(argv: list[str]) -> int:
         fps=args.fps,
         device=args.device,
         quality=args.quality,
+        progress=not args.no_progress,
     )
+    import torch
+
+    # The networks are small: intra-op threads only add contention (the env steps on this core too).
+    torch.set_num_threads(1)
     try:
         result = render_run(args.run_dir, options, args.out)
     except render.RenderingUnavailableError as error:
