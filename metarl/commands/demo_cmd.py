@@ -137,12 +137,13 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
                   gae_lambda=config.maml.gae_lambda, progress=not args.no_progress)
     policy = load_policy(run_dir)
     ours = evaluate_gradient_adaptation(policy, policy.params(), FAMILY, config.maml.inner_lr, options, **common)
-    document = eval_document("maml", FAMILY, options, ours, policy)
+    document = eval_document("maml", FAMILY, options, ours, policy, progress=not args.no_progress)
     write_eval_json(run_dir, document)
     untrained = initial_policy(config, args.seed)
     baseline = evaluate_gradient_adaptation(untrained, untrained.params(), FAMILY, config.maml.inner_lr, options,
                                             **common)
-    baseline_document = eval_document("random_init", FAMILY, options, baseline, untrained)
+    baseline_document = eval_document("random_init", FAMILY, options, baseline, untrained,
+                                      progress=not args.no_progress)
 
     reference = paper_returns()
     paper = reference["returns"][FAMILY]
