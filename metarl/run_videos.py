@@ -21,9 +21,10 @@ A ProtoNet run (task identification, no policy) gives one panel instead: the
 robot acting at random, as when its contexts were collected, with the variant
 the identifier picks from the transitions seen so far (:func:`protonet_panel`).
 
-Each panel shows the policy acting (stochastically by default, as evaluated)
-with the family, split, task index, a short task description, the method and k,
-and the running return. Episodes start from the same reset seed in every panel,
+Each panel shows the policy acting (stochastically by default, as evaluated),
+under a caption band: the family, split, task index and the task, and a legend
+of the picture's markers (Point2DNav: which dot is the goal) across the top;
+the method, k and the running return above each panel. Episodes start from the same reset seed in every panel,
 so the panels differ only by the policy.
 """
 
@@ -69,7 +70,7 @@ class RenderOptions:
     width: int = 256
     """Panel width in pixels (a multiple of 16)."""
     height: int = 192
-    """Panel height in pixels (a multiple of 16)."""
+    """Panel height in pixels (a multiple of 16), without the caption band above the panels."""
     deterministic: bool = False
     """Show the mean action instead of sampling (evaluation samples)."""
     max_steps: int | None = None
@@ -450,21 +451,28 @@ def protonet_panel(run: Any, task: Any, options: RenderOptions) -> render.Panel:
         mark = "right" if index == truth else "wrong"
         lines.append(
             (
-                f"identified: {describe_task(candidates[index], 26)} ({mark})",
+                f"identified: {describe_task(candidates[index], 60)} ({mark})",
                 f"right on {correct}/{t} steps, {len(candidates)} candidates",
             )
         )
     header = (
-        f"{config.family} {options.split} #{options.task_index}",
-        f"true: {describe_task(task, 32)}",
+        f"true: {describe_task(task, 60)}",
         "protonet, " + ("random actions" if behaviour is None else "behaviour policy"),
     )
     return render.Panel(episode, header, step_lines=tuple(lines))
 
 
-def _encoding_progress(panels: Sequence[render.Panel], options: RenderOptions) -> Any:
+def video_title(family: str, task: Any, options: RenderOptions) -> tuple[str, ...]:
+    """The caption line above every panel: family, split, task index and the task."""
+    return (f"{family} {options.split} #{options.task_index}: {describe_task(task, 100)}",)
+
+
+def _encoding_progress(
+    panels: Sequence[render.Panel], options: RenderOptions, title: Sequence[str],
+    legend: Sequence[render.LegendItem],
+) -> Any:
     """The video's frames (:func:`metarl.render.compose_frames`), counted on a bar while they are encoded."""
-    frames = render.compose_frames(panels, frame_stride=options.frame_stride)
+    frames = render.compose_frames(panels, frame_stride=options.frame_stride, title=title, legend=legend)
     total = render.video_frame_count(panels, options.frame_stride)
     return tqdm(frames, total=total, desc="writing video", unit="frame", disable=not options.progress,
                 leave=False)
@@ -507,7 +515,8 @@ def render_run(
         panel = protonet_panel(run, task, options)
         fps = options.fps or render.env_fps(probe) / options.frame_stride
         count, size = render.write_video(
-            _encoding_progress([panel], options),
+            _encoding_progress([panel], options, (f"{family} {options.split} #{options.task_index}",),
+                               render.env_legend(probe)),
             target,
             fps=fps,
             quality=options.quality,
@@ -531,18 +540,13 @@ def render_run(
                 env, policies[k], frames, task=task, seed=options.seed, max_steps=max_steps
             )
             returns[k] = episode.total_return
-            header = (
-                f"{family} {options.split} #{options.task_index}",
-                describe_task(task),
-                f"{config['method']}  k = {k}",
-            )
-            panels.append(render.Panel(episode, header))
+            panels.append(render.Panel(episode, (f"{config['method']}  k = {k}",)))
     finally:
         frames.close()
         env.close()
     fps = options.fps or render.env_fps(env) / options.frame_stride
     count, size = render.write_video(
-        _encoding_progress(panels, options),
+        _encoding_progress(panels, options, video_title(family, task, options), render.env_legend(env)),
         target,
         fps=fps,
         quality=options.quality,

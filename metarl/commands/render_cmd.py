@@ -42,7 +42,7 @@ class RenderArgs:
     width: int = 256
     """Panel width in pixels (multiple of 16)."""
     height: int = 192
-    """Panel height in pixels (multiple of 16)."""
+    """Panel height in pixels (multiple of 16), without the caption band that goes above the panels."""
     deterministic: bool = False
     """Show the mean action instead of sampling as evaluation does."""
     max_steps: Annotated[int | None, optional("INT", "the run's horizon")] = None
