@@ -177,7 +177,7 @@ def render_demo_video(run_dir: RunDir, seed: int) -> Path | None:
     from metarl.render import RenderingUnavailableError
     from metarl.run_videos import RenderOptions, render_run
 
-    options = RenderOptions(split="test", task_index=0, steps=(0, 1, 3), width=192, height=192)
+    options = RenderOptions(split="test", task_index=0, steps=(0, 1, 3), width=192, height=192, device="cpu")
     target = run_dir.path / "demo_before_after.mp4"
     print(f"video: the policy on unseen goal 0 before adaptation and after k = 1 and 3 steps -> {target}")
     try:
