@@ -52,15 +52,15 @@ def optional(metavar: str, default: str) -> Any:
     return tyro.conf.arg(metavar=metavar, help_behavior_hint=f"(default: {default})")
 
 
-def family_choice(note: str) -> Any:
+def family_choice(note: str | None = None) -> Any:
     """``tyro.conf.arg`` for a task-family flag: ``FAMILY``, and the families known at import in the hint.
 
     The metavar stays short (ten names would break the help's columns); the hint
-    lists the families, then ``note`` (``"required"``, or what an unset flag means).
+    lists the families, then ``note`` (what an unset flag means).
     """
     import envs
 
-    hint = f"one of {', '.join(envs.FAMILIES)}; {note}"
+    hint = f"one of {', '.join(envs.FAMILIES)}" + ("" if note is None else f"; {note}")
     return tyro.conf.arg(metavar="FAMILY", help_behavior_hint=f"({hint})")
 
 
@@ -95,15 +95,22 @@ def parse(cls: type[T], argv: Sequence[str], prog: str) -> T:
 
     The dataclass is parsed through a subclass whose fields carry their docstrings
     as ``tyro.conf.arg(help=...)``; the result is an instance of that subclass,
-    so ``cls``'s methods and ``isinstance`` checks keep working.
+    so ``cls``'s methods and ``isinstance`` checks keep working. tyro shows a
+    required flag's hint as "(required)" only, so the hint of a required flag
+    (e.g. :func:`family_choice`'s list) is appended to its help text.
     """
     hints = typing.get_type_hints(cls, include_extras=True)
     docs = field_docstrings(cls)
     fields = []
     for field in dataclasses.fields(cls):
         annotation = hints[field.name]
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        hints_given = [getattr(meta, "help_behavior_hint", None) for meta in getattr(annotation, "__metadata__", ())]
         if field.name in docs:
-            annotation = Annotated[annotation, tyro.conf.arg(help=docs[field.name])]
+            text = docs[field.name]
+            if required:
+                text = " ".join([text, *(hint for hint in hints_given if isinstance(hint, str))])
+            annotation = Annotated[annotation, tyro.conf.arg(help=text)]
         if field.default is not dataclasses.MISSING:
             spec = dataclasses.field(default=field.default)
         elif field.default_factory is not dataclasses.MISSING:

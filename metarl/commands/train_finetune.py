@@ -13,6 +13,7 @@ import time
 from typing import Annotated
 
 import torch
+import tyro
 
 from metarl.commands.flags import choice, device_choice, family_choice, parse
 from metarl.finetune import (
@@ -30,9 +31,9 @@ from metarl.finetune import (
 class TrainFinetuneArgs:
     """Pretrain a PPO/SAC agent on a family's train tasks (a fresh task every episode)."""
 
-    env: Annotated[str, family_choice("required")]
+    env: Annotated[str, family_choice()]
     """Task family (see `metarl envs`)."""
-    out: str
+    out: Annotated[str, tyro.conf.arg(metavar="PATH")]
     """Run directory to create (must be new or empty)."""
     algo: Annotated[str, choice(ALGOS)] = "ppo"
     """stable-baselines3 algorithm: ppo or sac."""

@@ -15,6 +15,7 @@ import time
 from typing import Annotated
 
 import torch
+import tyro
 
 from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
 from metarl.device import DEVICE_CHOICES
@@ -25,9 +26,9 @@ from metarl.protonet import preset, train_run
 class TrainProtoNetArgs:
     """Train a ProtoNet encoder that identifies a family's variant from a few transitions."""
 
-    env: Annotated[str, family_choice("required")]
+    env: Annotated[str, family_choice()]
     """Task family (see `metarl envs`)."""
-    out: str
+    out: Annotated[str, tyro.conf.arg(metavar="PATH")]
     """Run directory to create (must be new or empty; with --resume, the run to continue)."""
     way: int = 5
     """N: variants per training episode (at most the distinct variants of a discrete family)."""

@@ -84,3 +84,15 @@ def test_the_flags_of_long_runs_parse_as_before() -> None:
     assert args.hidden_sizes == (64, 64) and str(args.out) == "runs/x"
     unset = parse(TrainMAMLArgs, ["--out", "runs/y"], prog="metarl train maml")
     assert (unset.env, unset.preset, unset.seed, unset.no_progress, unset.resume) == (None, None, None, False, False)
+
+
+@pytest.mark.parametrize("argv", [["train", name] for name in ("maml", "pretrain", "finetune", "protonet",
+                                                                "random-init")] + [["envs"]], ids=" ".join)
+def test_every_family_flag_lists_the_families(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import envs
+
+    text = _help(argv, capsys, monkeypatch)
+    assert " FAMILY " in text
+    assert "one of " + ", ".join(envs.FAMILIES) in " ".join(text.split())
