@@ -809,6 +809,18 @@ class FinetuneConfig:
         return cls(**{k: v for k, v in config.items() if k in names})
 
 
+class StepProgress(BaseCallback):
+    """Advances a progress bar by the env steps of every vector-env step of ``learn``."""
+
+    def __init__(self, bar: tqdm) -> None:
+        super().__init__()
+        self.bar = bar
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+
 class _TrainingMonitor(BaseCallback):
     """Progress bar, and mean episode return per ``log_every`` steps into ``metrics.csv``."""
 

@@ -272,21 +272,9 @@ def finetune_run_policies(
     rebuilt as separate policies.
     """
     import torch
-    from stable_baselines3.common.callbacks import BaseCallback
 
     from metarl import finetune
     from metarl.device import resolve_device
-
-    class StepBar(BaseCallback):
-        """Advance ``bar`` by the env steps of every vector-env step."""
-
-        def __init__(self, bar: tqdm) -> None:
-            super().__init__()
-            self.bar = bar
-
-        def _on_step(self) -> bool:
-            self.bar.update(self.training_env.num_envs)
-            return True
 
     run_config, spec, state = finetune.load_run(run_dir.path)
     num_steps = max(steps)
@@ -303,7 +291,7 @@ def finetune_run_policies(
         try:
             for k in range(num_steps + 1):
                 if k > 0:
-                    model.learn(total_timesteps=chunk, reset_num_timesteps=False, callback=StepBar(bar))
+                    model.learn(total_timesteps=chunk, reset_num_timesteps=False, callback=finetune.StepProgress(bar))
                 if k in steps:
                     states[k] = finetune.model_state(model, venv)
         finally:

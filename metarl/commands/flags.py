@@ -78,8 +78,16 @@ def _reflow(text: str) -> str:
 
 
 def field_docstrings(cls: type) -> dict[str, str]:
-    """The docstring under each annotated field of the dataclass ``cls`` (its own source only)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    """The docstring under each annotated field of the dataclass ``cls`` (its own source only).
+
+    Empty when the source is not available (e.g. an install without ``.py`` files):
+    tyro then finds no docstrings either, and the help shows the flags alone.
+    """
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    tree = ast.parse(textwrap.dedent(source))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
     for field_node, next_node in zip(body, body[1:], strict=False):
@@ -99,11 +107,11 @@ def parse(cls: type[T], argv: Sequence[str], prog: str) -> T:
     required flag's hint as "(required)" only, so the hint of a required flag
     (e.g. :func:`family_choice`'s list) is appended to its help text.
     """
-    hints = typing.get_type_hints(cls, include_extras=True)
+    type_hints = typing.get_type_hints(cls, include_extras=True)
     docs = field_docstrings(cls)
     fields = []
     for field in dataclasses.fields(cls):
-        annotation = hints[field.name]
+        annotation = type_hints[field.name]
         required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         hints_given = [getattr(meta, "help_behavior_hint", None) for meta in getattr(annotation, "__metadata__", ())]
         if field.name in docs:
