@@ -24,6 +24,7 @@ TRAIN_HALF_WIDTH_M = 0.5
 OOD_HALF_WIDTH_M = 1.0
 ACTION_LIMIT_M = 0.1
 GOAL_TOLERANCE_M = 0.01
+GOAL_RGB, AGENT_RGB, PATH_RGB = (40, 170, 60), (40, 80, 220), (120, 120, 120)  # colours of render()
 WORLD_LIMIT_M = 10.0  # goals are validated against this; obs space is unbounded
 
 
@@ -112,7 +113,12 @@ class Point2DNavEnv(MetaEnv):
     References: Finn et al. 2017 (MAML), 2-D navigation.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata: dict[str, Any] = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 20,
+        # what the picture's markers are (label, marker, RGB), for video legends
+        "render_legend": (("goal", "disc", GOAL_RGB), ("agent", "disc", AGENT_RGB), ("path", "line", PATH_RGB)),
+    }
     task_class: ClassVar[type[Task]] = Point2DNavTask
 
     def __init__(self, task: Task | None = None, render_mode: str | None = None) -> None:
@@ -174,12 +180,12 @@ def draw_point_scene(path: np.ndarray, goal: np.ndarray, size: int = 256) -> np.
         r, c = to_pixel(center)
         image[(rows - r) ** 2 + (cols - c) ** 2 <= radius**2] = color
 
-    disc(goal, 7, (40, 170, 60))
+    disc(goal, 7, GOAL_RGB)
     if len(path) > 1:  # densely sampled segments make a line
         dense = np.concatenate([np.linspace(a, b, 8) for a, b in zip(path[:-1], path[1:], strict=True)])
         pixels = np.clip(to_pixel(dense), 0, size - 1)
-        image[pixels[:, 0], pixels[:, 1]] = (120, 120, 120)
-    disc(path[-1], 5, (40, 80, 220))
+        image[pixels[:, 0], pixels[:, 1]] = PATH_RGB
+    disc(path[-1], 5, AGENT_RGB)
     return image
 
 

@@ -49,13 +49,25 @@ class UserError(Exception):
     """An error caused by the user's input; printed without a traceback."""
 
 
-def _usage() -> str:
-    lines = ["usage: metarl COMMAND [options]   (metarl COMMAND --help for its flags)", "", "commands:"]
+def _usage(group: str | None = None) -> str:
+    """The list of commands; with ``group`` (e.g. ``"train"``) only that group's subcommands."""
+    if group is None:
+        lines = ["usage: metarl COMMAND [options]   (metarl COMMAND --help for its flags)", "", "commands:"]
+    else:
+        lines = [f"usage: metarl {group} SUBCOMMAND [options]   (metarl {group} SUBCOMMAND --help for its flags)",
+                 "", f"{group} subcommands:"]
     for words, (_, help_text) in COMMANDS.items():
-        lines.append(f"  {' '.join(words):<18} {help_text}")
-    lines += ["", "exit status: 0 done; 2 bad input or an OS error (one line, no traceback); 130 after Ctrl-C",
-              "and 143 after SIGTERM (trainings save their checkpoint first; continue with --resume)"]
+        if group is None or (len(words) > 1 and words[0] == group):
+            lines.append(f"  {' '.join(words):<18} {help_text}")
+    if group is None:
+        lines += ["", "exit status: 0 done; 2 bad input or an OS error (one line, no traceback); 130 after Ctrl-C",
+                  "and 143 after SIGTERM (trainings save their checkpoint first; continue with --resume)"]
     return "\n".join(lines)
+
+
+def _groups() -> set[str]:
+    """First words of the multi-word commands (``train``)."""
+    return {words[0] for words in COMMANDS if len(words) > 1}
 
 
 def _one_line(text: str) -> str:
@@ -97,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     found = _find(argv)
+    if found is None and argv[0] in _groups():
+        # `metarl train`, `metarl train --help`: list the group's subcommands
+        if len(argv) == 1 or argv[1] in ("-h", "--help", "help"):
+            print(_usage(argv[0]))
+            return 0
+        print(f"metarl: unknown command {' '.join(argv[:2])!r}\n\n{_usage(argv[0])}", file=sys.stderr)
+        return 2
     if found is None:
         print(f"metarl: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
         return 2

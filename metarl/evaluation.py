@@ -365,9 +365,16 @@ def eval_document(
     result: AdaptationResult,
     policy: GaussianMLPPolicy,
     extra: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """The ``eval_<split>.json`` document of DESIGN.md §7."""
-    summary = summarize(result.returns, seed=options.seed)
+    """The ``eval_<split>.json`` document of DESIGN.md §7.
+
+    With ``progress``, a status line on stderr names the bootstrap of the
+    confidence intervals while it runs (seconds, after the evaluation's bar ends).
+    """
+    with tqdm(total=1, desc="bootstrap 95% confidence intervals over the tasks", disable=not progress,
+              leave=False, bar_format="{desc} ({elapsed})"):
+        summary = summarize(result.returns, seed=options.seed)
     macs = mlp_multiply_adds(policy)
     document: dict[str, Any] = {
         "method": method,
@@ -476,6 +483,6 @@ def evaluate_maml_run(run_dir: RunDir, config: Mapping[str, Any], options: EvalO
         progress=progress,
         normalize_advantages=bool(algorithm.get("normalize_advantages", True)),
     )
-    document = eval_document("maml", config["family"], options, result, policy)
+    document = eval_document("maml", config["family"], options, result, policy, progress=progress)
     write_eval_json(run_dir, document)
     return document

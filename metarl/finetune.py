@@ -297,6 +297,20 @@ def default_hyperparameters(algo: str) -> dict[str, Any]:
     raise ValueError(f"algo must be one of {list(ALGOS)}, got {algo!r}")
 
 
+def steps_per_round(algo: str, hyperparameters: dict[str, Any], num_envs: int) -> int:
+    """Environment steps of one collection round of stable-baselines3's ``learn``.
+
+    ``learn`` stops only between rounds, so it trains a whole number of them: a
+    PPO rollout is ``n_steps`` steps in each of the ``num_envs`` envs; a SAC round
+    is ``train_freq`` steps (an int: steps, not episodes) of every env.
+    """
+    if algo == "ppo":
+        return int(hyperparameters["n_steps"]) * num_envs
+    if algo == "sac":
+        return int(hyperparameters["train_freq"]) * num_envs
+    raise ValueError(f"algo must be one of {list(ALGOS)}, got {algo!r}")
+
+
 def make_spec(
     family: str,
     algo: str,
@@ -731,7 +745,8 @@ class FinetuneConfig:
     algo: str = "ppo"
     """stable-baselines3 algorithm: ppo or sac."""
     timesteps: int = 200_000
-    """Pretraining environment steps on the train-task mixture."""
+    """Pretraining environment steps on the train-task mixture, rounded up to whole collection rounds
+    (:attr:`pretrain_steps`)."""
     seed: int = 0
     """Run seed; every generator of the run derives from it."""
     num_envs: int = 8
@@ -763,6 +778,17 @@ class FinetuneConfig:
             object.__setattr__(self, "recipe", FinetuneRecipe(**self.recipe))
         self.recipe.check_against(self.spec())
 
+    @property
+    def pretrain_steps(self) -> int:
+        """Environment steps pretraining takes: ``timesteps`` rounded up to whole collection rounds.
+
+        stable-baselines3 stops only between rounds (:func:`steps_per_round`: PPO
+        256 steps x ``num_envs``, SAC ``num_envs``), so ``timesteps=3000`` with PPO
+        and 8 envs trains 2 rollouts of 2,048 steps: 4,096 steps.
+        """
+        per_round = steps_per_round(self.algo, default_hyperparameters(self.algo), self.num_envs)
+        return -(-self.timesteps // per_round) * per_round
+
     def spec(self) -> ModelSpec:
         """The description of the model this config pretrains."""
         return make_spec(self.family, self.algo, self.hidden_sizes, self.normalize_obs,
@@ -782,6 +808,18 @@ class FinetuneConfig:
             )
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in config.items() if k in names})
+
+
+class StepProgress(BaseCallback):
+    """Advances a progress bar by the env steps of every vector-env step of ``learn``."""
+
+    def __init__(self, bar: tqdm) -> None:
+        super().__init__()
+        self.bar = bar
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
 
 
 class _TrainingMonitor(BaseCallback):
@@ -834,7 +872,7 @@ def pretrain(config: FinetuneConfig, device: torch.device,
         venv.seed(env_seed % _SEED_LIMIT)
         venv = wrap_normalization(spec, venv, training=True)
         model = build_model(spec, venv, device)
-        monitor = _TrainingMonitor(config.timesteps, metrics, log_every=10 * horizon * config.num_envs)
+        monitor = _TrainingMonitor(config.pretrain_steps, metrics, log_every=10 * horizon * config.num_envs)
         model.learn(total_timesteps=config.timesteps, callback=monitor)
         state = model_state(model, venv)
         venv.close()
@@ -932,9 +970,9 @@ def evaluate_finetune_run(run_dir: RunDir, config: dict[str, Any], options: Eval
     # eval_document counts parameters from a GaussianMLPPolicy: give it PPO's actor architecture (the
     # same MLP + state-independent log-std), and override the counts with the SB3 actor's own below.
     same_shape = GaussianMLPPolicy(spec.obs_dim, spec.act_dim, spec.hidden_sizes)
-    extra = {"algo": spec.algo, "recipe": dataclasses.asdict(recipe), "pretrain_timesteps": run_config.timesteps,
+    extra = {"algo": spec.algo, "recipe": dataclasses.asdict(recipe), "pretrain_timesteps": run_config.pretrain_steps,
              "params": parameter_count(spec), "flops_per_forward": flops_per_forward(spec),
              "macs_per_forward": flops_per_forward(spec) // 2}
-    document = eval_document(METHOD, spec.family, options, result, same_shape, extra=extra)
+    document = eval_document(METHOD, spec.family, options, result, same_shape, extra=extra, progress=progress)
     write_eval_json(run_dir, document)
     return document

@@ -309,6 +309,6 @@ def evaluate_pretrain_run(run_dir: RunDir, config: Mapping[str, Any], options: E
         normalize_advantages=run_config.maml.normalize_advantages,
     )
     document = eval_document(METHOD, run_config.family, options, result, policy,
-                             extra={"pretrain_iterations": run_config.iterations})
+                             extra={"pretrain_iterations": run_config.iterations}, progress=progress)
     write_eval_json(run_dir, document)
     return document

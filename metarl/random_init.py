@@ -206,6 +206,6 @@ def evaluate_random_init_run(
         horizon=config.get("horizon"),
         progress=progress,
     )
-    document = eval_document(METHOD, config["family"], options, result, policy)
+    document = eval_document(METHOD, config["family"], options, result, policy, progress=progress)
     write_eval_json(run_dir, document)
     return document

@@ -1,6 +1,6 @@
 """Videos of a trained run: one panel per number of adaptation steps k, side by side.
 
-``metarl render RUN_DIR --split ood --task-index I --steps 0,1,3`` lands here.
+``metarl render RUN_DIR --split test|ood --task-index I --steps 0,1,3`` lands here.
 The task is number ``I`` of the split's fixed evaluation tasks (the same list
 ``metarl evaluate`` uses, :func:`metarl.evaluation.evaluation_tasks`), so a
 video shows a task whose numbers are in ``eval_<split>.json``.
@@ -21,9 +21,10 @@ A ProtoNet run (task identification, no policy) gives one panel instead: the
 robot acting at random, as when its contexts were collected, with the variant
 the identifier picks from the transitions seen so far (:func:`protonet_panel`).
 
-Each panel shows the policy acting (stochastically by default, as evaluated)
-with the family, split, task index, a short task description, the method and k,
-and the running return. Episodes start from the same reset seed in every panel,
+Each panel shows the policy acting (stochastically by default, as evaluated),
+under a caption band: the family, split, task index and the task, and a legend
+of the picture's markers (Point2DNav: which dot is the goal) across the top;
+the method, k and the running return above each panel. Episodes start from the same reset seed in every panel,
 so the panels differ only by the policy.
 """
 
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from metarl import render
 from metarl.validation import check_memory, check_number, step_bytes
@@ -55,8 +57,8 @@ RUN_POLICIES: dict[str, str] = {
 class RenderOptions:
     """What to render of a run."""
 
-    split: str = "ood"
-    """Evaluation split the task comes from: test or ood."""
+    split: str = "test"
+    """Evaluation split the task comes from: test or ood (as `metarl evaluate`)."""
     task_index: int = 0
     """Index of the task among the split's fixed evaluation tasks."""
     steps: tuple[int, ...] = (0, 1, 3)
@@ -70,7 +72,7 @@ class RenderOptions:
     width: int = 256
     """Panel width in pixels (a multiple of 16)."""
     height: int = 192
-    """Panel height in pixels (a multiple of 16)."""
+    """Panel height in pixels (a multiple of 16), without the caption band above the panels."""
     deterministic: bool = False
     """Show the mean action instead of sampling (evaluation samples)."""
     max_steps: int | None = None
@@ -79,10 +81,12 @@ class RenderOptions:
     """Keep every n-th step in the video (smaller files)."""
     fps: float | None = None
     """Frames per second of the video (default: real time divided by frame_stride)."""
-    device: str = "cpu"
+    device: str = "auto"
     """Device for the adaptation steps: auto, cpu or cuda."""
     quality: float = 6.0
     """mp4 quality, 0 (smallest file) to 10 (best); ignored for gif."""
+    progress: bool = False
+    """Show progress bars (adaptation, episodes, encoding) on stderr."""
 
     def __post_init__(self) -> None:
         if self.split not in ("test", "ood"):
@@ -171,6 +175,7 @@ def gradient_adapted_params(
     gae_lambda: float = 1.0,
     horizon: int | None = None,
     device: str = "cpu",
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Parameters after k = 0..steps policy-gradient steps on one task (the §6 protocol).
 
@@ -195,7 +200,8 @@ def gradient_adapted_params(
     sampler = VectorEnvSampler(family, 1, torch_device, horizon=horizon)
     generator = torch.Generator().manual_seed(seed)
     try:
-        for lr in adaptation_lrs(inner_lr, steps):
+        lrs = adaptation_lrs(inner_lr, steps)
+        for lr in tqdm(lrs, desc="adapting", unit="step", disable=not progress, leave=False):
             episodes = sampler.sample(policy, task_params, [task], episodes_per_step, generator)
             task_params = inner_step(
                 policy, task_params, episodes, lr, inner_objective, discount, gae_lambda
@@ -238,6 +244,7 @@ def gradient_run_policies(
         gae_lambda=float(algorithm.get("gae_lambda", 1.0)),
         horizon=run_horizon(config),
         device=options.device,
+        progress=options.progress,
     )
     policy = policy.to("cpu")
     import gymnasium as gym
@@ -278,12 +285,14 @@ def finetune_run_policies(
     device = resolve_device(options.device)
     chunk = recipe.episodes_per_step * envs_horizon(spec.family)
     states: dict[int, dict[str, Any]] = {}
-    with finetune.isolated_global_rng(options.seed):
+    bar = tqdm(total=num_steps * chunk, desc=f"fine-tuning {spec.algo} ({num_steps} x {chunk} steps)",
+               unit="step", disable=not options.progress, leave=False)
+    with finetune.isolated_global_rng(options.seed), bar:
         model, venv = finetune.prepare_finetune(spec, state, task, recipe, options.seed, device)
         try:
             for k in range(num_steps + 1):
                 if k > 0:
-                    model.learn(total_timesteps=chunk, reset_num_timesteps=False)
+                    model.learn(total_timesteps=chunk, reset_num_timesteps=False, callback=finetune.StepProgress(bar))
                 if k in steps:
                     states[k] = finetune.model_state(model, venv)
         finally:
@@ -390,7 +399,7 @@ def protonet_panel(run: Any, task: Any, options: RenderOptions) -> render.Panel:
     candidates = protonet_candidates(config.family, options.split, task, options, config.way)
     support = collect_contexts(
         config.family, candidates, config.shot, config.context_size, behaviour=behaviour,
-        seed=options.seed, progress=False,
+        seed=options.seed, progress=options.progress,
     )  # fmt: skip  # [variants, shot, context_size, transition_dim]
     prototypes = identifier.prototypes(support)  # [variants, embedding]
     truth = next(i for i, candidate in enumerate(candidates) if candidate == task)
@@ -431,16 +440,31 @@ def protonet_panel(run: Any, task: Any, options: RenderOptions) -> render.Panel:
         mark = "right" if index == truth else "wrong"
         lines.append(
             (
-                f"identified: {describe_task(candidates[index], 26)} ({mark})",
+                f"identified: {describe_task(candidates[index], 60)} ({mark})",
                 f"right on {correct}/{t} steps, {len(candidates)} candidates",
             )
         )
     header = (
-        f"{config.family} {options.split} #{options.task_index}",
-        f"true: {describe_task(task, 32)}",
+        f"true: {describe_task(task, 60)}",
         "protonet, " + ("random actions" if behaviour is None else "behaviour policy"),
     )
     return render.Panel(episode, header, step_lines=tuple(lines))
+
+
+def video_title(family: str, task: Any, options: RenderOptions) -> tuple[str, ...]:
+    """The caption line above every panel: family, split, task index and the task."""
+    return (f"{family} {options.split} #{options.task_index}: {describe_task(task, 100)}",)
+
+
+def _encoding_progress(
+    panels: Sequence[render.Panel], options: RenderOptions, title: Sequence[str],
+    legend: Sequence[render.LegendItem],
+) -> Any:
+    """The video's frames (:func:`metarl.render.compose_frames`), counted on a bar while they are encoded."""
+    frames = render.compose_frames(panels, frame_stride=options.frame_stride, title=title, legend=legend)
+    total = render.video_frame_count(panels, options.frame_stride)
+    return tqdm(frames, total=total, desc="writing video", unit="frame", disable=not options.progress,
+                leave=False)
 
 
 def render_run(
@@ -513,7 +537,8 @@ def _render(run: Any, config: Mapping[str, Any], options: RenderOptions, target:
         panel = protonet_panel(run, task, options)
         fps = options.fps or render.env_fps(probe) / options.frame_stride
         count, size = render.write_video(
-            render.compose_frames([panel], frame_stride=options.frame_stride),
+            _encoding_progress([panel], options, (f"{family} {options.split} #{options.task_index}",),
+                               render.env_legend(probe)),
             target,
             fps=fps,
             quality=options.quality,
@@ -530,23 +555,20 @@ def _render(run: Any, config: Mapping[str, Any], options: RenderOptions, target:
     frames = render.FrameRenderer(options.width, options.height)
     panels, returns = [], {}
     try:
-        for k in options.steps:
+        shown = tqdm(options.steps, desc="rendering episodes", unit="episode", disable=not options.progress,
+                     leave=False)
+        for k in shown:
             episode = render.rollout(
                 env, policies[k], frames, task=task, seed=options.seed, max_steps=max_steps
             )
             returns[k] = episode.total_return
-            header = (
-                f"{family} {options.split} #{options.task_index}",
-                describe_task(task),
-                f"{config['method']}  k = {k}",
-            )
-            panels.append(render.Panel(episode, header))
+            panels.append(render.Panel(episode, (f"{config['method']}  k = {k}",)))
     finally:
         frames.close()
         env.close()
     fps = options.fps or render.env_fps(env) / options.frame_stride
     count, size = render.write_video(
-        render.compose_frames(panels, frame_stride=options.frame_stride),
+        _encoding_progress(panels, options, video_title(family, task, options), render.env_legend(env)),
         target,
         fps=fps,
         quality=options.quality,

@@ -29,16 +29,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
-import tyro
 
 from envs.point2d import Point2DNavTask
 from metarl.commands.demo_cmd import paper_returns
 from metarl.commands.evaluate_cmd import evaluate
+from metarl.commands.flags import OffSwitch, device_choice, optional, parse
 from metarl.commands.train_maml import train_maml
 from metarl.evaluation import CUSTOM_SPLIT, EvalOptions
 from metarl.presets import maml_preset
@@ -55,17 +57,17 @@ class ReproduceArgs:
     """Where the run directories go (<out_root>/<family>-paper-seed<seed>)."""
     seed: int = 0
     """Run seed."""
-    device: str = "auto"
+    device: Annotated[str, device_choice()] = "auto"
     """auto, cpu or cuda."""
-    iterations: int | None = None
+    iterations: Annotated[int | None, optional("INT", "the paper preset's")] = None
     """Override the paper preset's number of meta-iterations."""
-    time_limit: float | None = None
+    time_limit: Annotated[float | None, optional("SECONDS", "no limit")] = None
     """Stop training a family after about this many seconds (at a chunk boundary) and evaluate."""
     chunk: int = 5
     """Iterations per training chunk (checkpoint and time-limit granularity)."""
     threads: int = 1
     """CPU threads for torch."""
-    no_progress: bool = False
+    no_progress: OffSwitch = False
     """Hide progress bars."""
 
 
@@ -149,7 +151,7 @@ def reproduce(family: str, args: ReproduceArgs) -> dict:
 
 
 def main() -> None:
-    args = tyro.cli(ReproduceArgs)
+    args = parse(ReproduceArgs, sys.argv[1:], prog="python scripts/reproduce_maml.py")
     torch.set_num_threads(args.threads)
     summaries = []
     for family in args.family:

@@ -16,14 +16,29 @@ The five measurements of a robot run interleaved, in chunks of about
 rate is total steps over total time: a burst of load from other processes
 falls on both sides of a ratio alike. Random actions are drawn beforehand. The
 families measured: HalfCheetahVel, AntDir and HopperRandParams (nominal tasks).
+
+The report ends with the load average: interleaving shares a burst of load
+between both sides of a ratio, but a machine busy with other work for the
+whole run can still push a ratio below its goal.
+
+gymnasium's v5 HalfCheetah loads an XML with MuJoCo's deprecated
+``settotalmass``; MuJoCo prints a warning for each such env and appends it to
+``MUJOCO_LOG.TXT`` in the working directory. The reference envs are built under
+:func:`mujoco_warnings_as_python_warnings`, which drops that one message
+(our envs compile the same XML and drop it too, see ``envs/mujoco_core.py``)
+and turns any other into a Python warning instead of a log file.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import os
 import time
+import warnings
+from collections.abc import Iterator
+from typing import Annotated
 
 import gymnasium as gym
 import mujoco
@@ -34,6 +49,7 @@ from tqdm.auto import tqdm
 
 import envs
 from envs.mujoco_core import ANT, HALF_CHEETAH, HOPPER, Robot, build_model
+from metarl.commands.flags import parse
 
 # robot name -> (our family, gymnasium id, robot)
 ROBOTS: dict[str, tuple[str, str, Robot]] = {
@@ -48,7 +64,7 @@ GOALS = {"single": 0.95, "vector": 2.5, "physics": 0.6}
 class EnvBenchConfig:
     """Measure env steps/s of our envs against gymnasium and mujoco.rollout."""
 
-    robots: tuple[str, ...] = ("half_cheetah", "ant", "hopper")
+    robots: Annotated[tuple[str, ...], tyro.conf.arg(metavar="ROBOT [ROBOT ...]")] = ("half_cheetah", "ant", "hopper")
     """Robots to measure (half_cheetah, ant, hopper)."""
     chunk_steps: int = 640
     """Env steps per chunk of every measurement (vector envs: divided among the sub-envs)."""
@@ -68,6 +84,30 @@ class EnvBenchConfig:
         for name in ("chunk_steps", "rounds", "num_envs", "gym_vector_envs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+DROPPED_MUJOCO_WARNINGS = ("settotalmass",)
+"""Substrings of MuJoCo warnings that the reference envs' models always raise and that are dropped."""
+
+
+@contextlib.contextmanager
+def mujoco_warnings_as_python_warnings() -> Iterator[None]:
+    """Within the block, MuJoCo's C-level warnings become Python ``RuntimeWarning``s.
+
+    Those naming :data:`DROPPED_MUJOCO_WARNINGS` are dropped. MuJoCo then neither
+    prints them nor writes ``MUJOCO_LOG.TXT``; the previous handler comes back after.
+    """
+
+    def handler(message: str) -> None:
+        if not any(text in message for text in DROPPED_MUJOCO_WARNINGS):
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 class Stepper(abc.ABC):
@@ -195,11 +235,13 @@ def measure(config: EnvBenchConfig) -> list[RobotResult]:
             seed, n, g = config.seed, config.num_envs, config.gym_vector_envs
             ours_vector = gym.make_vec(envs.env_id(family), num_envs=n,
                                        vectorization_mode="vector_entry_point")
-            gym_sync = gym.make_vec(gym_id, num_envs=g, vectorization_mode="sync")
+            with mujoco_warnings_as_python_warnings():
+                gym_sync = gym.make_vec(gym_id, num_envs=g, vectorization_mode="sync")
+                gym_single = gym.make(gym_id)
             chunk = config.chunk_steps
             steppers: dict[str, tuple[Stepper, int]] = {
                 "ours_single": (SingleEnvStepper(gym.make(envs.env_id(family)), seed), chunk),
-                "gym_single": (SingleEnvStepper(gym.make(gym_id), seed), chunk),
+                "gym_single": (SingleEnvStepper(gym_single, seed), chunk),
                 # the vector envs and rollout take about as many env steps per chunk
                 "ours_vector": (VectorEnvStepper(ours_vector, seed), max(1, chunk // n)),
                 "gym_sync": (VectorEnvStepper(gym_sync, seed), max(1, chunk // g)),
@@ -213,8 +255,19 @@ def measure(config: EnvBenchConfig) -> list[RobotResult]:
     return results
 
 
-def format_results(results: list[RobotResult], config: EnvBenchConfig) -> str:
-    """A markdown table of rates and ratios with their goals."""
+def format_load(load_average: tuple[float, float, float], cpus: int) -> str:
+    """One line: the load average and, above the CPU count, that the machine was loaded."""
+    one, five, fifteen = load_average
+    line = f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min) on {cpus} CPUs"
+    if one > cpus:
+        line += (": the machine was loaded (more runnable processes than CPUs), so the rates are below "
+                 "its best and a ratio marked BELOW may come from the load; rerun on an idle machine")
+    return line
+
+
+def format_results(results: list[RobotResult], config: EnvBenchConfig,
+                   load_average: tuple[float, float, float] | None = None) -> str:
+    """A markdown table of rates and ratios with their goals, then the load average if given."""
     n, g = config.num_envs, config.gym_vector_envs
     lines = [
         f"env steps/s over {config.rounds} interleaved rounds of {config.chunk_steps} env steps; "
@@ -233,12 +286,14 @@ def format_results(results: list[RobotResult], config: EnvBenchConfig) -> str:
             f"| {mark['single']} | {r['ours_vector']:,.0f} | {r['gym_sync']:,.0f} | {mark['vector']} "
             f"| {r['rollout']:,.0f} | {mark['physics']} |"
         )
+    if load_average is not None:
+        lines += ["", format_load(load_average, os.cpu_count() or 1)]
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     """Entry point of ``metarl bench envs`` and ``scripts/bench_envs.py``."""
-    config = tyro.cli(EnvBenchConfig, args=argv, prog="metarl bench envs")
+    config = parse(EnvBenchConfig, argv, prog="metarl bench envs")
     results = measure(config)
-    print(format_results(results, config))
+    print(format_results(results, config, os.getloadavg()))
     return 0

@@ -27,7 +27,7 @@ import json
 import os
 import statistics
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
@@ -35,6 +35,7 @@ import torch
 import tyro
 
 import envs
+from metarl.commands.flags import choice, device_choice, optional, parse
 from metarl.commands.train_maml import (
     SAMPLING_STREAM,
     TASK_STREAM,
@@ -42,7 +43,7 @@ from metarl.commands.train_maml import (
     meta_iteration,
 )
 from metarl.device import resolve_device
-from metarl.maml import MAMLLearner
+from metarl.maml import OUTER_ALGORITHMS, MAMLLearner
 from metarl.policy import stack_params
 from metarl.presets import maml_preset
 from metarl.runs import IterationState
@@ -56,20 +57,20 @@ LEARN2LEARN_SECONDS = 53.0  # learn2learn MAML-TRPO, Particles2D, 20 x 20 x 100,
 class MAMLBenchConfig:
     """Measure the sampler's overhead and MAML's seconds per meta-iteration."""
 
-    sampler_families: tuple[str, ...] = ("Point2DNav", "HalfCheetahVel")
+    sampler_families: Annotated[tuple[str, ...], tyro.conf.arg(metavar="FAMILY [FAMILY ...]")] = ("Point2DNav", "HalfCheetahVel")
     """Families whose sampler overhead is measured (at their paper batch)."""
-    iteration_families: tuple[str, ...] = ("Point2DNav", "HalfCheetahVel")
+    iteration_families: Annotated[tuple[str, ...], tyro.conf.arg(metavar="FAMILY [FAMILY ...]")] = ("Point2DNav", "HalfCheetahVel")
     """Families whose meta-iteration time is measured at the paper config."""
     iterations: int = 2
     """Measured meta-iterations per family (after one warm-up)."""
     repeats: int = 3
     """Interleaved repeats of the sampler measurement (best kept)."""
-    outer: str = "trpo"
+    outer: Annotated[str, choice(OUTER_ALGORITHMS)] = "trpo"
     """Outer loop to time: trpo or promp."""
-    cg_subsample: float | None = None
+    cg_subsample: Annotated[float | None, optional("FLOAT", "the paper configs' exact curvature, 1.0")] = None
     """Override the preset's cg_subsample (fraction of tasks whose KL curvature TRPO's conjugate
-    gradient uses, in (0, 1]); None keeps the paper configs' exact curvature (1.0)."""
-    device: str = "auto"
+    gradient uses, in (0, 1])."""
+    device: Annotated[str, device_choice()] = "auto"
     """auto, cpu or cuda."""
     threads: int = 1
     """CPU threads for torch."""
@@ -223,7 +224,7 @@ def report(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    config = tyro.cli(MAMLBenchConfig, args=argv, prog="metarl bench maml")
+    config = parse(MAMLBenchConfig, argv, prog="metarl bench maml")
     for family in (*config.sampler_families, *config.iteration_families):
         envs.family_spec(family)
     results = run(config)

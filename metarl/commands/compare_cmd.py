@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated
 
 import tyro
 
 from metarl.cli import UserError
+from metarl.commands.flags import choice, optional, parse
 from metarl.compare import compare_runs
 
 
@@ -21,16 +23,18 @@ from metarl.compare import compare_runs
 class CompareArgs:
     """Compare evaluated runs of one family: return per k with 95% CIs, sample efficiency, cost."""
 
-    run_dirs: tyro.conf.Positional[tuple[Path, ...]]
+    run_dirs: Annotated[
+        tuple[Path, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR ...", help_behavior_hint="(one or more)")
+    ]
     """Run directories, each evaluated on --split (they hold eval_<split>.json)."""
-    split: str = "test"
+    split: Annotated[str, choice(("test", "ood"))] = "test"
     """Which evaluation to compare: test (unseen tasks) or ood (unseen dynamics/goals)."""
     out: Path = Path("comparison")
     """Folder for comparison.md, comparison.csv, return_vs_k.png and return_vs_samples.png."""
-    reference: Path | None = None
+    reference: Annotated[Path | None, optional("PATH", "none")] = None
     """Optional JSON of published curves, {"returns": {family: {method: [k0, ...]}}, "source": ...}
     (e.g. metarl/data/maml_paper_returns.json, the MAML paper's curves); its rows for the runs' family are added."""
-    eval_file: str | None = None
+    eval_file: Annotated[str | None, optional("NAME", "eval_<split>.json")] = None
     """Read this file of each run directory instead of eval_<split>.json, e.g. eval_test_sample_budget.json
     (scripts/reproduce_maml.py) or eval_custom.json (metarl evaluate --tasks)."""
     group_seeds: bool = False
@@ -58,7 +62,7 @@ def load_reference(path: Path, family: str) -> tuple[dict[str, list[float]], str
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(CompareArgs, args=argv, prog="metarl compare")
+    args = parse(CompareArgs, argv, prog="metarl compare")
     if not args.run_dirs:
         raise UserError("give at least one run directory: metarl compare RUN_DIR... --split test")
     reference, source = None, "reference"

@@ -25,13 +25,13 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
-import tyro
 
 from metarl.cli import UserError
+from metarl.commands.flags import OffSwitch, device_choice, parse
 from metarl.commands.train_maml import initial_policy, train_maml
 from metarl.device import DEVICE_CHOICES
 from metarl.evaluation import (
@@ -69,15 +69,15 @@ class DemoArgs:
     """Run directory (reused if it holds the demo run already)."""
     seed: int = 0
     """Run seed (policy initialisation, training tasks, sampling)."""
-    device: str = "auto"
+    device: Annotated[str, device_choice()] = "auto"
     """auto (CUDA if available), cpu or cuda."""
     iterations: int = 40
     """Meta-iterations of training."""
     threads: int = 1
     """CPU threads for torch."""
-    no_progress: bool = False
+    no_progress: OffSwitch = False
     """Hide the progress bars."""
-    no_video: bool = False
+    no_video: OffSwitch = False
     """Skip the before/after adaptation video."""
 
 
@@ -139,12 +139,13 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
         policy = load_policy(run_dir)
         ours = evaluate_gradient_adaptation(policy, policy.params(), FAMILY, config.maml.inner_lr, options,
                                             **common)
-        document = eval_document("maml", FAMILY, options, ours, policy)
+        document = eval_document("maml", FAMILY, options, ours, policy, progress=not args.no_progress)
         write_eval_json(run_dir, document)
     untrained = initial_policy(config, args.seed)
     baseline = evaluate_gradient_adaptation(untrained, untrained.params(), FAMILY, config.maml.inner_lr, options,
                                             **common)
-    baseline_document = eval_document("random_init", FAMILY, options, baseline, untrained)
+    baseline_document = eval_document("random_init", FAMILY, options, baseline, untrained,
+                                      progress=not args.no_progress)
 
     reference = paper_returns()
     paper = reference["returns"][FAMILY]
@@ -178,7 +179,7 @@ def render_demo_video(run_dir: RunDir, seed: int) -> Path | None:
     from metarl.render import RenderingUnavailableError
     from metarl.run_videos import RenderOptions, render_run
 
-    options = RenderOptions(split="test", task_index=0, steps=(0, 1, 3), width=192, height=192)
+    options = RenderOptions(split="test", task_index=0, steps=(0, 1, 3), width=192, height=192, device="cpu")
     target = run_dir.path / "demo_before_after.mp4"
     print(f"video: the policy on unseen goal 0 before adaptation and after k = 1 and 3 steps -> {target}")
     try:
@@ -192,5 +193,5 @@ def render_demo_video(run_dir: RunDir, seed: int) -> Path | None:
 
 
 def main(argv: list[str]) -> int:
-    run_demo(tyro.cli(DemoArgs, args=argv, prog="metarl demo"))
+    run_demo(parse(DemoArgs, argv, prog="metarl demo"))
     return 0

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-
-import tyro
+from typing import Annotated
 
 import envs
+from metarl.commands.flags import family_choice, parse
 
 
 @dataclasses.dataclass(frozen=True)
 class EnvsArgs:
     """List the task families of the suite."""
 
-    family: str | None = None
+    family: Annotated[str | None, family_choice("default: every family")] = None
     """Show only this family."""
     json: bool = False
     """Print JSON instead of text."""
@@ -31,7 +31,7 @@ def describe_all(family: str | None = None) -> dict[str, dict]:
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(EnvsArgs, args=argv, prog="metarl envs")
+    args = parse(EnvsArgs, argv, prog="metarl envs")
     table = describe_all(args.family)
     if args.json:
         print(json.dumps(table, indent=2))

@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import tyro
 
 import envs
 from metarl.cli import UserError
+from metarl.commands.flags import OffSwitch, choice, device_choice, optional, parse
 from metarl.evaluation import (
     ADAPT_STEPS,
     CUSTOM_SPLIT,
@@ -51,9 +52,9 @@ EVALUATORS: dict[str, str] = {
 class EvaluateArgs:
     """Evaluate a trained run on unseen tasks: return before and after k = 1..3 adaptation steps."""
 
-    run_dir: tyro.conf.Positional[Path]
+    run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """The run directory written by `metarl train ...`."""
-    split: str = "test"
+    split: Annotated[str, choice(("test", "ood"))] = "test"
     """test (unseen tasks of the training distribution) or ood (outside the training support)."""
     num_tasks: int = NUM_TASKS
     """Number of evaluation tasks (drawn from the fixed evaluation seed)."""
@@ -63,18 +64,18 @@ class EvaluateArgs:
     """Adaptation steps; returns are reported for k = 0..steps."""
     seed: int = EVAL_SEED
     """Evaluation seed (fixes the tasks and the sampling noise; keep it to compare methods)."""
-    device: str = "auto"
+    device: Annotated[str, device_choice()] = "auto"
     """auto, cpu or cuda."""
-    samples_per_step: int | None = None
+    samples_per_step: Annotated[int | None, optional("INT", "by --episodes-per-step episodes")] = None
     """Feed each adaptation step by complete episodes until every task has this many environment steps
     (the MAML paper's test protocol: 4000 for the point robot) instead of by --episodes-per-step episodes.
-    For runs adapted by gradient steps (maml, pretrain, random_init). Default: by episodes."""
-    tasks: Path | None = None
+    For runs adapted by gradient steps (maml, pretrain, random_init)."""
+    tasks: Annotated[Path | None, optional("PATH", "the split's tasks")] = None
     """JSON file of explicit tasks to evaluate on instead of the split's (--split and --num-tasks are then
     ignored): a list of task dicts such as [{"family": "Point2DNav", "goal_x_m": 0.3, "goal_y_m": -0.2}]
     (parameters as `metarl envs` lists them), {"tasks": [...]}, or an eval_<split>.json. Writes
     eval_custom.json."""
-    no_progress: bool = False
+    no_progress: OffSwitch = False
     """Hide the progress bar."""
     allow_large: bool = False
     """Allow sizes (tasks x episodes x horizon, a --tasks file above 16 MiB) estimated above half of this
@@ -127,7 +128,7 @@ def evaluate(run_dir: Path | str, options: EvalOptions, progress: bool = True,
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(EvaluateArgs, args=argv, prog="metarl evaluate")
+    args = parse(EvaluateArgs, argv, prog="metarl evaluate")
     tasks = None if args.tasks is None else tuple(load_tasks_file(args.tasks, allow_large=args.allow_large))
     options = EvalOptions(
         split=args.split if tasks is None else CUSTOM_SPLIT,

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import tyro
 
+from metarl.commands.flags import optional, parse
+
 
 @dataclasses.dataclass(frozen=True)
 class StudyReportArgs:
@@ -18,12 +20,12 @@ class StudyReportArgs:
 
     study_dir: tyro.conf.Positional[Annotated[Path, tyro.conf.arg(metavar="STUDY_DIR")]]
     """A study directory written by `metarl study run`."""
-    out: Path | None = None
-    """Folder for the report (default: STUDY_DIR/report)."""
+    out: Annotated[Path | None, optional("PATH", "STUDY_DIR/report")] = None
+    """Folder for the report."""
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(StudyReportArgs, args=argv, prog="metarl study report")
+    args = parse(StudyReportArgs, argv, prog="metarl study report")
     from metarl.study_report import write_report
 
     path = write_report(args.study_dir, args.out)

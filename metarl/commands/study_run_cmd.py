@@ -14,6 +14,8 @@ from typing import Annotated
 
 import tyro
 
+from metarl.commands.flags import OffSwitch, optional, parse
+
 
 @dataclasses.dataclass(frozen=True)
 class StudyRunArgs:
@@ -23,27 +25,25 @@ class StudyRunArgs:
     """The study: a TOML file, or the name of a shipped study (tiny, maml-paper, unseen-dynamics)."""
     out: Path
     """Study directory: runs/<family>/<method>/seed<seed>/, manifest.json, study.toml."""
-    address: str | None = None
-    """Address of a running Ray cluster (the head's HOST:PORT printed by `ray start --head`, or auto);
-    default: start a Ray instance on this machine only (loopback)."""
+    address: Annotated[str | None, optional("HOST:PORT", "start a Ray instance on this machine only (loopback)")] = None
+    """Address of a running Ray cluster (the head's HOST:PORT printed by `ray start --head`, or auto)."""
     cpus_per_run: float = 1.0
     """CPUs Ray reserves for each run (runs in parallel = cluster CPUs / this)."""
     gpus_per_run: float = 0.0
     """GPUs Ray reserves for each run (give the runs --device cuda in the study file to use them)."""
     max_retries: int = 3
     """Retries of a run whose worker dies or that fails unexpectedly; each resumes from its last checkpoint."""
-    num_cpus: int | None = None
-    """CPUs of the local Ray instance (default: all of this machine's); not with --address."""
-    worker_dir: str | None = None
+    num_cpus: Annotated[int | None, optional("INT", "all of this machine's")] = None
+    """CPUs of the local Ray instance; not with --address."""
+    worker_dir: Annotated[str | None, optional("PATH", "tasks on this machine work in --out directly, others in a temporary folder")] = None
     """Where tasks keep their working copy of a run. Given: every task works there and sends its files
-    to --out as they are written (what happens on nodes that do not share --out's filesystem).
-    Default: tasks on this machine work in --out directly, others in a temporary folder."""
-    no_progress: bool = False
+    to --out as they are written (what happens on nodes that do not share --out's filesystem)."""
+    no_progress: OffSwitch = False
     """Do not print the progress line."""
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(StudyRunArgs, args=argv, prog="metarl study run")
+    args = parse(StudyRunArgs, argv, prog="metarl study run")
     from metarl.ray_support import require_ray
 
     require_ray()  # says what to install before anything else

@@ -10,28 +10,40 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Annotated
 
 import torch
 import tyro
 
-from metarl.finetune import FinetuneConfig, FinetuneRecipe, checkpoint_path, train_run
+from metarl.commands.flags import choice, device_choice, family_choice, parse
+from metarl.finetune import (
+    ALGOS,
+    FinetuneConfig,
+    FinetuneRecipe,
+    checkpoint_path,
+    default_hyperparameters,
+    steps_per_round,
+    train_run,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainFinetuneArgs:
     """Pretrain a PPO/SAC agent on a family's train tasks (a fresh task every episode)."""
 
-    env: str
+    env: Annotated[str, family_choice()]
     """Task family (see `metarl envs`)."""
-    out: str
+    out: Annotated[str, tyro.conf.arg(metavar="PATH")]
     """Run directory to create (must be new or empty)."""
-    algo: str = "ppo"
+    algo: Annotated[str, choice(ALGOS)] = "ppo"
     """stable-baselines3 algorithm: ppo or sac."""
     timesteps: int = 200_000
-    """Pretraining environment steps on the train-task mixture (> 0)."""
+    """Pretraining environment steps on the train-task mixture (> 0), rounded up to whole collection
+    rounds of stable-baselines3 (PPO: rollouts of 256 steps x --num-envs; SAC: --num-envs steps); the
+    command says the number it trains before it starts."""
     seed: int = 0
     """Run seed; every random draw of the run derives from it."""
-    device: str = "auto"
+    device: Annotated[str, device_choice()] = "auto"
     """Torch device: auto, cpu or cuda."""
     num_envs: int = 8
     """Parallel envs while pretraining."""
@@ -64,13 +76,17 @@ class TrainFinetuneArgs:
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(TrainFinetuneArgs, args=argv, prog="metarl train finetune")
+    args = parse(TrainFinetuneArgs, argv, prog="metarl train finetune")
     config = args.to_config()
     # The networks are small: intra-op threads only add contention (the envs step on this core too).
     torch.set_num_threads(1)
+    if config.pretrain_steps != config.timesteps:
+        per_round = steps_per_round(config.algo, default_hyperparameters(config.algo), config.num_envs)
+        print(f"pretraining {config.pretrain_steps:,} steps: --timesteps {config.timesteps:,} rounded up to "
+              f"whole collection rounds of {per_round:,} steps ({config.algo} with {config.num_envs} envs)")
     start = time.perf_counter()
     run_dir = train_run(config, args.out, args.device, allow_large=args.allow_large)
-    print(f"pretrained {config.algo} on {config.family} for {config.timesteps} steps in "
+    print(f"pretrained {config.algo} on {config.family} for {config.pretrain_steps:,} steps in "
           f"{time.perf_counter() - start:.0f} s; weights: {checkpoint_path(run_dir)}")
     print(f"evaluate with: metarl evaluate {run_dir.path} --split test")
     return 0

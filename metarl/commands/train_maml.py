@@ -31,13 +31,13 @@ import importlib.metadata
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-import tyro
 from tqdm.auto import tqdm
 
 import envs
+from metarl.adaptation import OBJECTIVES
 from metarl.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -52,10 +52,11 @@ from metarl.checkpoint import (
     save_checkpoint,
 )
 from metarl.cli import UserError
+from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
 from metarl.device import DEVICE_CHOICES, resolve_device
 from metarl.interrupts import sigterm_as_interrupt
-from metarl.maml import MAMLConfig, MAMLLearner
-from metarl.policy import GaussianMLPPolicy, stack_params
+from metarl.maml import OUTER_ALGORITHMS, MAMLConfig, MAMLLearner
+from metarl.policy import NONLINEARITIES, WEIGHT_INITS, GaussianMLPPolicy, stack_params
 from metarl.presets import PRESETS, MAMLRunConfig, maml_preset
 from metarl.runs import (
     IterationState,
@@ -319,6 +320,9 @@ def train_maml(
     return TrainResult(run_dir, policy, state.iteration, history, time.perf_counter() - start)
 
 
+_PRESET = "the preset's"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainMAMLArgs:
     """Meta-train a policy with MAML (Finn et al. 2017) on a task family.
@@ -329,81 +333,81 @@ class TrainMAMLArgs:
 
     out: Path
     """Run directory (created; must be new or empty, or hold this run with --resume)."""
-    env: str | None = None
-    """Task family, one of the families listed by `metarl envs` (e.g. Point2DNav, HalfCheetahVel)."""
-    preset: str | None = None
-    """Named configuration: tiny (CI, seconds), fast (minutes) or paper (the MAML paper's). Default fast."""
-    seed: int | None = None
-    """Run seed: policy initialisation, training tasks, sampling noise. Default 0."""
-    device: str = "auto"
+    env: Annotated[str | None, family_choice("required for a new run")] = None
+    """Task family, one of the families listed by `metarl envs`."""
+    preset: Annotated[str | None, choice(PRESETS, "fast")] = None
+    """Named configuration: tiny (CI, seconds), fast (minutes) or paper (the MAML paper's)."""
+    seed: Annotated[int | None, optional("INT", "0")] = None
+    """Run seed: policy initialisation, training tasks, sampling noise."""
+    device: Annotated[str, device_choice()] = "auto"
     """auto (CUDA if available), cpu or cuda."""
     resume: bool = False
     """Continue the run in --out from its last checkpoint (bit-exact on CPU)."""
-    iterations: int | None = None
+    iterations: Annotated[int | None, optional("INT", _PRESET)] = None
     """Meta-iterations in total (with --resume: extend the run to this many)."""
-    meta_batch_size: int | None = None
+    meta_batch_size: Annotated[int | None, optional("INT", _PRESET)] = None
     """Tasks per meta-batch."""
-    episodes_per_task: int | None = None
+    episodes_per_task: Annotated[int | None, optional("INT", _PRESET)] = None
     """Episodes per task for each inner step and for the query."""
-    horizon: int | None = None
-    """Episode length (default: the family's horizon)."""
-    hidden_sizes: tuple[int, ...] | None = None
+    horizon: Annotated[int | None, optional("INT", "the preset's, else the family's horizon")] = None
+    """Episode length."""
+    hidden_sizes: Annotated[tuple[int, ...] | None, optional("INT [INT ...]", _PRESET)] = None
     """Widths of the policy's hidden layers, e.g. --hidden-sizes 100 100."""
-    init_std: float | None = None
+    init_std: Annotated[float | None, optional("FLOAT", _PRESET)] = None
     """Initial standard deviation of the Gaussian policy."""
-    nonlinearity: str | None = None
-    """The policy's hidden-layer nonlinearity: tanh (default) or relu (the MAML paper's code)."""
-    weight_init: str | None = None
+    nonlinearity: Annotated[str | None, choice(NONLINEARITIES, _PRESET)] = None
+    """The policy's hidden-layer nonlinearity: tanh, or relu (the MAML paper's code)."""
+    weight_init: Annotated[str | None, choice(WEIGHT_INITS, _PRESET)] = None
     """The policy's initialisation: pytorch (nn.Linear's default), xavier (Xavier-uniform weights,
     zero biases, as rllab's MAML policies) or xavier_small_out (xavier with the output weights x 0.01:
     the initial mean is near 0 everywhere)."""
-    checkpoint_every: int | None = None
+    checkpoint_every: Annotated[int | None, optional("INT", _PRESET)] = None
     """Save a checkpoint every this many iterations (and at the end)."""
-    outer: str | None = None
+    outer: Annotated[str | None, choice(OUTER_ALGORITHMS, _PRESET)] = None
     """Outer loop: trpo (trust region through the adaptation) or promp (clipped ratio, Adam)."""
-    inner_steps: int | None = None
+    inner_steps: Annotated[int | None, optional("INT", _PRESET)] = None
     """Inner policy-gradient steps per task."""
-    inner_lr: float | None = None
+    inner_lr: Annotated[float | None, optional("FLOAT", _PRESET)] = None
     """Inner learning rate alpha (> 0)."""
-    inner_objective: str | None = None
+    inner_objective: Annotated[str | None, choice(OBJECTIVES, _PRESET)] = None
     """Inner objective: vpg (MAML paper) or lvc (ProMP's low-variance curvature)."""
-    first_order: bool | None = None
+    first_order: Annotated[bool | None, choice(("True", "False"), _PRESET)] = None
     """Drop the second-order terms of the meta-gradient (first-order MAML)."""
-    max_kl: float | None = None
+    max_kl: Annotated[float | None, optional("FLOAT", _PRESET)] = None
     """TRPO trust-region size (KL bound delta)."""
-    discount: float | None = None
+    discount: Annotated[float | None, optional("FLOAT", _PRESET)] = None
     """Discount factor gamma in [0, 1]."""
-    gae_lambda: float | None = None
+    gae_lambda: Annotated[float | None, optional("FLOAT", _PRESET)] = None
     """GAE lambda in [0, 1] (1.0: Monte-Carlo returns minus the linear baseline)."""
-    cg_iters: int | None = None
+    cg_iters: Annotated[int | None, optional("INT", _PRESET)] = None
     """TRPO conjugate-gradient iterations."""
-    cg_subsample: float | None = None
+    cg_subsample: Annotated[float | None, optional("FLOAT", _PRESET)] = None
     """TRPO: fraction of the meta-batch's tasks whose KL curvature the conjugate gradient uses, in (0, 1]
     (1: exact; the gradient and the line search always use every task)."""
-    normalize_advantages: bool | None = None
-    """Centre and scale advantages per task (rllab's center_adv; default on), in the inner steps, the
-    outer loss and at evaluation."""
-    promp_steps: int | None = None
+    normalize_advantages: Annotated[bool | None, choice(("True", "False"), _PRESET)] = None
+    """Centre and scale advantages per task (rllab's center_adv), in the inner steps, the outer loss and
+    at evaluation."""
+    promp_steps: Annotated[int | None, optional("INT", _PRESET)] = None
     """ProMP: Adam steps per meta-batch."""
-    promp_lr: float | None = None
+    promp_lr: Annotated[float | None, optional("FLOAT", _PRESET)] = None
     """ProMP: Adam learning rate."""
-    promp_clip_eps: float | None = None
+    promp_clip_eps: Annotated[float | None, optional("FLOAT", _PRESET)] = None
     """ProMP: likelihood-ratio clipping epsilon."""
-    promp_kl_coef: float | None = None
+    promp_kl_coef: Annotated[float | None, optional("FLOAT", _PRESET)] = None
     """ProMP: weight of the KL penalty on the inner step."""
-    sampler: str = "local"
+    sampler: Annotated[str, choice(SAMPLER_BACKENDS)] = "local"
     """Where episodes are collected: local (this process) or ray (actors, each stepping a block of the
     meta-batch's tasks; needs pip install -e '.[ray]'). Same episodes either way; may change on --resume."""
     workers: int = 1
     """Ray actors with --sampler ray."""
-    ray_address: str | None = None
-    """With --sampler ray: the address of an existing Ray cluster (default: start Ray on this machine)."""
+    ray_address: Annotated[str | None, optional("HOST:PORT", "start Ray on this machine")] = None
+    """With --sampler ray: the address of an existing Ray cluster."""
     threads: int = 1
     """CPU threads for torch (1 is fastest for these small networks on a shared machine; not part of
     the run's config, but bit-exact resume needs the same value)."""
-    no_progress: bool = False
+    no_progress: OffSwitch = False
     """Hide the progress bar."""
-    no_tensorboard: bool = False
+    no_tensorboard: OffSwitch = False
     """Do not write TensorBoard events."""
     allow_large: bool = False
     """Allow a meta-batch (tasks x episodes x horizon) estimated above half of this machine's memory."""
@@ -450,7 +454,7 @@ def resolve_run_config(args: TrainMAMLArgs) -> tuple[MAMLRunConfig, str, int]:
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(TrainMAMLArgs, args=argv, prog="metarl train maml")
+    args = parse(TrainMAMLArgs, argv, prog="metarl train maml")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Annotated
 
 import torch
-import tyro
 
 import envs
 from metarl.cli import UserError
+from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
+from metarl.policy import NONLINEARITIES
 from metarl.presets import PRESETS, MAMLRunConfig, maml_preset
 from metarl.pretrain import run_config_from_document, train_pretrain
 from metarl.runs import RunDir
@@ -26,29 +28,29 @@ class TrainPretrainArgs:
 
     out: Path
     """Run directory (created; must be new or empty, or hold this run with --resume)."""
-    env: str | None = None
+    env: Annotated[str | None, family_choice("required for a new run")] = None
     """Task family, one of the families listed by `metarl envs`."""
-    preset: str = "fast"
+    preset: Annotated[str, choice(PRESETS)] = "fast"
     """MAML preset whose budget, architecture and adaptation settings to use: tiny, fast or paper."""
     seed: int = 0
     """Run seed: policy initialisation, training tasks, sampling noise."""
-    device: str = "auto"
+    device: Annotated[str, device_choice()] = "auto"
     """auto (CUDA if available), cpu or cuda."""
     resume: bool = False
     """Continue the run in --out from its last checkpoint (bit-exact on CPU)."""
-    iterations: int | None = None
-    """Training iterations in total (default: the preset's; with --resume: extend to this many)."""
-    meta_batch_size: int | None = None
-    """Train tasks per iteration (default: the preset's)."""
-    episodes_per_task: int | None = None
+    iterations: Annotated[int | None, optional("INT", "the preset's")] = None
+    """Training iterations in total (with --resume: extend to this many)."""
+    meta_batch_size: Annotated[int | None, optional("INT", "the preset's")] = None
+    """Train tasks per iteration."""
+    episodes_per_task: Annotated[int | None, optional("INT", "the preset's")] = None
     """MAML's episodes per task per batch; pretraining samples (inner_steps + 1) times as many per task."""
-    horizon: int | None = None
-    """Episode length (default: the preset's)."""
-    nonlinearity: str | None = None
-    """The policy's hidden-layer nonlinearity, tanh or relu (default: the preset's)."""
+    horizon: Annotated[int | None, optional("INT", "the preset's")] = None
+    """Episode length."""
+    nonlinearity: Annotated[str | None, choice(NONLINEARITIES, "the preset's")] = None
+    """The policy's hidden-layer nonlinearity."""
     threads: int = 1
     """CPU threads for torch (1 is fastest for these small networks)."""
-    no_progress: bool = False
+    no_progress: OffSwitch = False
     """Hide the progress bar."""
     allow_large: bool = False
     """Allow a batch (tasks x episodes x horizon) estimated above half of this machine's memory."""
@@ -73,7 +75,7 @@ def resolve_run_config(args: TrainPretrainArgs) -> tuple[MAMLRunConfig, str | No
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(TrainPretrainArgs, args=argv, prog="metarl train pretrain")
+    args = parse(TrainPretrainArgs, argv, prog="metarl train pretrain")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)

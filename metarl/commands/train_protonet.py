@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Annotated
 
 import torch
 import tyro
 
+from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
 from metarl.device import DEVICE_CHOICES
 from metarl.protonet import preset, train_run
 
@@ -24,9 +26,9 @@ from metarl.protonet import preset, train_run
 class TrainProtoNetArgs:
     """Train a ProtoNet encoder that identifies a family's variant from a few transitions."""
 
-    env: str
+    env: Annotated[str, family_choice()]
     """Task family (see `metarl envs`)."""
-    out: str
+    out: Annotated[str, tyro.conf.arg(metavar="PATH")]
     """Run directory to create (must be new or empty; with --resume, the run to continue)."""
     way: int = 5
     """N: variants per training episode (at most the distinct variants of a discrete family)."""
@@ -36,35 +38,35 @@ class TrainProtoNetArgs:
     """Q: query contexts per variant in a training episode."""
     context: int = 16
     """C: transitions per context during training."""
-    preset: str = "default"
+    preset: Annotated[str, choice(("default", "tiny"))] = "default"
     """Named settings of everything else: default or tiny (a seconds-long smoke run)."""
-    iterations: int | None = None
-    """Adam steps (default: the preset's)."""
-    train_variants: int | None = None
-    """Train tasks in the training pool, 12 episodes each (default: the preset's; discrete families
-    spread the same number of episodes over their distinct variants)."""
-    learning_rate: float | None = None
-    """Initial Adam step size, decayed along a cosine (default: the preset's)."""
+    iterations: Annotated[int | None, optional("INT", "the preset's")] = None
+    """Adam steps."""
+    train_variants: Annotated[int | None, optional("INT", "the preset's")] = None
+    """Train tasks in the training pool, 12 episodes each (discrete families spread the same number
+    of episodes over their distinct variants)."""
+    learning_rate: Annotated[float | None, optional("FLOAT", "the preset's")] = None
+    """Initial Adam step size, decayed along a cosine."""
     handmade_features: bool = False
     """Append the standardised hand-made statistics (mean and std of s' - s and of r) to the learned
     embedding, for variants unlike every training one (e.g. HalfCheetahCrippled's ood actuators)."""
     seed: int = 0
     """Run seed; every random draw of the run derives from it."""
-    behaviour_run: str | None = None
+    behaviour_run: Annotated[str | None, optional("PATH", "uniform random actions")] = None
     """Collect contexts with the policy of this run directory (e.g. a MAML run of the same family)
     instead of uniform random actions."""
-    device: str = "auto"
+    device: Annotated[str, device_choice()] = "auto"
     """Torch device: auto, cpu or cuda."""
     resume: bool = False
     """Continue the interrupted run in --out (same settings; --iterations may grow)."""
-    no_progress: bool = False
+    no_progress: OffSwitch = False
     """Hide the progress bars."""
     allow_large: bool = False
     """Allow a training pool or episodes estimated above half of this machine's memory."""
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(TrainProtoNetArgs, args=argv, prog="metarl train protonet")
+    args = parse(TrainProtoNetArgs, argv, prog="metarl train protonet")
     if args.device not in DEVICE_CHOICES and not args.device.startswith("cuda:"):
         raise ValueError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {args.device!r}")
     base = preset(args.preset, args.env)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-
-import tyro
+from typing import Annotated
 
 from metarl.cli import UserError
+from metarl.commands.flags import choice, family_choice, optional, parse
+from metarl.policy import NONLINEARITIES, WEIGHT_INITS
 from metarl.random_init import RandomInitConfig, config_like, create_run
 
 
@@ -25,24 +26,24 @@ class RandomInitArgs:
 
     out: Path
     """Run directory to create (new or empty; the same run again is allowed)."""
-    like: Path | None = None
+    like: Annotated[Path | None, optional("PATH", "none")] = None
     """Copy family, architecture, inner lr, horizon and seed from this MAML run."""
-    env: str | None = None
-    """Task family (required without --like), one of those listed by `metarl envs`."""
-    hidden_sizes: tuple[int, ...] | None = None
-    """Widths of the policy's hidden layers (default 100 100, or --like's)."""
-    init_std: float | None = None
-    """Initial standard deviation of the Gaussian policy (default 1.0, or --like's)."""
-    nonlinearity: str | None = None
-    """The policy's hidden-layer nonlinearity, tanh or relu (default tanh, or --like's)."""
-    weight_init: str | None = None
-    """The policy's initialisation, pytorch, xavier or xavier_small_out (default pytorch, or --like's)."""
-    inner_lr: float | None = None
-    """Learning rate of the first adaptation step (default 0.1, or --like's)."""
-    horizon: int | None = None
-    """Episode length (default: the family's, or --like's)."""
-    seed: int | None = None
-    """Seed of the initial weights (default 0, or --like's)."""
+    env: Annotated[str | None, family_choice("required without --like")] = None
+    """Task family, one of those listed by `metarl envs`."""
+    hidden_sizes: Annotated[tuple[int, ...] | None, optional("INT [INT ...]", "100 100, or --like's")] = None
+    """Widths of the policy's hidden layers."""
+    init_std: Annotated[float | None, optional("FLOAT", "1.0, or --like's")] = None
+    """Initial standard deviation of the Gaussian policy."""
+    nonlinearity: Annotated[str | None, choice(NONLINEARITIES, "tanh, or --like's")] = None
+    """The policy's hidden-layer nonlinearity."""
+    weight_init: Annotated[str | None, choice(WEIGHT_INITS, "pytorch, or --like's")] = None
+    """The policy's initialisation (see `metarl train maml --help`)."""
+    inner_lr: Annotated[float | None, optional("FLOAT", "0.1, or --like's")] = None
+    """Learning rate of the first adaptation step."""
+    horizon: Annotated[int | None, optional("INT", "the family's, or --like's")] = None
+    """Episode length."""
+    seed: Annotated[int | None, optional("INT", "0, or --like's")] = None
+    """Seed of the initial weights."""
 
 
 def resolve_config(args: RandomInitArgs) -> RandomInitConfig:
@@ -64,7 +65,7 @@ def resolve_config(args: RandomInitArgs) -> RandomInitConfig:
 
 
 def main(argv: list[str]) -> int:
-    args = tyro.cli(RandomInitArgs, args=argv, prog="metarl train random-init")
+    args = parse(RandomInitArgs, argv, prog="metarl train random-init")
     config = resolve_config(args)
     run = create_run(args.out, config)
     print(

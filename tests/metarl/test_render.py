@@ -42,13 +42,14 @@ def test_compose_frames_puts_panels_side_by_side_and_holds_the_shorter_one() -> 
     short, long = _point_rollout(steps=3), _point_rollout(steps=6, seed=1)
     panels = [render.Panel(short, ("task A", "k = 0")), render.Panel(long, ("task A", "k = 1"))]
     frames = list(render.compose_frames(panels))
+    band = render.caption_height(panels)
     assert len(frames) == 7
-    assert all(frame.shape == (48, 128, 3) for frame in frames)
-    # the short panel holds its last frame; the text box sits top-left, so compare the bottom
-    assert np.array_equal(frames[-1][30:, :64], frames[3][30:, :64])
-    assert not np.array_equal(frames[-1][30:, 64:], frames[3][30:, 64:])
-    # text is drawn: the top-left corner differs from the raw frame
-    assert not np.array_equal(frames[0][:10, :40], short.frames[0][:10, :40])
+    assert all(frame.shape == (band + 48, 128, 3) for frame in frames)
+    # the text lies in a band above the pictures: each picture is its rollout's frame, untouched
+    for t, frame in enumerate(frames):
+        assert np.array_equal(frame[band:, :64], short.frames[min(t, 3)])  # the short panel holds its last
+        assert np.array_equal(frame[band:, 64:], long.frames[t])
+    assert frames[0][:band].std() > 10  # text is drawn in the band
     strided = list(render.compose_frames(panels, frame_stride=4))
     assert len(strided) == 3  # steps 0, 4 and the last (6)
 
@@ -75,24 +76,25 @@ def test_mp4_has_the_right_frame_count_and_size(tmp_path: Path) -> None:
     panels = [render.Panel(result, ("k = 0",)), render.Panel(result, ("k = 1",))]
     out = tmp_path / "videos" / "clip.mp4"  # the folder is created
     count, size = render.write_video(render.compose_frames(panels), out, fps=20)
-    assert (count, size) == (10, (64, 192))
+    band = render.caption_height(panels)
+    assert (count, size) == (10, (band + 64, 192)) and size[0] % 16 == 0
     with imageio.get_reader(out) as reader:
         read_back = [frame for frame in reader]
         assert reader.get_meta_data()["fps"] == pytest.approx(20)
     assert len(read_back) == 10
-    assert read_back[0].shape == (64, 192, 3)
+    assert read_back[0].shape == (band + 64, 192, 3)
     assert [p.name for p in out.parent.iterdir()] == ["clip.mp4"]  # no temp file left
 
 
 def test_gif_by_extension(tmp_path: Path) -> None:
     result = _point_rollout(steps=4)
     out = tmp_path / "clip.gif"
-    count, size = render.write_video(
-        render.compose_frames([render.Panel(result, ("k = 0",))]), out, 10
-    )
+    panels = [render.Panel(result, ("k = 0",))]
+    count, size = render.write_video(render.compose_frames(panels), out, 10)
     frames = iio.imread(out, index=None)
-    assert (count, size) == (5, (48, 64))
-    assert frames.shape[:3] == (5, 48, 64)
+    height = render.caption_height(panels) + 48
+    assert (count, size) == (5, (height, 64))
+    assert frames.shape[:3] == (5, height, 64)
 
 
 def test_bad_output_paths_are_rejected(tmp_path: Path) -> None:
@@ -186,3 +188,28 @@ def test_backend_probe_finds_a_working_backend_or_explains(monkeypatch: pytest.M
     except render.RenderingUnavailableError as error:
         pytest.skip(f"no headless OpenGL here: {error}")
     assert os.environ["MUJOCO_GL"] == backend
+
+
+def test_the_caption_band_names_the_goal_and_its_text_fits() -> None:
+    result = _point_rollout(steps=3)
+    env = render.make_render_env("Point2DNav")
+    legend = render.env_legend(env)
+    assert [(item.label, item.marker) for item in legend] == [("goal", "disc"), ("agent", "disc"), ("path", "line")]
+    goal = legend[0].color
+    # the goal's colour in the env's own picture is the legend's
+    env.reset(seed=0)
+    assert np.any(np.all(env.render() == np.array(goal, dtype=np.uint8), axis=-1))
+    env.close()
+    long_line = "identified: crippled_actuator=5, a variant never seen in training (right)"
+    panels = [render.Panel(result, ("maml  k = 0", long_line))]
+    title = ("Point2DNav test #0: goal_x_m=0.144, goal_y_m=-0.361",)
+    (frame, *_) = render.compose_frames(panels, title=title, legend=legend)
+    band = render.caption_height(panels, title, legend)
+    assert frame.shape == (band + 48, 64, 3) and frame.shape[0] % 16 == 0
+    assert np.array_equal(frame[band:], result.frames[0])  # nothing is drawn over the picture
+    # the legend's goal marker is drawn in the band, in the goal's colour
+    assert np.any(np.all(frame[:band] == np.array(goal, dtype=np.uint8), axis=-1))
+    # a line too long for the panel is shrunk, then cut with an ellipsis, never drawn past its panel
+    font = render._layout(panels, title, legend).font
+    fitted = render._fit(font, long_line, 64 - 8)
+    assert fitted.endswith("…") and render._text_width(font, fitted) <= 64 - 8

@@ -55,12 +55,13 @@ def test_render_run_writes_one_panel_per_k(tmp_path: Path) -> None:
     )  # fmt: skip
     result = render_run(run, options, tmp_path / "out" / "p2d.mp4")
     assert result.path == tmp_path / "out" / "p2d.mp4"
-    assert (result.frames, result.size) == (13, (96, 256))
+    band = result.size[0] - 96  # the caption band above the 96-pixel pictures
+    assert (result.frames, result.size[1]) == (13, 256) and band > 0 and result.size[0] % 16 == 0
     assert sorted(result.returns) == [0, 2]
     assert result.task == select_task("Point2DNav", options)
     with imageio.get_reader(result.path) as reader:
         frames = [frame for frame in reader]
-    assert len(frames) == 13 and frames[0].shape == (96, 256, 3)
+    assert len(frames) == 13 and frames[0].shape == (band + 96, 256, 3)
 
 
 @pytest.mark.render
@@ -77,7 +78,8 @@ def test_cli_render_mujoco_family_before_and_after(
     assert "wrote" in capsys.readouterr().out
     frames = imageio.mimread(out)
     assert len(frames) == 21  # reset frame + 20 steps (the run's horizon)
-    assert np.asarray(frames[0]).shape[:2] == (64, 192)
+    height, width = np.asarray(frames[0]).shape[:2]
+    assert width == 192 and height > 64 and height % 16 == 0  # 64-pixel pictures under a caption band
 
 
 def _render_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -170,7 +172,7 @@ def test_render_finetune_run(tmp_path: Path) -> None:
         width=64, height=64, max_steps=8,
     )  # fmt: skip
     result = render_run(run.path, options, tmp_path / "ft.mp4")
-    assert (result.frames, result.size) == (9, (64, 128))
+    assert (result.frames, result.size[1]) == (9, 128) and result.size[0] > 64
     assert sorted(result.returns) == [0, 1]
 
 
@@ -187,7 +189,7 @@ def test_render_protonet_run_overlays_the_identified_variant(tmp_path: Path) -> 
         split="ood", task_index=2, num_tasks=4, width=64, height=64, max_steps=6
     )
     result = render_run(run.path, options, tmp_path / "proto.mp4")
-    assert (result.frames, result.size) == (7, (64, 64))
+    assert (result.frames, result.size[1]) == (7, 64) and result.size[0] > 64
     from metarl.run_videos import protonet_panel
 
     panel = protonet_panel(run, select_task("Point2DNav", options), options)
