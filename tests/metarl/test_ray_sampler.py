@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,10 @@ def test_without_ray_the_sampler_says_what_to_install(tmp_path: Path, monkeypatc
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
+    # Ray may already be imported by an earlier test: hide the cached modules as well
+    for name in [name for name in sys.modules if name == "ray" or name.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)
     out = tmp_path / "run"
     code = cli.main(["train", "maml", "--env", "Point2DNav", "--preset", "tiny", "--out", str(out),
                      "--sampler", "ray", "--workers", "2", "--no-progress", "--no-tensorboard", "--device", "cpu"])
