@@ -5,6 +5,10 @@ that parses its own flags (a tyro dataclass, so every flag has help text). This
 table is the one place where commands are listed. Errors that a user can fix
 (:class:`UserError`, ``ValueError`` from input checks) are printed as one
 paragraph without a traceback and exit with status 2.
+
+Families of your own are loaded before any command runs: the modules named by the
+``metarl.families`` entry-point group and by ``METARL_PLUGINS`` (comma-separated)
+are imported, and they call ``register_family`` (docs/adding-a-family.md).
 """
 
 from __future__ import annotations
@@ -59,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metarl: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     words, rest = found
+    try:
+        import envs
+
+        envs.load_plugins()
+    except ImportError as error:
+        print(textwrap.fill(f"metarl: error: {error}", width=100), file=sys.stderr)
+        return 2
     module = importlib.import_module(f"metarl.commands.{COMMANDS[words][0]}")
     try:
         return int(module.main(rest) or 0)
