@@ -1,7 +1,83 @@
 """metarl: meta-reinforcement learning for robot control.
 
-Learning, evaluation, rendering and the command line, built on the task suite
-in :mod:`envs` through its task protocol only (DESIGN.md §1-2).
+``import metarl`` registers every task family's gymnasium id (``MetaRL/<Family>-v0``),
+so ``gym.make("MetaRL/HalfCheetahVel-v0")`` works after it. The names below are the
+documented Python API (docs/python-api.md); each is imported on first use, so
+``import metarl`` itself stays light. Learning, evaluation, rendering and the
+command line are built on the task suite through its task protocol only
+(docs/design.md, "Architecture").
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import envs as _envs  # registers the gymnasium ids
+
 __version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first access)
+_LAZY: dict[str, str] = {
+    # task families, tasks and splits
+    "SPLITS": "envs",
+    "Task": "envs",
+    "TaskDistribution": "envs",
+    "distribution": "envs",
+    "env_id": "envs",
+    "families": "envs",
+    "register_family": "envs",
+    "load_plugins": "envs",
+    "sample_tasks": "metarl.api",
+    "collect_contexts": "metarl.contexts",
+    "evaluation_tasks": "metarl.evaluation",
+    # single and batched envs
+    "make_env": "metarl.api",
+    "make_vector_env": "metarl.api",
+    # training from Python
+    "MAMLConfig": "metarl.maml",
+    "MAMLRunConfig": "metarl.presets",
+    "maml_preset": "metarl.presets",
+    "train_maml": "metarl.commands.train_maml",
+    "train_pretrain": "metarl.pretrain",
+    "FinetuneConfig": "metarl.finetune",
+    "ProtoNetConfig": "metarl.protonet",
+    # runs, adaptation and evaluation
+    "RunDir": "metarl.runs",
+    "AdaptiveRun": "metarl.api",
+    "load_run": "metarl.api",
+    "VectorEnvSampler": "metarl.sampler",
+    "Episodes": "metarl.episodes",
+    "adapt": "metarl.adaptation",
+    "EvalOptions": "metarl.evaluation",
+    "evaluate": "metarl.commands.evaluate_cmd",
+    "summarize": "metarl.stats",
+    # task identification
+    "TaskIdentifier": "metarl.protonet",
+}
+# public name -> (module, attribute) where the public name differs from the attribute
+_RENAMED: dict[str, tuple[str, str]] = {
+    "train_finetune": ("metarl.finetune", "train_run"),
+    "train_protonet": ("metarl.protonet", "train_run"),
+}
+
+__all__ = sorted([*_LAZY, *_RENAMED, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _RENAMED:
+        module, attribute = _RENAMED[name]
+        value = getattr(importlib.import_module(module), attribute)
+    else:
+        raise AttributeError(f"module 'metarl' has no attribute {name!r}")
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+del annotations, _envs

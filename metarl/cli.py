@@ -16,6 +16,10 @@ after Ctrl-C (SIGINT) or 143 after SIGTERM; ``--resume`` continues it.
 (:func:`envs.gl.check_mujoco_gl`): only ``render`` needs OpenGL and refuses a
 backend that cannot work here, saying what to install or set; the other
 commands run whatever it holds.
+
+Families of your own are loaded before any command runs: the modules named by the
+``metarl.families`` entry-point group and by ``METARL_PLUGINS`` (comma-separated)
+are imported, and they call ``register_family`` (docs/adding-a-family.md).
 """
 
 from __future__ import annotations
@@ -121,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     words, rest = found
     name = " ".join(words)
+    try:
+        import envs
+
+        envs.load_plugins()
+    except ImportError as error:
+        print(_one_line(f"metarl {name}: error: {error}"), file=sys.stderr)
+        return 2
     try:
         with sigterm_as_interrupt():
             check_mujoco_gl(render=words == ("render",))

@@ -10,38 +10,40 @@ Choices:
 - The interquartile mean (IQM) is the 25%-trimmed mean over all (run, task) scores,
   as rliable's ``metrics.aggregate_iqm``: robust to the few tasks where a policy
   falls over, yet less noisy than the median.
-- Confidence intervals are rliable's stratified percentile bootstrap with
-  ``task_bootstrap=True``: each replicate resamples the evaluation tasks with
-  replacement and, within each task, the runs (seeds) with replacement. Unseen
-  tasks are random draws from a distribution, so they must be resampled too; with a
-  single run this reduces to an ordinary bootstrap over tasks. The same resampled
-  tasks are used for every k, so the bands of one curve are consistent.
+- Confidence intervals are a stratified percentile bootstrap over tasks and runs,
+  the scheme of rliable's ``StratifiedBootstrap`` with ``task_bootstrap=True``: each
+  replicate resamples the evaluation tasks with replacement and, within each task,
+  the runs (seeds) with replacement. Unseen tasks are random draws from a
+  distribution, so they must be resampled too; with a single run this reduces to an
+  ordinary bootstrap over tasks. The same resampled tasks and runs are used for
+  every k, so the bands of one curve are consistent (rliable redraws the runs per k;
+  the interval of each k has the same distribution either way, and a test checks
+  the intervals against rliable's).
 - ``ci95`` is the interval of the IQM (rliable's recommended aggregate);
   ``mean_ci95`` is the interval of the mean, for tables compared with papers that
   report means (MAML, Finn et al. 2017).
-- rliable 1.2 draws its bootstrap indices from numpy's *global* RNG
-  (``StratifiedBootstrap.update_indices`` calls ``np.random.choice``) and ignores its
-  ``random_state`` argument there. To make results a function of ``seed`` alone, the
-  global state is seeded for the duration of the call and restored afterwards, so
-  callers' global RNG streams are not disturbed.
-- Working versions: rliable 1.2 needs ``arch<8`` (arch 8 removed the
-  ``random_state`` keyword rliable passes) and ``arch`` 7.x needs ``pandas<3``
-  (pandas 3 changed ``pandas.util._decorators.deprecate_kwarg``). pyproject.toml pins
-  that combination.
+- All replicates are drawn at once from a ``np.random.Generator`` seeded with
+  ``seed``: the result is a function of the inputs and ``seed`` alone, and numpy's
+  global RNG is never touched.
 
 References: Agarwal et al. 2021, "Deep Reinforcement Learning at the Edge of the
-Statistical Precipice" (rliable).
+Statistical Precipice" (rliable); Efron & Tibshirani 1993, "An Introduction to the
+Bootstrap" (percentile intervals).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 
-__all__ = ["interquartile_mean", "summarize"]
+__all__ = ["interquartile_mean", "stratified_bootstrap", "summarize"]
+
+
+def _trimmed_mean_last_axis(scores: np.ndarray) -> np.ndarray:
+    """25%-trimmed mean over the last axis: ``int(0.25 * n)`` scores cut from each end."""
+    count = scores.shape[-1]
+    cut = int(0.25 * count)
+    ordered = np.sort(scores, axis=-1)
+    return ordered[..., cut : count - cut].mean(axis=-1)
 
 
 def interquartile_mean(scores: np.ndarray, axis: int | tuple[int, ...] | None = None) -> np.ndarray:
@@ -57,43 +59,38 @@ def interquartile_mean(scores: np.ndarray, axis: int | tuple[int, ...] | None = 
     Returns:
         The IQM with the aggregated axes removed.
     """
-    from scipy.stats import trim_mean
-
     scores = np.asarray(scores, dtype=np.float64)
     if axis is None:
-        return np.asarray(trim_mean(scores.reshape(-1), proportiontocut=0.25))
+        return np.asarray(_trimmed_mean_last_axis(scores.reshape(-1)))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     axes = tuple(a % scores.ndim for a in axes)
     kept = [a for a in range(scores.ndim) if a not in axes]
     moved = np.transpose(scores, kept + list(axes))  # [kept..., aggregated...]
     flat = moved.reshape(*[scores.shape[a] for a in kept], -1)
-    return np.asarray(trim_mean(flat, proportiontocut=0.25, axis=-1))
+    return np.asarray(_trimmed_mean_last_axis(flat))
 
 
-@contextmanager
-def _seeded_global_numpy_rng(seed: int) -> Iterator[None]:
-    """Seed numpy's global RNG for the block and restore the caller's state after."""
-    saved = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(saved)
+def stratified_bootstrap(
+    scores: np.ndarray, reps: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Bootstrap replicates of ``[runs, tasks, K]`` scores, tasks and runs resampled.
 
+    Each replicate draws ``tasks`` task indices with replacement and, for every drawn
+    task slot, ``runs`` run indices with replacement; the K columns of a drawn
+    (run, task) cell stay together.
 
-def _import_rliable():  # noqa: ANN202 - returns a module
-    """Import rliable's library module, explaining the known version conflict on failure."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from rliable import library
-    except Exception as error:  # ImportError, or TypeError raised inside arch on import
-        raise ImportError(
-            "metarl.stats needs rliable (pip install 'rliable>=1.2' 'arch>=7,<8' 'pandas>=2,<3'); "
-            f"importing it failed with {type(error).__name__}: {error}. arch 7.x does not import "
-            "under pandas 3, and arch 8 removed the random_state keyword that rliable 1.2 passes."
-        ) from error
-    return library
+    Args:
+        scores: ``[runs, tasks, K]`` array.
+        reps: Number of replicates.
+        rng: Source of the resampling indices.
+
+    Returns:
+        ``[reps, runs, tasks, K]`` resampled scores.
+    """
+    num_runs, num_tasks, _ = scores.shape
+    task_index = rng.integers(num_tasks, size=(reps, 1, num_tasks))  # [reps, 1, tasks]
+    run_index = rng.integers(num_runs, size=(reps, num_runs, num_tasks))  # [reps, runs, tasks]
+    return scores[run_index, task_index]  # [reps, runs, tasks, K]
 
 
 def summarize(
@@ -134,29 +131,19 @@ def summarize(
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1); got {confidence}")
 
-    num_steps = scores.shape[2]
-
-    def mean_and_iqm(sample: np.ndarray) -> np.ndarray:
-        """[runs, tasks, K] -> [2K]: mean per k then IQM per k."""
-        return np.concatenate([sample.mean(axis=(0, 1)), interquartile_mean(sample, axis=(0, 1))])
-
-    library = _import_rliable()
-    with _seeded_global_numpy_rng(seed), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # arch's random_state deprecation notice
-        points, intervals = library.get_interval_estimates(
-            {"returns": scores},
-            mean_and_iqm,
-            method="percentile",
-            task_bootstrap=True,
-            reps=reps,
-            confidence_interval_size=confidence,
-        )
-    point = points["returns"]  # [2K]
-    interval = np.asarray(intervals["returns"])  # [2, 2K]: lower row, upper row
-    mean, iqm = point[:num_steps], point[num_steps:]
-    lower, upper = interval[0], interval[1]  # [2K] each
-    mean_lo, mean_hi = lower[:num_steps], upper[:num_steps]
-    iqm_lo, iqm_hi = lower[num_steps:], upper[num_steps:]
+    mean = scores.mean(axis=(0, 1))  # [K]
+    iqm = interquartile_mean(scores, axis=(0, 1))  # [K]
+    rng = np.random.default_rng(seed)
+    # Replicates in chunks, so that memory stays bounded for many runs and tasks.
+    chunk = max(1, 2_000_000 // scores.size)
+    mean_reps, iqm_reps = [], []
+    for start in range(0, reps, chunk):
+        sample = stratified_bootstrap(scores, min(chunk, reps - start), rng)  # [r, runs, tasks, K]
+        mean_reps.append(sample.mean(axis=(1, 2)))  # [r, K]
+        iqm_reps.append(interquartile_mean(sample, axis=(1, 2)))  # [r, K]
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    mean_lo, mean_hi = np.percentile(np.concatenate(mean_reps), [tail, 100.0 - tail], axis=0)  # [K] each
+    iqm_lo, iqm_hi = np.percentile(np.concatenate(iqm_reps), [tail, 100.0 - tail], axis=0)  # [K] each
     return {
         "mean": [float(v) for v in mean],
         "iqm": [float(v) for v in iqm],

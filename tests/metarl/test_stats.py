@@ -98,3 +98,52 @@ def test_seed_makes_it_reproducible_and_leaves_global_rng_alone() -> None:
 def test_bad_inputs_are_rejected(returns: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         summarize(returns)
+
+
+def test_iqm_matches_scipy_trim_mean() -> None:
+    trim_mean = pytest.importorskip("scipy.stats").trim_mean
+    scores = np.random.default_rng(3).normal(size=(7, 13, 3))  # [runs, tasks, K]
+    for count in (1, 2, 3, 4, 5, 9, 91):
+        flat = scores.reshape(-1)[:count]
+        assert interquartile_mean(flat) == pytest.approx(trim_mean(flat, 0.25))
+    np.testing.assert_allclose(
+        interquartile_mean(scores, axis=(0, 1)),
+        trim_mean(scores.reshape(-1, 3), 0.25, axis=0),
+    )
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 3), (5, 30, 2)])
+def test_intervals_agree_with_rliable(shape: tuple[int, int, int]) -> None:
+    """Same scheme as rliable's stratified task bootstrap: the endpoints agree up to
+    Monte Carlo noise (both with many replicates, different random draws)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        library = pytest.importorskip("rliable.library")
+        metrics = pytest.importorskip("rliable.metrics")
+    rng = np.random.default_rng(11)
+    # Skewed scores with an outlier, so that mean and IQM intervals differ clearly.
+    scores = rng.gamma(2.0, 10.0, size=shape) - 30.0 * np.arange(shape[2])  # [runs, tasks, K]
+    scores[0, 0, :] += 400.0
+    reps = 6_000
+    ours = summarize(scores, seed=1, reps=reps)
+
+    def aggregate(sample: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [sample.mean(axis=(0, 1)), np.array([metrics.aggregate_iqm(sample[..., k]) for k in range(shape[2])])]
+        )
+
+    np.random.seed(2)  # rliable 1.2 draws from the global RNG
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, intervals = library.get_interval_estimates(
+            {"x": scores}, aggregate, method="percentile", task_bootstrap=True, reps=reps
+        )
+    theirs = np.asarray(intervals["x"])  # [2, 2K]
+    num_steps = shape[2]
+    for k in range(num_steps):
+        for ours_interval, column in ((ours["mean_ci95"][k], k), (ours["ci95"][k], num_steps + k)):
+            width = theirs[1, column] - theirs[0, column]
+            assert width > 0
+            np.testing.assert_allclose(ours_interval, theirs[:, column], atol=0.06 * width)
