@@ -1,4 +1,4 @@
-"""Base classes for the suite's single and batched environments (DESIGN.md §2, §4).
+"""Base classes for the suite's single and batched environments (docs/design.md, "Task protocol" and "Batched environments and the sampler").
 
 :class:`MetaEnv` adds the task protocol to a gymnasium ``Env``: ``set_task``
 (idempotent, takes effect at the next ``reset``), ``get_task`` and

@@ -1,4 +1,4 @@
-"""The task protocol shared by every family of the suite (DESIGN.md §2).
+"""The task protocol shared by every family of the suite (docs/design.md, "Task protocol").
 
 A *task* is a frozen dataclass that subclasses :class:`Task`. Its fields carry
 their units in their names (``goal_velocity_mps``, ``goal_x_m``) and are plain

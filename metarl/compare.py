@@ -1,11 +1,11 @@
 """Side-by-side comparison of evaluated runs: a markdown table, a CSV and two plots.
 
 Every run that adapts by gradient steps writes ``eval_<split>.json`` in one
-schema (DESIGN.md §7), so any set of runs of one family and split compares
+schema (docs/design.md, "Run files"), so any set of runs of one family and split compares
 directly: MAML, the pretrained and fine-tuned baselines and random
 initialisation alike.
 
-What is reported per run (DESIGN.md §6, the three measures of the seed document):
+What is reported per run (docs/design.md, "Evaluation protocol", the three measures of the seed document):
 
 - generalisation: mean return on the unseen tasks for each k, with its 95%
   stratified-bootstrap interval, and the interquartile mean at the last k;
@@ -24,7 +24,7 @@ With ``group_seeds``, runs that differ only in their training seed (the same
 ``config.json`` apart from ``seed`` and ``device``, evaluated on the same tasks
 with the same protocol) are pooled into one row: the mean and IQM over seeds
 and tasks, with rliable's stratified bootstrap over both for the interval
-(DESIGN.md §6), so a claim rests on every seed trained and not on one.
+(docs/design.md, "Evaluation protocol"), so a claim rests on every seed trained and not on one.
 
 Plots: ``return_vs_k.png`` (mean return per k with the CI as a band) and
 ``return_vs_samples.png`` (the same against adaptation samples).

@@ -1,4 +1,4 @@
-"""The evaluation protocol shared by every method that adapts by gradient steps (DESIGN.md §6).
+"""The evaluation protocol shared by every method that adapts by gradient steps (docs/design.md, "Evaluation protocol").
 
 For ``num_tasks`` (40) unseen tasks of a split, drawn from a fixed evaluation
 seed so that every method and every run sees the same tasks, the policy's
@@ -367,7 +367,7 @@ def eval_document(
     extra: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """The ``eval_<split>.json`` document of DESIGN.md §7.
+    """The ``eval_<split>.json`` document of docs/design.md, "Run files".
 
     With ``progress``, a status line on stderr names the bootstrap of the
     confidence intervals while it runs (seconds, after the evaluation's bar ends).

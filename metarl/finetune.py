@@ -1,6 +1,6 @@
 """Fine-tune baseline with stable-baselines3: pretrain on the task mixture, fine-tune per task.
 
-This is the baseline a practitioner tries first (DESIGN.md §5 (b)). A
+This is the baseline a practitioner tries first (docs/design.md, "Algorithms" (b)). A
 stable-baselines3 PPO (or SAC) agent is pretrained on the *mixture* of train
 tasks: :class:`TaskMixtureEnv` draws a fresh train task at every episode from
 an explicit ``np.random.Generator``. At evaluation a copy of the pretrained

@@ -1,7 +1,7 @@
 """The Gaussian MLP policy and functional (torch.func) evaluation of it.
 
 The policy maps an observation to the mean of a diagonal Gaussian through an
-MLP with tanh hidden layers (DESIGN.md; ``nonlinearity="relu"`` is the other
+MLP with tanh hidden layers (docs/design.md, "Algorithms"; ``nonlinearity="relu"`` is the other
 choice: the MAML paper's code used ReLU for its point and locomotion runs);
 the log standard deviation is a state-independent parameter vector (as in
 rllab's ``GaussianMLPPolicy`` used by MAML and ProMP).

@@ -11,7 +11,7 @@ methods extend with one line each. A provider has the signature
 ``(run_dir, config, task, steps, options) -> dict[int, PolicyFn]``.
 
 For methods that adapt by policy-gradient steps (``maml``, ``pretrain``, ``random_init``),
-:func:`gradient_adapted_params` follows the evaluation protocol of DESIGN.md §6 on the one task: ``episodes_per_step``
+:func:`gradient_adapted_params` follows the evaluation protocol of docs/design.md, "Evaluation protocol" on the one task: ``episodes_per_step``
 fresh episodes per step, the first step at the run's inner lr and later ones at
 half of it (:func:`metarl.evaluation.adaptation_lrs`). The sampling noise of
 one task alone differs from that of the 40-task evaluation, so the adapted

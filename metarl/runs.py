@@ -1,4 +1,4 @@
-"""Run directories (DESIGN.md §7): config, checkpoints, metrics and TensorBoard events.
+"""Run directories (docs/design.md, "Run files"): config, checkpoints, metrics and TensorBoard events.
 
 A run directory holds:
 

@@ -7,7 +7,7 @@ Another backend implements the same method and the trainers do not change:
 returns the same episodes (:class:`SamplerChoice` picks the backend).
 
 :class:`VectorEnvSampler` is the in-process backend built on the suite's batched
-vector env (DESIGN.md §4). For ``T`` tasks and ``E`` episodes per task it keeps
+vector env (docs/design.md, "Batched environments and the sampler"). For ``T`` tasks and ``E`` episodes per task it keeps
 one vector env of ``T * E`` sub-envs, laid out task-major (sub-env ``t * E + e``
 runs episode ``e`` of task ``t``), and per env step does exactly one batched
 policy forward (:func:`metarl.policy.batched_policy_forward`, one parameter set

@@ -1,10 +1,10 @@
 """Aggregate statistics for evaluation returns: mean, interquartile mean, bootstrap CIs.
 
-Every method is evaluated on the same protocol (DESIGN.md §6): for each of N unseen
+Every method is evaluated on the same protocol (docs/design.md, "Evaluation protocol"): for each of N unseen
 tasks, the return before adaptation (k = 0) and after each of k = 1..K-1 adaptation
 steps. One run therefore yields a ``[tasks, K]`` array, several seeds a
 ``[runs, tasks, K]`` array. :func:`summarize` turns either into the aggregate block of
-the ``eval_<split>.json`` schema (DESIGN.md §7).
+the ``eval_<split>.json`` schema (docs/design.md, "Run files").
 
 Choices:
 - The interquartile mean (IQM) is the 25%-trimmed mean over all (run, task) scores,

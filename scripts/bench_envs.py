@@ -1,4 +1,4 @@
-"""Env speed benchmark (DESIGN.md §8); the same as ``metarl bench envs``.
+"""Env speed benchmark (docs/design.md, "Benchmarks"); the same as ``metarl bench envs``.
 
 Usage: python scripts/bench_envs.py [--repeats 3] [--robots half_cheetah ant hopper] ...
 """

@@ -8,7 +8,7 @@
 # and fine-tuned per task (`metarl train finetune`), and, with MAML_ITERATIONS > 0, MAML at the
 # same preset and iterations as the pretrained baseline. All are evaluated on the same unseen
 # test tasks (the protocol's fixed evaluation seed) with 20 episodes x horizon per adaptation
-# step, and compared beside the paper's rows (shared/reference/maml_paper_returns.json).
+# step, and compared beside the paper's rows (metarl/data/maml_paper_returns.json).
 # Sizes are small on purpose (a shared 2-core CPU); override them with the variables below.
 # Every command and its wall-clock time goes to OUT_DIR/commands.log; steps whose output
 # exists already are skipped, so the script can be rerun to complete an interrupted experiment.
@@ -26,7 +26,7 @@ EPISODES_PER_TASK=${EPISODES_PER_TASK:-10}  # MAML's per batch; pretraining samp
 MAML_ITERATIONS=${MAML_ITERATIONS:-0}       # 0: no MAML run here (paper: 100-475 iterations)
 PPO_TIMESTEPS=${PPO_TIMESTEPS:-100000}
 EVAL_TASKS=${EVAL_TASKS:-10}                # protocol: 40
-REFERENCE=${REFERENCE:-/work/shared/reference/maml_paper_returns.json}
+REFERENCE=${REFERENCE:-metarl/data/maml_paper_returns.json}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 mkdir -p "$OUT"

@@ -5,7 +5,7 @@ Point2DNav 20 tasks x 20 episodes, horizon 100, 100 iterations; HalfCheetahDir
 40 tasks x 20 episodes, max KL 0.02, 100 iterations; HalfCheetahVel 40 tasks x
 10 episodes, 475 iterations; horizon 200 and ReLU policies for both, see
 :mod:`metarl.presets`), evaluates it with the
-protocol of DESIGN.md §6 (40 unseen test tasks, k = 0..3, 20 episodes per step,
+protocol of docs/design.md, "Evaluation protocol" (40 unseen test tasks, k = 0..3, 20 episodes per step,
 later steps at half the inner lr) and prints our mean returns beside the
 paper's, with the wall-clock time of training and evaluation. Point2DNav is
 also evaluated on the paper's own 40 test goals (its ``test_maml_point.py``
@@ -71,7 +71,7 @@ class ReproduceArgs:
     """Hide progress bars."""
 
 
-# The paper's evaluation budget per adaptation step (shared/reference: "each step uses 20
+# The paper's evaluation budget per adaptation step (the notes of the MAML paper code: "each step uses 20
 # trajectories (40 for point 2D and ant direction)"); metarl evaluate's default is 20.
 PAPER_EPISODES_PER_STEP = {"Point2DNav": 40, "AntDir": 40}
 # What its test script (maml_examples/test_maml_point.py) actually gave each step: VPG with

@@ -1,4 +1,4 @@
-"""Dependencies point one way (DESIGN.md §1): envs never imports torch or metarl."""
+"""Dependencies point one way (docs/design.md, "Architecture"): envs never imports torch or metarl."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Env speed: our envs against gymnasium's and against MuJoCo's physics limit (DESIGN.md §8).
+"""Env speed: our envs against gymnasium's and against MuJoCo's physics limit (docs/design.md, "Benchmarks").
 
 For each robot (HalfCheetah, Ant, Hopper) it measures, side by side in one run,
 env steps per second (random actions drawn beforehand, resets included) of

@@ -1,4 +1,4 @@
-"""MAML speed (DESIGN.md §8): sampler overhead and seconds per meta-iteration.
+"""MAML speed (docs/design.md, "Benchmarks"): sampler overhead and seconds per meta-iteration.
 
 Measured side by side in one process:
 

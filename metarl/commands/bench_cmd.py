@@ -1,4 +1,4 @@
-"""``metarl bench TARGET``: run one of the benchmarks of DESIGN.md §8.
+"""``metarl bench TARGET``: run one of the benchmarks of docs/design.md, "Benchmarks".
 
 Each target is a module with ``main(argv) -> int`` that parses its own flags
 (``metarl bench envs --help``). Add a target with one line in ``TARGETS``.

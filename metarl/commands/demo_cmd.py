@@ -3,7 +3,7 @@
 1. Meta-trains a Gaussian MLP policy with MAML-TRPO on Point2DNav (the MAML
    paper's 2-D navigation) with the demo configuration :func:`demo_config`.
 2. Evaluates it on 40 unseen goals (the test split) with the protocol of
-   DESIGN.md §6: return before adaptation (k = 0) and after k = 1..3
+   docs/design.md, "Evaluation protocol": return before adaptation (k = 0) and after k = 1..3
    policy-gradient steps of 20 episodes each; and, for reference, the same
    protocol from the untrained initial policy (random init).
 3. Prints the k = 0..3 table beside the MAML paper's (Finn et al. 2017;

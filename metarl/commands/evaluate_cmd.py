@@ -1,4 +1,4 @@
-"""``metarl evaluate RUN_DIR --split test|ood``: the evaluation protocol of DESIGN.md §6.
+"""``metarl evaluate RUN_DIR --split test|ood``: the evaluation protocol of docs/design.md, "Evaluation protocol".
 
 ``--tasks FILE`` evaluates on explicit tasks instead (written to ``eval_custom.json``).
 

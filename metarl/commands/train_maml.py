@@ -1,6 +1,6 @@
 """``metarl train maml``: meta-train a Gaussian MLP policy with MAML on a task family.
 
-The loop, one meta-iteration at a time (DESIGN.md §5):
+The loop, one meta-iteration at a time (docs/design.md, "Algorithms"):
 
 1. draw ``meta_batch_size`` train tasks from the task stream;
 2. for each inner step ``j``: sample support episodes of every task with the

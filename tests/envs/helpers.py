@@ -13,7 +13,7 @@ NO_OOD = ("HalfCheetahDir", "AntDir")
 
 
 def outside_train_support(task: envs.Task) -> bool:
-    """Whether ``task`` lies outside its family's training support (DESIGN.md §3)."""
+    """Whether ``task`` lies outside its family's training support (docs/design.md, "Task families")."""
     family = task.family
     if family == "Point2DNav":
         return max(abs(task.goal_x_m), abs(task.goal_y_m)) > 0.5

@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 import envs
 
 # Warnings the checkers raise by design: unbounded observation boxes (gymnasium's own
-# MuJoCo envs have them too), and Point2DNav's action box [-0.1, 0.1] (DESIGN.md §3) in
+# MuJoCo envs have them too), and Point2DNav's action box [-0.1, 0.1] (docs/design.md, "Task families") in
 # float64 (a recommendation of stable-baselines3, not an error).
 EXPECTED_WARNINGS = (".*infinity.*", ".*symmetric and normalized Box action space.*",
                      ".*action space has dtype float64.*")

@@ -1,4 +1,4 @@
-"""The task protocol of every family (DESIGN.md §2-3): sampling, splits, set_task, errors."""
+"""The task protocol of every family (docs/design.md, "Task protocol" and "Task families"): sampling, splits, set_task, errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The batched vector envs (DESIGN.md §4): equal to the single env, isolated blow-ups."""
+"""The batched vector envs (docs/design.md, "Batched environments and the sampler"): equal to the single env, isolated blow-ups."""
 
 from __future__ import annotations
 
