@@ -26,8 +26,8 @@ from importlib import metadata
 
 import gymnasium as gym
 
-from envs.gl import check_mujoco_gl
-from envs.tasks import SPLITS, Task, TaskDistribution
+from metarl_envs.gl import check_mujoco_gl
+from metarl_envs.tasks import SPLITS, Task, TaskDistribution
 
 # Before any family module imports mujoco: a MUJOCO_GL that cannot work here must not break physics.
 check_mujoco_gl(render=False)
@@ -66,20 +66,20 @@ class FamilySpec:
 # The registry: family name -> where it lives. A test checks it against gymnasium's.
 _REGISTRY: dict[str, FamilySpec] = {
     "Point2DNav": FamilySpec(
-        "envs.point2d", "Point2DNavEnv", "Point2DNavVectorEnv", "Point2DNavDistribution", 100
+        "metarl_envs.point2d", "Point2DNavEnv", "Point2DNavVectorEnv", "Point2DNavDistribution", 100
     ),
     **{
         family: FamilySpec(module, f"{family}Env", f"{family}VectorEnv", f"{family}Distribution", 200)
         for module, family in [
-            ("envs.goal_families", "HalfCheetahVel"),
-            ("envs.goal_families", "HalfCheetahDir"),
-            ("envs.goal_families", "AntDir"),
-            ("envs.goal_families", "AntGoal"),
-            ("envs.dynamics_families", "HalfCheetahRandParams"),
-            ("envs.dynamics_families", "HopperRandParams"),
-            ("envs.dynamics_families", "Walker2dRandParams"),
-            ("envs.dynamics_families", "HalfCheetahCrippled"),
-            ("envs.dynamics_families", "AntCrippled"),
+            ("metarl_envs.goal_families", "HalfCheetahVel"),
+            ("metarl_envs.goal_families", "HalfCheetahDir"),
+            ("metarl_envs.goal_families", "AntDir"),
+            ("metarl_envs.goal_families", "AntGoal"),
+            ("metarl_envs.dynamics_families", "HalfCheetahRandParams"),
+            ("metarl_envs.dynamics_families", "HopperRandParams"),
+            ("metarl_envs.dynamics_families", "Walker2dRandParams"),
+            ("metarl_envs.dynamics_families", "HalfCheetahCrippled"),
+            ("metarl_envs.dynamics_families", "AntCrippled"),
         ]
     },
 }

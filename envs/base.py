@@ -26,7 +26,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.tasks import Task, check_task_type
+from metarl_envs.tasks import Task, check_task_type
 
 
 def check_action(action: Any, shape: tuple[int, ...], what: str = "action") -> np.ndarray:

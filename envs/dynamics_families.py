@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from envs.goal_families import ant_v5_reward
-from envs.mujoco_core import (
+from metarl_envs.goal_families import ant_v5_reward
+from metarl_envs.mujoco_core import (
     ANT,
     HALF_CHEETAH,
     HOPPER,
@@ -40,7 +40,7 @@ from envs.mujoco_core import (
     StepBatch,
     ctrl_reward,
 )
-from envs.tasks import Task, TaskDistribution, check_choice, check_vector
+from metarl_envs.tasks import Task, TaskDistribution, check_choice, check_vector
 
 # ----------------------------------------------------------------------------
 # Randomised parameters

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from envs.mujoco_core import (
+from metarl_envs.mujoco_core import (
     ANT,
     HALF_CHEETAH,
     FamilyDef,
@@ -31,7 +31,7 @@ from envs.mujoco_core import (
     contact_reward,
     ctrl_reward,
 )
-from envs.tasks import Task, TaskDistribution, check_choice, check_range
+from metarl_envs.tasks import Task, TaskDistribution, check_choice, check_range
 
 DIRECTIONS = (-1, 1)
 _DIR_NO_OOD = ("a running direction is -1 or +1 and both are in the training support, so no "

@@ -69,8 +69,8 @@ import mujoco
 import numpy as np
 from mujoco import batch as mj_batch
 
-from envs.base import MetaEnv, MetaVectorEnv, check_action
-from envs.tasks import Task
+from metarl_envs.base import MetaEnv, MetaVectorEnv, check_action
+from metarl_envs.tasks import Task
 
 ASSETS_DIR = Path(gym.__file__).resolve().parent / "envs" / "mujoco" / "assets"
 _UNSTABLE_WARNINGS = np.array([

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.base import MetaEnv, MetaVectorEnv, check_action
-from envs.tasks import Task, TaskDistribution, check_range
+from metarl_envs.base import MetaEnv, MetaVectorEnv, check_action
+from metarl_envs.tasks import Task, TaskDistribution, check_range
 
 TRAIN_HALF_WIDTH_M = 0.5
 OOD_HALF_WIDTH_M = 1.0

@@ -13,21 +13,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-import envs as _envs  # registers the gymnasium ids
+import metarl_envs as _envs  # registers the gymnasium ids
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first access)
 _LAZY: dict[str, str] = {
     # task families, tasks and splits
-    "SPLITS": "envs",
-    "Task": "envs",
-    "TaskDistribution": "envs",
-    "distribution": "envs",
-    "env_id": "envs",
-    "families": "envs",
-    "register_family": "envs",
-    "load_plugins": "envs",
+    "SPLITS": "metarl_envs",
+    "Task": "metarl_envs",
+    "TaskDistribution": "metarl_envs",
+    "distribution": "metarl_envs",
+    "env_id": "metarl_envs",
+    "families": "metarl_envs",
+    "register_family": "metarl_envs",
+    "load_plugins": "metarl_envs",
     "sample_tasks": "metarl.api",
     "collect_contexts": "metarl.contexts",
     "evaluation_tasks": "metarl.evaluation",

@@ -52,7 +52,7 @@ def sample_tasks(family: str, split: str, count: int, seed: int = 0) -> list[Any
         count: Number of tasks.
         seed: Seed of the ``np.random.Generator`` the draw uses.
     """
-    import envs
+    import metarl_envs as envs
 
     return envs.distribution(family).sample(count, split, np.random.default_rng(seed))
 
@@ -65,7 +65,7 @@ def make_env(family: str, task: Any | None = None, **kwargs: Any) -> Any:
     """
     import gymnasium as gym
 
-    import envs
+    import metarl_envs as envs
 
     env = gym.make(envs.env_id(family), **kwargs)
     if task is not None:
@@ -80,7 +80,7 @@ def make_vector_env(family: str, tasks: Sequence[Any], **kwargs: Any) -> Any:
     """
     import gymnasium as gym
 
-    import envs
+    import metarl_envs as envs
 
     vector_env = gym.make_vec(
         envs.env_id(family), num_envs=len(tasks), vectorization_mode="vector_entry_point", **kwargs
@@ -186,7 +186,7 @@ class AdaptiveRun:
         """
         import gymnasium as gym
 
-        import envs
+        import metarl_envs as envs
 
         obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)  # [tasks, obs_dim]
         if obs.ndim != 2 or obs.shape[1] != self.policy.obs_dim:

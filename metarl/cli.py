@@ -28,8 +28,8 @@ import errno
 import importlib
 import sys
 
-from envs.gl import MujocoGLError, check_mujoco_gl
 from metarl.interrupts import exit_status, sigterm_as_interrupt
+from metarl_envs.gl import MujocoGLError, check_mujoco_gl
 
 # command words -> (module under metarl.commands, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     words, rest = found
     name = " ".join(words)
     try:
-        import envs
+        import metarl_envs as envs
 
         envs.load_plugins()
     except ImportError as error:

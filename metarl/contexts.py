@@ -41,10 +41,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import envs
-from envs.tasks import Task, check_split
+import metarl_envs as envs
 from metarl.policy import ActionMap, GaussianMLPPolicy, Params, policy_forward
 from metarl.sampler import env_dims
+from metarl_envs.tasks import Task, check_split
 
 #: How many tasks :func:`distinct_variants` draws to decide whether a split is finite.
 _PROBE_DRAWS = 512

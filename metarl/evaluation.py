@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import envs
+import metarl_envs as envs
 from metarl.adaptation import check_objective, inner_step
 from metarl.checkpoint import atomic_write_text
 from metarl.device import resolve_device

@@ -77,8 +77,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 from torch import nn
 from tqdm import tqdm
 
-import envs
-from envs.tasks import Task
+import metarl_envs as envs
 from metarl.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from metarl.device import resolve_device
 from metarl.evaluation import (
@@ -92,6 +91,7 @@ from metarl.interrupts import sigterm_as_interrupt
 from metarl.policy import GaussianMLPPolicy
 from metarl.runs import CHECKPOINT_DIR, ENV_BYTES, MetricsLogger, RunDir, writing_run
 from metarl.validation import check_memory, check_number
+from metarl_envs.tasks import Task
 
 ALGOS: tuple[str, ...] = ("ppo", "sac")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}

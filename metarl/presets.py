@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import envs
+import metarl_envs as envs
 from metarl.maml import MAMLConfig
 from metarl.policy import (
     DEFAULT_NONLINEARITY,

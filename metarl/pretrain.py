@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-import envs
+import metarl_envs as envs
 from metarl.adaptation import estimate_advantages, masked_mean
 from metarl.checkpoint import (
     CheckpointError,

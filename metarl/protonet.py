@@ -66,8 +66,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-import envs
-from envs.tasks import Task
+import metarl_envs as envs
 from metarl.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -96,6 +95,7 @@ from metarl.policy import ActionMap
 from metarl.runs import ENV_BYTES, MetricsLogger, RunDir, check_resume, load_policy, writing_run
 from metarl.sampler import env_dims
 from metarl.validation import check_memory, check_number
+from metarl_envs.tasks import Task
 
 #: Context sizes of the evaluation table.
 EVAL_CONTEXT_SIZES: tuple[int, ...] = (1, 4, 16, 64)

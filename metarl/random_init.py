@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-import envs
+import metarl_envs as envs
 from metarl.checkpoint import save_checkpoint
 from metarl.evaluation import (
     EvalOptions,

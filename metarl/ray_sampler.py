@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import envs
+import metarl_envs as envs
 from metarl.cli import UserError
 from metarl.episodes import Episodes
 from metarl.policy import GaussianMLPPolicy, Params

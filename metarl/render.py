@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.gl import MujocoGLError, check_mujoco_gl
+from metarl_envs.gl import MujocoGLError, check_mujoco_gl
 
 __all__ = [
     "GL_BACKENDS",
@@ -303,7 +303,7 @@ def make_render_env(family: str) -> Any:
     """
     import gymnasium as gym
 
-    import envs
+    import metarl_envs as envs
 
     env_id = envs.env_id(family)
     env = gym.make(env_id)

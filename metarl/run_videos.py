@@ -249,7 +249,7 @@ def gradient_run_policies(
     policy = policy.to("cpu")
     import gymnasium as gym
 
-    import envs
+    import metarl_envs as envs
 
     action_space = gym.make(envs.env_id(config["family"])).action_space
     return {
@@ -322,7 +322,7 @@ def finetune_run_policies(
 
 def envs_horizon(family: str) -> int:
     """The registered horizon of ``family``."""
-    import envs
+    import metarl_envs as envs
 
     return int(envs.family_spec(family).horizon)
 

@@ -58,7 +58,7 @@ import filelock
 import numpy as np
 import torch
 
-import envs
+import metarl_envs as envs
 from metarl.checkpoint import atomic_write_text, check_compatible, load_checkpoint
 from metarl.policy import DEFAULT_NONLINEARITY, DEFAULT_WEIGHT_INIT, GaussianMLPPolicy
 from metarl.sampler import env_dims

@@ -57,7 +57,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import envs
+import metarl_envs as envs
 from metarl.episodes import Episodes
 from metarl.policy import ActionMap, GaussianMLPPolicy, Params, batched_policy_forward
 

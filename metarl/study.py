@@ -48,7 +48,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-import envs
+import metarl_envs as envs
 from metarl.checkpoint import CheckpointError, load_checkpoint
 from metarl.cli import UserError
 from metarl.evaluation import ADAPT_STEPS, EPISODES_PER_STEP, EVAL_SEED, NUM_TASKS

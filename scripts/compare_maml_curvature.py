@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.func import grad, jvp, vjp
 
-import envs
+import metarl_envs as envs
 from metarl.commands.train_maml import initial_policy
 from metarl.maml import (
     MAMLLearner,

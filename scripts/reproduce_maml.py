@@ -37,7 +37,6 @@ from typing import Annotated
 import numpy as np
 import torch
 
-from envs.point2d import Point2DNavTask
 from metarl.commands.demo_cmd import paper_returns
 from metarl.commands.evaluate_cmd import evaluate
 from metarl.commands.flags import OffSwitch, device_choice, optional, parse
@@ -45,6 +44,7 @@ from metarl.commands.train_maml import train_maml
 from metarl.evaluation import CUSTOM_SPLIT, EvalOptions
 from metarl.presets import maml_preset
 from metarl.runs import RunDir, read_metrics
+from metarl_envs.point2d import Point2DNavTask
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-import envs
+import metarl_envs as envs
 from metarl.cli import COMMANDS
 from metarl.cli import main as cli_main
 

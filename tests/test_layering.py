@@ -6,7 +6,7 @@ import sys
 
 def test_import_envs_imports_neither_torch_nor_metarl() -> None:
     code = (
-        "import sys, envs, gymnasium as gym\n"
+        "import sys, gymnasium as gym\nimport metarl_envs as envs\n"
         "for family in envs.FAMILIES:\n"
         "    envs.distribution(family)\n"
         "    gym.make(envs.env_id(family)).close()\n"

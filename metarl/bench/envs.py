@@ -47,9 +47,9 @@ import tyro
 from mujoco import rollout
 from tqdm.auto import tqdm
 
-import envs
-from envs.mujoco_core import ANT, HALF_CHEETAH, HOPPER, Robot, build_model
+import metarl_envs as envs
 from metarl.commands.flags import parse
+from metarl_envs.mujoco_core import ANT, HALF_CHEETAH, HOPPER, Robot, build_model
 
 # robot name -> (our family, gymnasium id, robot)
 ROBOTS: dict[str, tuple[str, str, Robot]] = {

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import tyro
 
-import envs
+import metarl_envs as envs
 from metarl.commands.flags import choice, device_choice, optional, parse
 from metarl.commands.train_maml import (
     SAMPLING_STREAM,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import tyro
 
-import envs
+import metarl_envs as envs
 from metarl.commands.train_maml import initial_policy
 from metarl.maml import MAMLLearner
 from metarl.policy import stack_params

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Annotated
 
-import envs
+import metarl_envs as envs
 from metarl.commands.flags import family_choice, parse
 
 

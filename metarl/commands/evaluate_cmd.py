@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import tyro
 
-import envs
+import metarl_envs as envs
 from metarl.cli import UserError
 from metarl.commands.flags import OffSwitch, choice, device_choice, optional, parse
 from metarl.evaluation import (

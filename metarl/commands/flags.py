@@ -58,7 +58,7 @@ def family_choice(note: str | None = None) -> Any:
     The metavar stays short (ten names would break the help's columns); the hint
     lists the families, then ``note`` (what an unset flag means).
     """
-    import envs
+    import metarl_envs as envs
 
     hint = f"one of {', '.join(envs.FAMILIES)}" + ("" if note is None else f"; {note}")
     return tyro.conf.arg(metavar="FAMILY", help_behavior_hint=f"({hint})")

@@ -36,7 +36,7 @@ from typing import Annotated, Any
 import torch
 from tqdm.auto import tqdm
 
-import envs
+import metarl_envs as envs
 from metarl.adaptation import OBJECTIVES
 from metarl.checkpoint import (
     CheckpointError,

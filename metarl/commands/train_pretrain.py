@@ -13,7 +13,7 @@ from typing import Annotated
 
 import torch
 
-import envs
+import metarl_envs as envs
 from metarl.cli import UserError
 from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
 from metarl.policy import NONLINEARITIES

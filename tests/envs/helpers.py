@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import envs
-from envs.dynamics_families import MULTIPLIER_BASE, TRAIN_EXPONENT
+import metarl_envs as envs
+from metarl_envs.dynamics_families import MULTIPLIER_BASE, TRAIN_EXPONENT
 
 GOAL_FAMILIES = ("Point2DNav", "HalfCheetahVel", "HalfCheetahDir", "AntDir", "AntGoal")
 DYNAMICS_FAMILIES = tuple(f for f in envs.FAMILIES if f not in GOAL_FAMILIES)

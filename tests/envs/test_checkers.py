@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
-import envs
+import metarl_envs as envs
 
 # Warnings the checkers raise by design: unbounded observation boxes (gymnasium's own
 # MuJoCo envs have them too), and Point2DNav's action box [-0.1, 0.1] (docs/design.md, "Task families") in

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import envs
+import metarl_envs as envs
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ import mujoco
 import numpy as np
 import pytest
 
-import envs
+import metarl_envs as envs
 
 ASSETS = Path(gym.__file__).resolve().parent / "envs" / "mujoco" / "assets"
 XML = {"HalfCheetahRandParams": "half_cheetah.xml", "HopperRandParams": "hopper.xml",

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
+import metarl_envs as envs
 from tests.envs.helpers import (
     DYNAMICS_FAMILIES,
     GOAL_FAMILIES,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from envs import gl
+from metarl_envs import gl
 
 _PHYSICS = (
     "import gymnasium as gym, numpy as np, envs;"

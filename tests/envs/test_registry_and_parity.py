@@ -6,9 +6,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
-from envs import _REGISTRY
-from envs.mujoco_core import ANT, HALF_CHEETAH, HOPPER, WALKER2D, build_model
+import metarl_envs as envs
+from metarl_envs import _REGISTRY
+from metarl_envs.mujoco_core import ANT, HALF_CHEETAH, HOPPER, WALKER2D, build_model
 
 DOCUMENTED_ORDER = ("Point2DNav", "HalfCheetahVel", "HalfCheetahDir", "AntDir", "AntGoal",
                 "HalfCheetahRandParams", "HopperRandParams", "Walker2dRandParams",

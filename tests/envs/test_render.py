@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
+import metarl_envs as envs
 
 
 @pytest.fixture(scope="module", autouse=True)

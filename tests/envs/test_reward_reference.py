@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
+import metarl_envs as envs
 
 MUJOCO_FAMILIES = [f for f in envs.FAMILIES if f != "Point2DNav"]
 STEPS = 60

@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
-from envs.base import MetaVectorEnv
+import metarl_envs as envs
+from metarl_envs.base import MetaVectorEnv
 
 NUM_ENVS = 3
 STEPS = 300

@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import envs
+import metarl_envs as envs
 from metarl.policy import ActionMap, GaussianMLPPolicy
 from metarl.sampler import VectorEnvSampler
 

@@ -37,7 +37,7 @@ def test_help_shows_no_none_metavar_no_double_negation_and_no_none_default(
 def test_help_lists_choices_and_states_the_defaults_of_unset_flags(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import envs
+    import metarl_envs as envs
 
     text = _help(["train", "maml"], capsys, monkeypatch)
     assert "--env FAMILY" in text and all(family in text for family in envs.FAMILIES)
@@ -91,7 +91,7 @@ def test_the_flags_of_long_runs_parse_as_before() -> None:
 def test_every_family_flag_lists_the_families(
     argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import envs
+    import metarl_envs as envs
 
     text = _help(argv, capsys, monkeypatch)
     assert " FAMILY " in text

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import envs
+import metarl_envs as envs
 from metarl import finetune as ft
 from metarl.checkpoint import CheckpointError
 from metarl.cli import main as cli_main

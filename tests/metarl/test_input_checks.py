@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import envs
+import metarl_envs as envs
 from metarl import cli
 from metarl.evaluation import EvalOptions, load_tasks_file
 from metarl.protonet import VariantPool, check_way

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import envs
+import metarl_envs as envs
 from metarl.adaptation import inner_step
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main as cli_main

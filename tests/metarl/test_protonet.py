@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from envs.point2d import Point2DNavTask
 from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main as cli_main
 from metarl.contexts import collect_contexts, distinct_variants, sample_contexts, transition_dim
@@ -29,6 +28,7 @@ from metarl.protonet import (
     variant_pool,
 )
 from metarl.runs import RunDir, policy_config, policy_tensors
+from metarl_envs.point2d import Point2DNavTask
 
 FAMILY = "Point2DNav"
 DIM = transition_dim(2, 2)  # Point2DNav: obs 2, act 2 -> 7

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-from envs.point2d import Point2DNavTask
+import metarl_envs as envs
 from metarl import cli
 from metarl.commands import train_maml as train_module
 from metarl.episodes import Episodes
@@ -26,6 +25,7 @@ from metarl.policy import GaussianMLPPolicy, stack_params
 from metarl.presets import maml_preset
 from metarl.ray_sampler import BlockSampler, alignment_padding, task_blocks
 from metarl.sampler import SamplerChoice, VectorEnvSampler, env_dims
+from metarl_envs.point2d import Point2DNavTask
 
 FIELDS = ("observations", "actions", "rewards", "mask")
 

@@ -15,7 +15,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-import envs
+import metarl_envs as envs
 from metarl import render
 
 

@@ -141,7 +141,7 @@ def test_rendering_unavailable_is_a_clear_error(
 
 
 def test_describe_task_is_short() -> None:
-    import envs
+    import metarl_envs as envs
 
     for family in ("HalfCheetahRandParams", "HalfCheetahCrippled", "Point2DNav"):
         task = envs.distribution(family).sample(1, "test", np.random.default_rng(0))[0]

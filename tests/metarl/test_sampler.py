@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-from envs.point2d import Point2DNavTask
+import metarl_envs as envs
 from metarl.policy import GaussianMLPPolicy, stack_params
 from metarl.sampler import Sampler, VectorEnvSampler, env_dims
+from metarl_envs.point2d import Point2DNavTask
 
 
 def _shared(policy: GaussianMLPPolicy, num_tasks: int) -> dict[str, torch.Tensor]:
