@@ -1,5 +1,7 @@
 """metarl's task suite: parameterized Gymnasium/MuJoCo task distributions.
 
+The folder is ``envs/``; the import name is ``metarl_envs`` (mapped in pyproject.toml),
+so that another package or a user's folder called ``envs`` cannot shadow it.
 Importing the package registers one gymnasium id per family, ``MetaRL/<Family>-v0``,
 with lazy string entry points, a batched ``vector_entry_point`` and the family's
 horizon as ``max_episode_steps`` (``import metarl`` does the same). The Python face
