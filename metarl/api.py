@@ -122,6 +122,7 @@ class AdaptiveRun:
         gae_lambda: GAE lambda of its advantages.
         normalize_advantages: Whether advantages are centred and scaled per task.
         horizon: Episode length the run used.
+        action_map: Maps the policy's normalised actions onto the env's action box.
     """
 
     path: Path
@@ -135,6 +136,7 @@ class AdaptiveRun:
     gae_lambda: float
     normalize_advantages: bool
     horizon: int | None
+    action_map: ActionMap
 
     def sampler(self, num_tasks: int, device: str | torch.device = "cpu") -> VectorEnvSampler:
         """An in-process sampler for ``num_tasks`` tasks of the run's family and horizon."""
@@ -184,10 +186,6 @@ class AdaptiveRun:
         Returns:
             ``[tasks, act_dim]`` actions mapped to and clipped to the env's action box.
         """
-        import gymnasium as gym
-
-        import metarl_envs as envs
-
         obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)  # [tasks, obs_dim]
         if obs.ndim != 2 or obs.shape[1] != self.policy.obs_dim:
             raise ValueError(f"observations must have shape [tasks, {self.policy.obs_dim}], got {tuple(obs.shape)}")
@@ -197,10 +195,7 @@ class AdaptiveRun:
             if not deterministic:
                 noise = torch.randn(action.shape, generator=generator)
                 action = action + noise * log_std.exp()
-        env = gym.make(envs.env_id(self.family))
-        action_map = ActionMap.from_space(env.action_space)
-        env.close()
-        return action_map(action.double().numpy())
+        return self.action_map(action.double().numpy())
 
 
 def load_run(path: str | os.PathLike[str]) -> AdaptiveRun:
@@ -219,7 +214,11 @@ def load_run(path: str | os.PathLike[str]) -> AdaptiveRun:
         raise ValueError(f"load_run reads runs of method {', '.join(GRADIENT_METHODS)}; "
                          f"{run_dir.path} is a {method!r} run{hint}")
     settings = _adaptation_settings(method, config)
+    family = str(config["family"])
+    env = make_env(family)
+    action_map = ActionMap.from_space(env.action_space)
+    env.close()
     return AdaptiveRun(
-        path=run_dir.path, method=method, family=str(config["family"]), config=config,
-        policy=load_policy(run_dir, config), horizon=config.get("horizon"), **settings,
+        path=run_dir.path, method=method, family=family, config=config,
+        policy=load_policy(run_dir, config), horizon=config.get("horizon"), action_map=action_map, **settings,
     )

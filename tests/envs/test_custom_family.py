@@ -75,6 +75,18 @@ def test_toy_family_trains_evaluates_and_renders_through_the_cli(
     assert video.stat().st_size > 0
 
 
+def test_an_installed_entry_point_is_loaded(toy_plugin: dict[str, str], tmp_path: Path) -> None:
+    """A distribution that declares the module in the metarl.families group needs no variable."""
+    del toy_plugin["METARL_PLUGINS"]
+    folder = Path(toy_plugin["PYTHONPATH"].split(os.pathsep)[0])
+    dist_info = folder / "toy_line-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-line\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text("[metarl.families]\ntoy_line = toy_line_family\n")
+    listed = _metarl(["envs", "--family", "ToyLine"], toy_plugin, tmp_path)
+    assert "ToyLine  (MetaRL/ToyLine-v0, horizon 20)" in listed.stdout
+
+
 def test_without_the_plugin_the_family_is_unknown(toy_plugin: dict[str, str], tmp_path: Path) -> None:
     del toy_plugin["METARL_PLUGINS"]
     result = subprocess.run(
