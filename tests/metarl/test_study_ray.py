@@ -199,8 +199,11 @@ def test_sigterm_stops_every_run_with_its_checkpoint_and_a_rerun_finishes(tmp_pa
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     checkpoints = [study / "runs" / "Point2DNav" / "maml-trpo" / f"seed{seed}" / "checkpoint" /
                    "latest.safetensors" for seed in (0, 1)]
+    def iteration(path: Path) -> int:  # -1 until a checkpoint is there (trainers save iteration 0 first)
+        return load_checkpoint(path)[1]["iteration"] if path.is_file() else -1
+
     deadline = time.time() + 240
-    while not all(path.is_file() for path in checkpoints) and time.time() < deadline:
+    while not all(iteration(path) >= 1 for path in checkpoints) and time.time() < deadline:
         time.sleep(0.5)
     driver.send_signal(signal.SIGTERM)
     output, _ = driver.communicate(timeout=180)
