@@ -442,30 +442,44 @@ def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions 
     )
     refs: dict[Any, RunPlan] = {}
     by_key: dict[str, Any] = {}
-    for plan in todo:  # families, then methods in file order: a like run is submitted before its users
-        dependencies = [by_key[plan.like_key]] if plan.like is not None and plan.like_key in by_key else []
-        ref = task.remote(plan, context, *dependencies)
-        refs[ref] = plan
-        by_key[plan.key] = ref
+    unsubmitted = list(todo)  # families, then methods in file order: a like run is submitted before its users
+    pending: list[Any] = []
+
+    def submit() -> None:
+        """Hand Ray as many runs as the cluster has slots for now (recomputed as nodes join or leave).
+
+        Ray releases a task's CPUs while it waits in ``ray.get`` (a run's brief calls to the store), and
+        would start queued runs in that gap, so more runs than slots would share the CPUs; runs are
+        therefore given to Ray only while fewer than the cluster's slots are in flight.
+        """
+        while unsubmitted and len(pending) < run_slots(ray.cluster_resources(), options):
+            plan = unsubmitted.pop(0)
+            dependencies = [by_key[plan.like_key]] if plan.like is not None and plan.like_key in by_key else []
+            ref = task.remote(plan, context, *dependencies)
+            refs[ref] = plan
+            by_key[plan.key] = ref
+            pending.append(ref)
+
+    submit()
     log(f"study {spec.name}: {len(todo)} runs to do, {len(skipped)} finished already; "
         f"Ray resources {ray.cluster_resources()}")
 
     previous_handlers = _stop_on_sigterm()
-    pending = list(refs)
     started_at = time.time()
     last_progress = 0.0
     try:
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            ready, pending[:] = ray.wait(pending, num_returns=1, timeout=1.0)
             for ref in ready:
                 _collect(ray, ref, refs[ref], result, manifest)
+            submit()
             attempts = ray.get(store.status.remote())
             _update_attempts(manifest, attempts, [refs[r] for r in pending])
             manifest.write()
             if options.progress and (ready or time.time() - last_progress >= options.progress_seconds):
                 last_progress = time.time()
-                log(_progress_line(spec.name, manifest, [refs[r] for r in pending], result, started_at,
-                                   options, ray))
+                log(_progress_line(spec.name, manifest, [refs[r] for r in pending] + unsubmitted, result,
+                                   started_at, options, ray))
     except KeyboardInterrupt:
         log(f"study {spec.name}: stopping; every running run saves its checkpoint")
         for ref in pending:
@@ -521,6 +535,14 @@ def _update_attempts(manifest: Manifest, attempts: Mapping[str, list[dict[str, A
             run["status"] = "running" if latest["end"] is None else "waiting"
 
 
+def run_slots(resources: Mapping[str, float], options: RunOptions) -> int:
+    """How many runs the cluster's ``resources`` hold at once (at least 1)."""
+    slots = int(resources.get("CPU", 0) // options.cpus_per_run)
+    if options.gpus_per_run > 0:
+        slots = min(slots, int(resources.get("GPU", 0) // options.gpus_per_run))
+    return max(1, slots)
+
+
 def _progress_line(name: str, manifest: Manifest, pending: list[RunPlan], result: StudyResult,
                    started_at: float, options: RunOptions, ray: Any) -> str:
     statuses = [manifest.runs[plan.key]["status"] for plan in pending]
@@ -530,7 +552,7 @@ def _progress_line(name: str, manifest: Manifest, pending: list[RunPlan], result
     eta = "unknown"
     if done:
         walls = [manifest.runs[key]["wall_seconds"] for key in result.done]
-        slots = max(1, min(len(pending), int(ray.cluster_resources().get("CPU", 1) // options.cpus_per_run)))
+        slots = max(1, min(len(pending), run_slots(ray.cluster_resources(), options)))
         eta = _format_seconds(sum(walls) / len(walls) * len(pending) / slots)
     return (f"study {name}: {done} done, {running} running, {failed} failed, {waiting} waiting; "
             f"elapsed {_format_seconds(time.time() - started_at)}, ETA {eta}")

@@ -136,3 +136,13 @@ def test_every_trainer_runs_from_its_study_options_and_its_directory_then_reads_
     assert frozen["recipe"]["freeze"] == 2 and frozen["recipe"]["new_head"] is True
     assert frozen["hidden_sizes"] == [8, 8] and frozen["normalize_obs"] is False
     assert configs["random-init"]["policy"] == configs["maml-trpo"]["policy"]
+
+
+def test_runs_in_flight_never_exceed_the_cluster_slots() -> None:
+    from metarl.study_runner import run_slots
+
+    assert run_slots({"CPU": 2.0}, RunOptions(cpus_per_run=1)) == 2
+    assert run_slots({"CPU": 16.0}, RunOptions(cpus_per_run=3)) == 5
+    assert run_slots({"CPU": 1.0}, RunOptions(cpus_per_run=2)) == 1  # one run still goes (Ray queues it)
+    assert run_slots({"CPU": 16.0, "GPU": 2.0}, RunOptions(cpus_per_run=1, gpus_per_run=1)) == 2
+    assert run_slots({"CPU": 16.0}, RunOptions(cpus_per_run=1, gpus_per_run=0.5)) == 1
