@@ -51,7 +51,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -71,7 +70,7 @@ from metarl.policy import GaussianMLPPolicy, Params, stack_params
 from metarl.runs import RunDir, RunDirError, load_policy
 from metarl.sampler import VectorEnvSampler
 from metarl.stats import summarize
-from metarl.validation import ALLOW_LARGE_FLAG, format_bytes
+from metarl.validation import ALLOW_LARGE_FLAG, format_bytes, json_nesting_depth
 
 EVAL_SEED = 20170  # the fixed evaluation seed: the same unseen tasks for every method and run
 NUM_TASKS = 40
@@ -192,7 +191,7 @@ def load_tasks_file(path: str | Path, allow_large: bool = False) -> list[Any]:
         )
     try:
         text = path.read_bytes().decode("utf-8")
-        depth = _json_depth(text)
+        depth = json_nesting_depth(text)
         if depth > TASKS_FILE_MAX_DEPTH:
             raise ValueError(f"--tasks file {path} nests lists or objects {depth} deep; a tasks file needs at most "
                              f"{TASKS_FILE_MAX_DEPTH} (a list of task objects whose fields are numbers or lists of numbers)")
@@ -214,19 +213,6 @@ def load_tasks_file(path: str | Path, allow_large: bool = False) -> list[Any]:
         except (ValueError, TypeError, KeyError) as error:
             raise ValueError(f"--tasks file {path}, task {index}: {error}") from None
     return tasks
-
-
-def _json_depth(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON ``text`` (brackets inside strings not counted)."""
-    depth = deepest = 0
-    for bracket in _BRACKETS.findall(_JSON_STRINGS.sub("", text)):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
-
-
-_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def sample_step_budget(

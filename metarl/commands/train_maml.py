@@ -45,8 +45,8 @@ from metarl.checkpoint import (
     generator_state,
     load_checkpoint,
     read_float,
+    read_generator,
     read_int,
-    restore_generator,
     restore_numpy_generator,
     restore_tensor_dict,
     save_checkpoint,
@@ -153,12 +153,7 @@ def restore_checkpoint(
         learner.load_state_dict(learner_state)
     except (ValueError, KeyError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {path}: metadata field 'learner_state' does not fit this run ({error})") from None
-    if "rng.sampling" not in tensors:
-        raise CheckpointError(f"checkpoint {path} lacks the tensor 'rng.sampling' (the sampling generator's state)")
-    try:
-        sampling_generator = restore_generator(tensors["rng.sampling"])
-    except (RuntimeError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path}: tensor 'rng.sampling' is not a generator state ({error})") from None
+    sampling_generator = read_generator(tensors, "rng.sampling", path)
     return IterationState(
         iteration=read_int(metadata, "iteration", path),
         task_rng=restore_numpy_generator(metadata.get("rng_tasks"), path, "rng_tasks"),
