@@ -452,22 +452,41 @@ def format_returns_table(
     return "\n".join(lines)
 
 
+def adaptation_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """How a run that adapts by policy-gradient steps adapts, from its ``config.json``.
+
+    Read from ``config["maml"]`` (MAML and pretrain runs) or ``config["adaptation"]``
+    (random-init runs), with the defaults of :class:`metarl.maml.MAMLConfig`; the same
+    settings serve ``metarl evaluate``, ``metarl render`` and :func:`metarl.api.load_run`.
+
+    Returns:
+        ``inner_lr``, ``inner_objective``, ``discount``, ``gae_lambda`` and
+        ``normalize_advantages``, keyword arguments of :func:`evaluate_gradient_adaptation`
+        (after the first).
+
+    Raises:
+        ValueError: the config names no ``inner_lr`` under either key.
+    """
+    block = config.get("maml", config.get("adaptation"))
+    if not isinstance(block, Mapping) or "inner_lr" not in block:
+        raise ValueError(
+            f"config.json of a {config.get('method')!r} run names no inner_lr under 'maml' or 'adaptation'"
+        )
+    return {
+        "inner_lr": float(block["inner_lr"]),
+        "inner_objective": str(block.get("inner_objective", "vpg")),
+        "discount": float(block.get("discount", 0.99)),
+        "gae_lambda": float(block.get("gae_lambda", 1.0)),
+        "normalize_advantages": bool(block.get("normalize_advantages", True)),
+    }
+
+
 def evaluate_maml_run(run_dir: RunDir, config: Mapping[str, Any], options: EvalOptions, progress: bool = True) -> dict:
     """Evaluator for ``method == "maml"`` runs: adapt from the meta-learned parameters."""
     policy = load_policy(run_dir, config)
-    algorithm = config["maml"]
     result = evaluate_gradient_adaptation(
-        policy,
-        policy.params(),
-        config["family"],
-        float(algorithm["inner_lr"]),
-        options,
-        inner_objective=algorithm.get("inner_objective", "vpg"),
-        discount=float(algorithm.get("discount", 0.99)),
-        gae_lambda=float(algorithm.get("gae_lambda", 1.0)),
-        horizon=config.get("horizon"),
-        progress=progress,
-        normalize_advantages=bool(algorithm.get("normalize_advantages", True)),
+        policy, policy.params(), config["family"], options=options, horizon=config.get("horizon"),
+        progress=progress, **adaptation_settings(config),
     )
     document = eval_document("maml", config["family"], options, result, policy, progress=progress)
     write_eval_json(run_dir, document)
