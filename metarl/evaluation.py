@@ -14,7 +14,7 @@ together but independently (one parameter set per task,
 only a policy module, its starting parameters and the adaptation
 hyperparameters, so MAML, the pretrained baseline and a randomly initialised
 policy use it unchanged. :func:`eval_document` and :func:`write_eval_json` give
-``eval_<split>.json`` in the §7 schema. :func:`evaluate_maml_run` is the
+``eval_<split>.json`` in the schema of docs/design.md, "Run files". :func:`evaluate_maml_run` is the
 evaluator that ``metarl evaluate`` calls for ``method == "maml"`` runs.
 
 Choices, written down:
