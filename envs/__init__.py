@@ -33,6 +33,7 @@ from metarl_envs.tasks import SPLITS, Task, TaskDistribution
 
 # Before any family module imports mujoco: a MUJOCO_GL that cannot work here must not break physics.
 check_mujoco_gl(render=False)
+
 PLUGIN_ENTRY_POINT_GROUP = "metarl.families"
 PLUGIN_ENVIRONMENT_VARIABLE = "METARL_PLUGINS"
 _FAMILY_NAME = re.compile(r"[A-Z][A-Za-z0-9]*")
@@ -169,8 +170,8 @@ def register_family(
     Args:
         name: Family name, CamelCase (``[A-Z][A-Za-z0-9]*``); the id is ``MetaRL/<name>-v0``.
         module: Importable module holding the three classes below.
-        env_class: Single env (a :class:`envs.base.MetaEnv` subclass).
-        vector_env_class: Batched env (a :class:`envs.base.MetaVectorEnv` subclass).
+        env_class: Single env (a :class:`metarl_envs.base.MetaEnv` subclass).
+        vector_env_class: Batched env (a :class:`metarl_envs.base.MetaVectorEnv` subclass).
         distribution_class: Task distribution (a :class:`TaskDistribution` subclass
             whose ``family`` attribute equals ``name``).
         horizon: Episode length (gymnasium's ``max_episode_steps``).

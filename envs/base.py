@@ -48,7 +48,7 @@ def check_action(action: Any, shape: tuple[int, ...], what: str = "action") -> n
 
 
 class MetaEnv(gym.Env, metaclass=ABCMeta):
-    """A gymnasium env whose task can be set (the single-env side of §2).
+    """A gymnasium env whose task can be set (docs/design.md, "Task protocol").
 
     Subclasses set ``task_class`` and ``default_task`` and read ``self.task``
     (the active task) in ``reset``, after calling :meth:`_begin_reset`.

@@ -447,7 +447,7 @@ class HalfCheetahCrippledVectorEnv(LocomotionVectorEnv):
 class AntCrippledEnv(LocomotionEnv):
     """Ant with one disabled leg (both actuators of the leg multiplied by 0).
 
-    Observation (105) and action (8) as Ant-v5 (see :class:`envs.goal_families.AntDirEnv`
+    Observation (105) and action (8) as Ant-v5 (see :class:`metarl_envs.goal_families.AntDirEnv`
     for the tables); frame_skip 5, reset noise as Ant-v5, terminates when unhealthy.
 
     | task field | meaning | train/test | ood |

@@ -4,8 +4,8 @@ MuJoCo reads ``MUJOCO_GL`` when ``mujoco`` is first imported: an unknown value
 raises there, and a backend whose system library is missing (``osmesa``
 without libOSMesa) fails there too, so every MuJoCo task family would fail
 to load, although physics needs no OpenGL. :func:`check_mujoco_gl` is called
-before that import (by :mod:`envs.mujoco_core`, and by the ``metarl`` command
-line before any command module is imported):
+before that import (when the package ``metarl_envs`` is imported, and by the
+``metarl`` command line before any command module is imported):
 
 - for work that does not render (``render=False``), a ``MUJOCO_GL`` that
   cannot work here is replaced by ``disable`` (MuJoCo then skips OpenGL), and

@@ -3,7 +3,7 @@
 HalfCheetahVel (goal velocity), HalfCheetahDir and AntDir (running direction)
 are the MAML paper's locomotion tasks; AntGoal (goal position) is the ProMP /
 PEARL ant-goal task. Each family is a task dataclass, a distribution with pure
-sampling functions, a batched reward, and a :class:`~envs.mujoco_core.FamilyDef`;
+sampling functions, a batched reward, and a :class:`~metarl_envs.mujoco_core.FamilyDef`;
 the env classes are thin subclasses of the shared machinery.
 
 References: Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast
@@ -286,7 +286,7 @@ _ANT_TABLES = """
     Ant-v5 physics: ant.xml, frame_skip 5 (dt 0.05 s), reset noise qpos + U(-0.1, 0.1),
     qvel + 0.1 N(0, 1); velocity from the torso's xpos as Ant-v5; healthy when the
     state is finite and 0.2 <= torso z <= 1.0. Contact forces are those of the last
-    substep (see envs.mujoco_core).
+    substep (see metarl_envs.mujoco_core).
 """
 
 

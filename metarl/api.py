@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch
 
 from metarl.adaptation import Params, adapt
 from metarl.episodes import Episodes
-from metarl.evaluation import adaptation_lrs
+from metarl.evaluation import adaptation_lrs, adaptation_settings
 from metarl.policy import ActionMap, GaussianMLPPolicy, batched_policy_forward, stack_params
 from metarl.runs import RunDir, load_policy
 from metarl.sampler import VectorEnvSampler
@@ -87,23 +87,6 @@ def make_vector_env(family: str, tasks: Sequence[Any], **kwargs: Any) -> Any:
     )
     vector_env.unwrapped.set_tasks(list(tasks))
     return vector_env
-
-
-def _adaptation_settings(method: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    if method == "random_init":
-        from metarl.random_init import adaptation_settings
-
-        return {**adaptation_settings(config), "normalize_advantages": True}
-    algorithm = config.get("maml")
-    if not isinstance(algorithm, Mapping) or "inner_lr" not in algorithm:
-        raise ValueError(f"config.json of a {method} run needs maml.inner_lr")
-    return {
-        "inner_lr": float(algorithm["inner_lr"]),
-        "inner_objective": str(algorithm.get("inner_objective", "vpg")),
-        "discount": float(algorithm.get("discount", 0.99)),
-        "gae_lambda": float(algorithm.get("gae_lambda", 1.0)),
-        "normalize_advantages": bool(algorithm.get("normalize_advantages", True)),
-    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +196,7 @@ def load_run(path: str | os.PathLike[str]) -> AdaptiveRun:
         hint = f"; read it with {readers[method]}" if method in readers else ""
         raise ValueError(f"load_run reads runs of method {', '.join(GRADIENT_METHODS)}; "
                          f"{run_dir.path} is a {method!r} run{hint}")
-    settings = _adaptation_settings(method, config)
+    settings = adaptation_settings(config)
     family = str(config["family"])
     env = make_env(family)
     action_map = ActionMap.from_space(env.action_space)

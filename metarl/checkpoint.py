@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import struct
 import tempfile
 from pathlib import Path
@@ -42,6 +41,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
+
+from metarl.validation import json_nesting_depth
 
 FORMAT = "metarl-checkpoint"
 FORMAT_VERSION = 2
@@ -153,7 +154,7 @@ def _read_header(data: bytes, path: Path) -> dict[str, Any]:
     try:
         header = json.loads(data[8 : 8 + header_size])
         text = header["__metadata__"][_META_KEY]
-        if _nesting_depth(text) > MAX_METADATA_DEPTH:
+        if json_nesting_depth(text) > MAX_METADATA_DEPTH:
             raise ValueError(f"its metadata nests deeper than {MAX_METADATA_DEPTH} levels")
         document = json.loads(text)
     except (ValueError, KeyError, TypeError, RecursionError) as error:
@@ -170,19 +171,6 @@ def _read_header(data: bytes, path: Path) -> dict[str, Any]:
             f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     return document
-
-
-def _nesting_depth(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON ``text`` (brackets inside strings not counted)."""
-    depth = deepest = 0
-    for bracket in _BRACKETS.findall(_JSON_STRINGS.sub("", text)):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
-
-
-_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -322,6 +310,20 @@ def restore_generator(state: torch.Tensor) -> torch.Generator:
     generator = torch.Generator()
     generator.set_state(state.to(torch.uint8).contiguous())
     return generator
+
+
+def read_generator(tensors: dict[str, torch.Tensor], key: str, path: Any) -> torch.Generator:
+    """The generator saved as tensor ``key`` of the checkpoint at ``path``.
+
+    Raises:
+        CheckpointError: the tensor is missing or is not a generator state (the message names it).
+    """
+    if key not in tensors:
+        raise CheckpointError(f"checkpoint {path} lacks the tensor {key!r} (the sampling generator's state)")
+    try:
+        return restore_generator(tensors[key])
+    except (RuntimeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: tensor {key!r} is not a generator state ({error})") from None
 
 
 def flatten_state(state: Any, prefix: str) -> tuple[dict[str, torch.Tensor], Any]:

@@ -13,7 +13,7 @@ checkpoint of its last completed iteration, says so, and exits with status 130
 after Ctrl-C (SIGINT) or 143 after SIGTERM; ``--resume`` continues it.
 
 ``MUJOCO_GL`` is checked before any command imports MuJoCo
-(:func:`envs.gl.check_mujoco_gl`): only ``render`` needs OpenGL and refuses a
+(:func:`metarl_envs.gl.check_mujoco_gl`): only ``render`` needs OpenGL and refuses a
 backend that cannot work here, saying what to install or set; the other
 commands run whatever it holds.
 

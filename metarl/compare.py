@@ -153,7 +153,7 @@ def _read_json_object(path: Path, missing_hint: str) -> dict[str, Any]:
 
 def _require(document: Mapping[str, Any], key: str, where: Path) -> Any:
     if key not in document:
-        raise ValueError(f"{where} lacks {key!r}; it is not an eval_<split>.json of the §7 schema")
+        raise ValueError(f"{where} lacks {key!r}; it is not an eval_<split>.json (its schema: docs/design.md, 'Run files')")
     return document[key]
 
 

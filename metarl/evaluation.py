@@ -14,7 +14,7 @@ together but independently (one parameter set per task,
 only a policy module, its starting parameters and the adaptation
 hyperparameters, so MAML, the pretrained baseline and a randomly initialised
 policy use it unchanged. :func:`eval_document` and :func:`write_eval_json` give
-``eval_<split>.json`` in the §7 schema. :func:`evaluate_maml_run` is the
+``eval_<split>.json`` in the schema of docs/design.md, "Run files". :func:`evaluate_maml_run` is the
 evaluator that ``metarl evaluate`` calls for ``method == "maml"`` runs.
 
 Choices, written down:
@@ -51,7 +51,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -71,7 +70,7 @@ from metarl.policy import GaussianMLPPolicy, Params, stack_params
 from metarl.runs import RunDir, RunDirError, load_policy
 from metarl.sampler import VectorEnvSampler
 from metarl.stats import summarize
-from metarl.validation import ALLOW_LARGE_FLAG, format_bytes
+from metarl.validation import ALLOW_LARGE_FLAG, format_bytes, json_nesting_depth
 
 EVAL_SEED = 20170  # the fixed evaluation seed: the same unseen tasks for every method and run
 NUM_TASKS = 40
@@ -192,7 +191,7 @@ def load_tasks_file(path: str | Path, allow_large: bool = False) -> list[Any]:
         )
     try:
         text = path.read_bytes().decode("utf-8")
-        depth = _json_depth(text)
+        depth = json_nesting_depth(text)
         if depth > TASKS_FILE_MAX_DEPTH:
             raise ValueError(f"--tasks file {path} nests lists or objects {depth} deep; a tasks file needs at most "
                              f"{TASKS_FILE_MAX_DEPTH} (a list of task objects whose fields are numbers or lists of numbers)")
@@ -214,19 +213,6 @@ def load_tasks_file(path: str | Path, allow_large: bool = False) -> list[Any]:
         except (ValueError, TypeError, KeyError) as error:
             raise ValueError(f"--tasks file {path}, task {index}: {error}") from None
     return tasks
-
-
-def _json_depth(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON ``text`` (brackets inside strings not counted)."""
-    depth = deepest = 0
-    for bracket in _BRACKETS.findall(_JSON_STRINGS.sub("", text)):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
-
-
-_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def sample_step_budget(
@@ -466,22 +452,41 @@ def format_returns_table(
     return "\n".join(lines)
 
 
+def adaptation_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """How a run that adapts by policy-gradient steps adapts, from its ``config.json``.
+
+    Read from ``config["maml"]`` (MAML and pretrain runs) or ``config["adaptation"]``
+    (random-init runs), with the defaults of :class:`metarl.maml.MAMLConfig`; the same
+    settings serve ``metarl evaluate``, ``metarl render`` and :func:`metarl.api.load_run`.
+
+    Returns:
+        ``inner_lr``, ``inner_objective``, ``discount``, ``gae_lambda`` and
+        ``normalize_advantages``, keyword arguments of :func:`evaluate_gradient_adaptation`
+        (after the first).
+
+    Raises:
+        ValueError: the config names no ``inner_lr`` under either key.
+    """
+    block = config.get("maml", config.get("adaptation"))
+    if not isinstance(block, Mapping) or "inner_lr" not in block:
+        raise ValueError(
+            f"config.json of a {config.get('method')!r} run names no inner_lr under 'maml' or 'adaptation'"
+        )
+    return {
+        "inner_lr": float(block["inner_lr"]),
+        "inner_objective": str(block.get("inner_objective", "vpg")),
+        "discount": float(block.get("discount", 0.99)),
+        "gae_lambda": float(block.get("gae_lambda", 1.0)),
+        "normalize_advantages": bool(block.get("normalize_advantages", True)),
+    }
+
+
 def evaluate_maml_run(run_dir: RunDir, config: Mapping[str, Any], options: EvalOptions, progress: bool = True) -> dict:
     """Evaluator for ``method == "maml"`` runs: adapt from the meta-learned parameters."""
     policy = load_policy(run_dir, config)
-    algorithm = config["maml"]
     result = evaluate_gradient_adaptation(
-        policy,
-        policy.params(),
-        config["family"],
-        float(algorithm["inner_lr"]),
-        options,
-        inner_objective=algorithm.get("inner_objective", "vpg"),
-        discount=float(algorithm.get("discount", 0.99)),
-        gae_lambda=float(algorithm.get("gae_lambda", 1.0)),
-        horizon=config.get("horizon"),
-        progress=progress,
-        normalize_advantages=bool(algorithm.get("normalize_advantages", True)),
+        policy, policy.params(), config["family"], options=options, horizon=config.get("horizon"),
+        progress=progress, **adaptation_settings(config),
     )
     document = eval_document("maml", config["family"], options, result, policy, progress=progress)
     write_eval_json(run_dir, document)

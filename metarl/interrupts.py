@@ -9,7 +9,10 @@ block ends, so the checkpoint being saved is not interrupted in turn.
 
 Exit status of the ``metarl`` console script: 130 after Ctrl-C (SIGINT),
 143 after SIGTERM (128 + the signal number, what a shell reports for a process
-the signal killed), both after the state was saved.
+the signal killed), both after the state was saved. The signal is remembered
+apart from the exception, because Ray turns any ``KeyboardInterrupt`` raised
+while the driver waits in ``ray.get``/``ray.wait`` into a plain one (a study, a
+training with ``--sampler ray``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from types import FrameType
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
+_sigterm_received = False  # since the last sigterm_as_interrupt block was entered
+
 
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread when SIGTERM arrives inside :func:`sigterm_as_interrupt`."""
@@ -35,16 +40,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
     Outside the main thread (where Python cannot install signal handlers) the block
     runs unchanged. Blocks may nest; each restores the handler it found.
     """
+    global _sigterm_received
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     raised = False
+    _sigterm_received = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        global _sigterm_received
         nonlocal raised
         if raised:
             return  # already stopping: let the checkpoint be written
-        raised = True
+        raised = _sigterm_received = True
         raise Terminated(f"received signal {signal.Signals(signum).name}")
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -55,8 +63,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def exit_status(interrupt: KeyboardInterrupt) -> int:
-    """143 for :class:`Terminated` (SIGTERM), 130 for any other ``KeyboardInterrupt`` (SIGINT)."""
-    return EXIT_SIGTERM if isinstance(interrupt, Terminated) else EXIT_SIGINT
+    """143 for :class:`Terminated` or after SIGTERM in :func:`sigterm_as_interrupt` (however the
+    interrupt was re-raised since), 130 for any other ``KeyboardInterrupt`` (SIGINT)."""
+    return EXIT_SIGTERM if isinstance(interrupt, Terminated) or _sigterm_received else EXIT_SIGINT
 
 
 class StopRequest:

@@ -50,13 +50,12 @@ from tqdm.auto import tqdm
 import metarl_envs as envs
 from metarl.adaptation import estimate_advantages, masked_mean
 from metarl.checkpoint import (
-    CheckpointError,
     check_compatible,
     generator_state,
     load_checkpoint,
     read_float,
+    read_generator,
     read_int,
-    restore_generator,
     restore_numpy_generator,
     save_checkpoint,
 )
@@ -207,12 +206,7 @@ def _restore(path: Path, policy: GaussianMLPPolicy, family: str) -> IterationSta
     if metadata.get("method") != METHOD:
         raise RunDirError(f"checkpoint {path} belongs to a {metadata.get('method')!r} run, not a pretrain run")
     load_policy_weights(policy, tensors, path)
-    if "rng.sampling" not in tensors:
-        raise CheckpointError(f"checkpoint {path} lacks the tensor 'rng.sampling' (the sampling generator's state)")
-    try:
-        sampling_generator = restore_generator(tensors["rng.sampling"])
-    except (RuntimeError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path}: tensor 'rng.sampling' is not a generator state ({error})") from None
+    sampling_generator = read_generator(tensors, "rng.sampling", path)
     return IterationState(read_int(metadata, "iteration", path),
                           restore_numpy_generator(metadata.get("rng_tasks"), path, "rng_tasks"),
                           sampling_generator, read_int(metadata, "env_steps", path),

@@ -33,6 +33,7 @@ import metarl_envs as envs
 from metarl.checkpoint import save_checkpoint
 from metarl.evaluation import (
     EvalOptions,
+    adaptation_settings,
     eval_document,
     evaluate_gradient_adaptation,
     write_eval_json,
@@ -175,36 +176,14 @@ def run_document(config: RandomInitConfig, policy: GaussianMLPPolicy | None = No
     }
 
 
-def adaptation_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``inner_lr``, ``inner_objective``, ``discount``, ``gae_lambda`` of a random-init run."""
-    adaptation = config.get("adaptation")
-    if not isinstance(adaptation, Mapping) or "inner_lr" not in adaptation:
-        raise ValueError("config.json of a random_init run needs adaptation.inner_lr")
-    return {
-        "inner_lr": float(adaptation["inner_lr"]),
-        "inner_objective": str(adaptation.get("inner_objective", "vpg")),
-        "discount": float(adaptation.get("discount", 0.99)),
-        "gae_lambda": float(adaptation.get("gae_lambda", 1.0)),
-    }
-
-
 def evaluate_random_init_run(
     run_dir: RunDir, config: Mapping[str, Any], options: EvalOptions, progress: bool = True
 ) -> dict:
-    """Evaluator for ``method == "random_init"`` (``metarl evaluate``): the §6 protocol."""
+    """Evaluator for ``method == "random_init"`` (``metarl evaluate``): docs/design.md, "Evaluation protocol"."""
     policy = load_policy(run_dir, config)
-    settings = adaptation_settings(config)
     result = evaluate_gradient_adaptation(
-        policy,
-        policy.params(),
-        config["family"],
-        settings["inner_lr"],
-        options,
-        inner_objective=settings["inner_objective"],
-        discount=settings["discount"],
-        gae_lambda=settings["gae_lambda"],
-        horizon=config.get("horizon"),
-        progress=progress,
+        policy, policy.params(), config["family"], options=options, horizon=config.get("horizon"),
+        progress=progress, **adaptation_settings(config),
     )
     document = eval_document(METHOD, config["family"], options, result, policy, progress=progress)
     write_eval_json(run_dir, document)

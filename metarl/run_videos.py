@@ -176,8 +176,10 @@ def gradient_adapted_params(
     horizon: int | None = None,
     device: str = "cpu",
     progress: bool = False,
+    normalize_advantages: bool = True,
 ) -> list[dict[str, Any]]:
-    """Parameters after k = 0..steps policy-gradient steps on one task (the §6 protocol).
+    """Parameters after k = 0..steps policy-gradient steps on one task (docs/design.md,
+    "Evaluation protocol"), adapted as ``metarl evaluate`` adapts (:func:`metarl.evaluation.adaptation_settings`).
 
     Returns:
         ``steps + 1`` parameter dicts (module-shaped, detached, on CPU); entry k
@@ -204,7 +206,8 @@ def gradient_adapted_params(
         for lr in tqdm(lrs, desc="adapting", unit="step", disable=not progress, leave=False):
             episodes = sampler.sample(policy, task_params, [task], episodes_per_step, generator)
             task_params = inner_step(
-                policy, task_params, episodes, lr, inner_objective, discount, gae_lambda
+                policy, task_params, episodes, lr, inner_objective, discount, gae_lambda,
+                normalize_advantages=normalize_advantages,
             )
             sequence.append({n: v[0].detach().cpu() for n, v in task_params.items()})
     finally:
@@ -217,34 +220,25 @@ def gradient_run_policies(
 ) -> dict[int, render.PolicyFn]:
     """Policies after each k in ``steps`` of a run that adapts by policy-gradient steps.
 
-    The run's policy (``metarl.runs.load_policy``) is adapted with the
-    hyperparameters under ``config["maml"]`` (MAML and pretrain runs) or
-    ``config["adaptation"]`` (random-init runs): ``inner_lr``, ``inner_objective``,
-    ``discount``, ``gae_lambda``.
+    The run's policy (``metarl.runs.load_policy``) is adapted with the run's
+    settings (:func:`metarl.evaluation.adaptation_settings`), as ``metarl evaluate`` does.
     """
+    from metarl.evaluation import adaptation_settings
     from metarl.runs import load_policy
 
     policy = load_policy(run_dir, config)
-    algorithm = config.get("maml", config.get("adaptation"))
-    if not isinstance(algorithm, Mapping) or "inner_lr" not in algorithm:
-        raise ValueError(
-            f"{config['method']} run config names no inner_lr under 'maml' or 'adaptation'"
-        )
     sequence = gradient_adapted_params(
         policy,
         policy.params(),
         config["family"],
         task,
         max(steps),
-        float(algorithm["inner_lr"]),
         episodes_per_step=options.episodes_per_step,
         seed=options.seed,
-        inner_objective=algorithm.get("inner_objective", "vpg"),
-        discount=float(algorithm.get("discount", 0.99)),
-        gae_lambda=float(algorithm.get("gae_lambda", 1.0)),
         horizon=run_horizon(config),
         device=options.device,
         progress=options.progress,
+        **adaptation_settings(config),
     )
     policy = policy.to("cpu")
     import gymnasium as gym

@@ -241,9 +241,6 @@ class VectorEnvSampler(Sampler):
             self._episodes_per_task = episodes_per_task
         return self._env
 
-    def _check(self, task_params: Params, tasks: Sequence[Any], episodes_per_task: int) -> None:
-        check_sample_args(self.num_tasks, task_params, tasks, episodes_per_task)
-
     def sample(
         self,
         policy: GaussianMLPPolicy,
@@ -254,7 +251,7 @@ class VectorEnvSampler(Sampler):
     ) -> Episodes:
         """Collect ``episodes_per_task`` episodes of each task (see :meth:`Sampler.sample`)."""
         start = time.perf_counter()
-        self._check(task_params, tasks, episodes_per_task)
+        check_sample_args(self.num_tasks, task_params, tasks, episodes_per_task)
         generator = self.default_generator if generator is None else generator
         reset_seed, noise = draw_randomness(generator, self.horizon, self.num_tasks, episodes_per_task, self.act_dim)
         return self.rollout(policy, task_params, tasks, episodes_per_task, reset_seed, noise, start)

@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -46,6 +45,7 @@ from typing import Any
 
 from metarl.checkpoint import atomic_write_bytes, atomic_write_text
 from metarl.cli import UserError
+from metarl.interrupts import sigterm_as_interrupt
 from metarl.ray_support import init_ray, require_ray
 from metarl.runs import RunDir, RunDirError
 from metarl.study import RunPlan, StudySpec, run_state
@@ -464,40 +464,39 @@ def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions 
     log(f"study {spec.name}: {len(todo)} runs to do, {len(skipped)} finished already; "
         f"Ray resources {ray.cluster_resources()}")
 
-    previous_handlers = _stop_on_sigterm()
     started_at = time.time()
     last_progress = 0.0
-    try:
-        while pending:
-            ready, pending[:] = ray.wait(pending, num_returns=1, timeout=1.0)
-            for ref in ready:
-                _collect(ray, ref, refs[ref], result, manifest)
-            submit()
-            attempts = ray.get(store.status.remote())
-            _update_attempts(manifest, attempts, [refs[r] for r in pending])
+    with sigterm_as_interrupt():  # SIGTERM stops the study as Ctrl-C does (exit status 143)
+        try:
+            while pending:
+                ready, pending[:] = ray.wait(pending, num_returns=1, timeout=1.0)
+                for ref in ready:
+                    _collect(ray, ref, refs[ref], result, manifest)
+                submit()
+                attempts = ray.get(store.status.remote())
+                _update_attempts(manifest, attempts, [refs[r] for r in pending])
+                manifest.write()
+                if options.progress and (ready or time.time() - last_progress >= options.progress_seconds):
+                    last_progress = time.time()
+                    log(_progress_line(spec.name, manifest, [refs[r] for r in pending] + unsubmitted, result,
+                                       started_at, options, ray))
+        except KeyboardInterrupt:
+            log(f"study {spec.name}: stopping; every running run saves its checkpoint")
+            for ref in pending:
+                ray.cancel(ref, force=False)
+            for ref in pending:
+                plan = refs[ref]
+                try:
+                    ray.get(ref, timeout=120)
+                    _collect(ray, ref, plan, result, manifest)
+                except Exception:  # cancelled: the run stopped (its checkpoint saved by the trainer)
+                    result.stopped.append(plan.key)
+                    manifest.update(plan.key, status="stopped")
+            _update_attempts(manifest, ray.get(store.status.remote()), [])
             manifest.write()
-            if options.progress and (ready or time.time() - last_progress >= options.progress_seconds):
-                last_progress = time.time()
-                log(_progress_line(spec.name, manifest, [refs[r] for r in pending] + unsubmitted, result,
-                                   started_at, options, ray))
-    except KeyboardInterrupt:
-        log(f"study {spec.name}: stopping; every running run saves its checkpoint")
-        for ref in pending:
-            ray.cancel(ref, force=False)
-        for ref in pending:
-            plan = refs[ref]
-            try:
-                ray.get(ref, timeout=120)
-                _collect(ray, ref, plan, result, manifest)
-            except Exception:  # cancelled: the run stopped (its checkpoint saved by the trainer)
-                result.stopped.append(plan.key)
-                manifest.update(plan.key, status="stopped")
-        _update_attempts(manifest, ray.get(store.status.remote()), [])
-        manifest.write()
-        raise
-    finally:
-        _restore_handlers(previous_handlers)
-        ray.kill(store)  # its files are written; a later run of the study starts a new one
+            raise
+        finally:
+            ray.kill(store)  # its files are written; a later run of the study starts a new one
     log(f"study {spec.name}: {len(result.done)} runs done, {len(result.failed)} failed, "
         f"{len(skipped)} finished before; manifest {manifest.path}")
     return result
@@ -556,19 +555,3 @@ def _progress_line(name: str, manifest: Manifest, pending: list[RunPlan], result
         eta = _format_seconds(sum(walls) / len(walls) * len(pending) / slots)
     return (f"study {name}: {done} done, {running} running, {failed} failed, {waiting} waiting; "
             f"elapsed {_format_seconds(time.time() - started_at)}, ETA {eta}")
-
-
-def _stop_on_sigterm() -> Any:
-    """SIGTERM raises KeyboardInterrupt in the driver (as Ctrl-C does); only from the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, interrupt)
-
-
-def _restore_handlers(previous: Any) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)

@@ -10,12 +10,15 @@
   unless the user passes ``--allow-large`` (:data:`ALLOW_LARGE_FLAG`). The
   message names the flags that set the size, the estimate and the flag that
   raises the bound.
+- :func:`json_nesting_depth` bounds the nesting of JSON read from a file
+  (``--tasks`` files, checkpoint metadata) before ``json.loads`` recurses into it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 
 ALLOW_LARGE_FLAG = "--allow-large"
@@ -104,3 +107,16 @@ def check_memory(what: str, estimate_bytes: float, flags: str, allow_large: bool
             f"{MEMORY_SHARE:.0%} of this machine's {format_bytes(total)}; lower them, or pass {ALLOW_LARGE_FLAG} "
             "to try anyway"
         )
+
+
+def json_nesting_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON ``text`` (brackets inside strings not counted)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_JSON_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")

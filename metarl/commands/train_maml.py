@@ -45,8 +45,8 @@ from metarl.checkpoint import (
     generator_state,
     load_checkpoint,
     read_float,
+    read_generator,
     read_int,
-    restore_generator,
     restore_numpy_generator,
     restore_tensor_dict,
     save_checkpoint,
@@ -153,12 +153,7 @@ def restore_checkpoint(
         learner.load_state_dict(learner_state)
     except (ValueError, KeyError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {path}: metadata field 'learner_state' does not fit this run ({error})") from None
-    if "rng.sampling" not in tensors:
-        raise CheckpointError(f"checkpoint {path} lacks the tensor 'rng.sampling' (the sampling generator's state)")
-    try:
-        sampling_generator = restore_generator(tensors["rng.sampling"])
-    except (RuntimeError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path}: tensor 'rng.sampling' is not a generator state ({error})") from None
+    sampling_generator = read_generator(tensors, "rng.sampling", path)
     return IterationState(
         iteration=read_int(metadata, "iteration", path),
         task_rng=restore_numpy_generator(metadata.get("rng_tasks"), path, "rng_tasks"),
@@ -271,7 +266,7 @@ def train_maml(
             else:
                 check_resume(run_dir, None, run_config.iterations)
         # Started before anything is written: a missing Ray or too small a cluster writes nothing.
-        sampler = sampler_choice.build(
+        sampler_backend = sampler_choice.build(
             run_config.family, run_config.meta_batch_size, torch_device, seed, run_config.horizon
         )
         # Everything is validated: from here on the run directory is written.
@@ -280,7 +275,7 @@ def train_maml(
             save_checkpoint(run_dir.checkpoint_path, *checkpoint_payload(policy, learner, state, run_config.family))
             logger = MetricsLogger(run_dir, state.iteration, tensorboard=tensorboard)
         except BaseException:
-            sampler.close()
+            sampler_backend.close()
             raise
         history = list(logger.rows)
         start = time.perf_counter()
@@ -292,7 +287,7 @@ def train_maml(
         try:
             while state.iteration < run_config.iterations:
                 snapshot = checkpoint_payload(policy, learner, state, run_config.family)
-                metrics = meta_iteration(policy, learner, sampler, run_config, state)
+                metrics = meta_iteration(policy, learner, sampler_backend, run_config, state)
                 state.iteration += 1
                 logger.log(state.iteration, metrics)
                 history.append({"iteration": float(state.iteration), **metrics})
@@ -316,7 +311,7 @@ def train_maml(
         finally:
             bar.close()
             logger.close()
-            sampler.close()
+            sampler_backend.close()
     return TrainResult(run_dir, policy, state.iteration, history, time.perf_counter() - start)
 
 

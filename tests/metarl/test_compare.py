@@ -22,7 +22,7 @@ def _write_run(
     split: str = "ood",
     family: str = "Point2DNav",
 ) -> Path:
-    """A run directory holding only an eval document in the §7 schema (per_task: [tasks, K])."""
+    """A run directory holding only an eval document in the schema of docs/design.md, "Run files" (per_task: [tasks, K])."""
     directory.mkdir(parents=True)
     (directory / "config.json").write_text(json.dumps({"method": method, "family": family}))
     document = {

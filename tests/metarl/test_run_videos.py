@@ -197,3 +197,29 @@ def test_render_protonet_run_overlays_the_identified_variant(tmp_path: Path) -> 
     assert panel.step_lines[0] == ("identified: -  (no transition yet)",)
     assert panel.step_lines[6][0].startswith("identified: goal_x_m=")
     assert panel.step_lines[6][1].endswith("/6 steps, 3 candidates")
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_render_adapts_with_the_runs_advantage_normalisation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, normalize: bool
+) -> None:
+    """render adapts as evaluate does: a run trained with --normalize-advantages False adapts without it."""
+    import json
+
+    from metarl import run_videos
+
+    run = _make_run(tmp_path / "run", "Point2DNav")
+    config = json.loads((run / "config.json").read_text())
+    config["maml"]["normalize_advantages"] = normalize
+    seen: dict[str, object] = {}
+    real = run_videos.gradient_adapted_params
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_videos, "gradient_adapted_params", spy)
+    task = select_task("Point2DNav", RenderOptions(num_tasks=2))
+    policies = run_videos.gradient_run_policies(RunDir(run), config, task, (0, 1), RenderOptions(episodes_per_step=2))
+    assert sorted(policies) == [0, 1]
+    assert seen["normalize_advantages"] is normalize and seen["inner_lr"] == 0.1

@@ -17,7 +17,7 @@ import torch
 
 from metarl.checkpoint import load_checkpoint
 from metarl.commands import train_maml as train_module
-from metarl.interrupts import Terminated, deferred_interrupts, sigterm_as_interrupt
+from metarl.interrupts import Terminated, deferred_interrupts, exit_status, sigterm_as_interrupt
 from metarl.presets import MAMLRunConfig, maml_preset
 from metarl.runs import read_metrics
 
@@ -59,6 +59,20 @@ def test_sigterm_handler_is_restored_and_raises_once() -> None:
         time.sleep(0.1)
         assert stop and isinstance(stop.interrupt("x"), Terminated)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_re_raised_as_a_plain_interrupt_still_exits_143() -> None:
+    """Ray replaces a KeyboardInterrupt raised inside ray.get/ray.wait by a new, plain one."""
+    with pytest.raises(KeyboardInterrupt) as caught, sigterm_as_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except Terminated:
+            raise KeyboardInterrupt from None
+    assert not isinstance(caught.value, Terminated) and exit_status(caught.value) == 143
+    with pytest.raises(KeyboardInterrupt) as caught, sigterm_as_interrupt():
+        raise KeyboardInterrupt  # Ctrl-C, after the SIGTERM above
+    assert exit_status(caught.value) == 130
 
 
 def _config(iterations: int) -> MAMLRunConfig:

@@ -17,7 +17,7 @@ import torch
 
 pytest.importorskip("ray")
 
-from metarl.checkpoint import load_checkpoint  # noqa: E402
+from metarl.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from metarl.cli import main as cli_main  # noqa: E402
 from metarl.compare import compare_runs, group_by_seed, pooled_result  # noqa: E402
 from metarl.ray_support import init_ray  # noqa: E402
@@ -199,15 +199,18 @@ def test_sigterm_stops_every_run_with_its_checkpoint_and_a_rerun_finishes(tmp_pa
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     checkpoints = [study / "runs" / "Point2DNav" / "maml-trpo" / f"seed{seed}" / "checkpoint" /
                    "latest.safetensors" for seed in (0, 1)]
-    def iteration(path: Path) -> int:  # -1 until a checkpoint is there (trainers save iteration 0 first)
-        return load_checkpoint(path)[1]["iteration"] if path.is_file() else -1
+    def saved_iteration(path: Path) -> int:  # a trainer writes the checkpoint of iteration 0 first
+        try:
+            return load_checkpoint(path)[1]["iteration"]
+        except (FileNotFoundError, CheckpointError):
+            return 0
 
     deadline = time.time() + 240
-    while not all(iteration(path) >= 1 for path in checkpoints) and time.time() < deadline:
+    while not all(saved_iteration(path) >= 1 for path in checkpoints) and time.time() < deadline:
         time.sleep(0.5)
     driver.send_signal(signal.SIGTERM)
     output, _ = driver.communicate(timeout=180)
-    assert driver.returncode == 130, output
+    assert driver.returncode == 143, output
     manifest = json.loads((study / "manifest.json").read_text())
     assert {run["status"] for run in manifest["runs"]} == {"stopped"}, output
     saved = [load_checkpoint(path)[1]["iteration"] for path in checkpoints]
