@@ -16,20 +16,10 @@ from metarl import cli
 from metarl.evaluation import EvalOptions, load_tasks_file
 from metarl.protonet import VariantPool, check_way
 from metarl.validation import check_memory, check_number
+from tests.metarl.cli_helpers import assert_one_line, run_cli
 
 MAML = ["train", "maml", "--env", "Point2DNav", "--preset", "tiny", "--no-progress", "--no-tensorboard",
         "--device", "cpu"]
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = cli.main(argv)
-    return code, capsys.readouterr().err
-
-
-def _one_line(err: str, *needles: str) -> None:
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 @pytest.mark.parametrize(
@@ -51,9 +41,9 @@ def test_non_finite_numbers_are_refused_before_anything_is_written(
     argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    code, err = _run([*argv, "--out", str(out)], capsys)
+    code, err = run_cli([*argv, "--out", str(out)], capsys)
     assert code == 2 and not out.exists()
-    _one_line(err, needle)
+    assert_one_line(err, needle)
 
 
 def test_check_number_is_the_one_helper() -> None:
@@ -78,9 +68,9 @@ def test_sizes_that_would_exhaust_memory_are_refused(
     argv: list[str], needles: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    code, err = _run([*argv, "--out", str(out)], capsys)
+    code, err = run_cli([*argv, "--out", str(out)], capsys)
     assert code == 2 and not out.exists()
-    _one_line(err, *needles)
+    assert_one_line(err, *needles)
 
 
 def test_check_memory_names_the_estimate_and_yields_to_allow_large() -> None:
@@ -99,18 +89,18 @@ def random_init_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_evaluate_bounds_names_its_flags(random_init_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = sorted(p.name for p in random_init_run.iterdir())
-    code, err = _run(["evaluate", str(random_init_run), "--num-tasks", "1000000000", "--no-progress"], capsys)
+    code, err = run_cli(["evaluate", str(random_init_run), "--num-tasks", "1000000000", "--no-progress"], capsys)
     assert code == 2
-    _one_line(err, "--num-tasks 1000000000", "--allow-large")
-    code, err = _run(["evaluate", str(random_init_run), "--seed", "-1", "--no-progress"], capsys)
+    assert_one_line(err, "--num-tasks 1000000000", "--allow-large")
+    code, err = run_cli(["evaluate", str(random_init_run), "--seed", "-1", "--no-progress"], capsys)
     assert code == 2
-    _one_line(err, "--seed", "-1")
-    code, err = _run(["render", str(random_init_run), "--num-tasks", "1000000000"], capsys)
+    assert_one_line(err, "--seed", "-1")
+    code, err = run_cli(["render", str(random_init_run), "--num-tasks", "1000000000"], capsys)
     assert code == 2
-    _one_line(err, "--num-tasks 1000000000", "--allow-large")
-    code, err = _run(["render", str(random_init_run), "--fps", "inf"], capsys)
+    assert_one_line(err, "--num-tasks 1000000000", "--allow-large")
+    code, err = run_cli(["render", str(random_init_run), "--fps", "inf"], capsys)
     assert code == 2
-    _one_line(err, "--fps")
+    assert_one_line(err, "--fps")
     assert sorted(p.name for p in random_init_run.iterdir()) == before
 
 
@@ -161,9 +151,9 @@ def test_a_directory_and_a_huge_tasks_file_are_refused(tmp_path: Path, random_in
     huge = tmp_path / "huge.json"
     with huge.open("wb") as file:
         file.truncate(100 * 2**20)  # sparse: refused by its size, never read
-    code, err = _run(["evaluate", str(random_init_run), "--tasks", str(huge), "--no-progress"], capsys)
+    code, err = run_cli(["evaluate", str(random_init_run), "--tasks", str(huge), "--no-progress"], capsys)
     assert code == 2
-    _one_line(err, str(huge), "100.0 MiB", "--allow-large")
+    assert_one_line(err, str(huge), "100.0 MiB", "--allow-large")
 
 
 def test_evaluate_of_a_protonet_run_does_not_suggest_a_flag_it_lacks() -> None:

@@ -15,21 +15,11 @@ import pytest
 
 from metarl import cli
 from metarl.runs import RunDir
+from tests.metarl.cli_helpers import assert_one_line, run_cli
 
 TINY = ["--env", "Point2DNav", "--preset", "tiny", "--iterations", "2", "--meta-batch-size", "2",
         "--episodes-per-task", "2", "--horizon", "10", "--hidden-sizes", "8", "--no-progress",
         "--no-tensorboard", "--device", "cpu"]
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = cli.main(argv)
-    return code, capsys.readouterr().err
-
-
-def _one_line(err: str, *needles: str) -> None:
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 @contextlib.contextmanager
@@ -48,9 +38,9 @@ def _mounted(directory: Path, *options: str) -> Iterator[None]:
 def test_read_only_out_is_one_line_naming_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mount_point = tmp_path / "ro"
     with _mounted(mount_point, "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs"):
-        code, err = _run(["train", "maml", "--out", str(mount_point / "run"), *TINY], capsys)
+        code, err = run_cli(["train", "maml", "--out", str(mount_point / "run"), *TINY], capsys)
         assert code == 2
-        _one_line(err, str(mount_point / "run"), "Read-only file system")
+        assert_one_line(err, str(mount_point / "run"), "Read-only file system")
 
 
 def test_immutable_out_is_one_line_naming_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,17 +49,17 @@ def test_immutable_out_is_one_line_naming_the_path(tmp_path: Path, capsys: pytes
     if subprocess.run(["chattr", "+i", str(parent)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not supported on this file system (or not root)")
     try:
-        code, err = _run(["train", "maml", "--out", str(parent / "run"), *TINY], capsys)
+        code, err = run_cli(["train", "maml", "--out", str(parent / "run"), *TINY], capsys)
     finally:
         subprocess.run(["chattr", "-i", str(parent)], check=False)
     assert code == 2
-    _one_line(err, str(parent / "run"), "not permitted")
+    assert_one_line(err, str(parent / "run"), "not permitted")
 
 
 def test_a_system_path_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = _run(["train", "maml", "--out", "/sys/kernel/metarl-run", *TINY], capsys)
+    code, err = run_cli(["train", "maml", "--out", "/sys/kernel/metarl-run", *TINY], capsys)
     assert code == 2
-    _one_line(err, "/sys/kernel/metarl-run")
+    assert_one_line(err, "/sys/kernel/metarl-run")
 
 
 def test_a_full_disk_leaves_nothing_behind_and_names_the_file(tmp_path: Path,
@@ -77,9 +67,9 @@ def test_a_full_disk_leaves_nothing_behind_and_names_the_file(tmp_path: Path,
     disk = tmp_path / "full"
     with _mounted(disk, "-t", "tmpfs", "-o", "size=4k", "tmpfs"):
         out = disk / "run"
-        code, err = _run(["train", "maml", "--out", str(out), *TINY], capsys)
+        code, err = run_cli(["train", "maml", "--out", str(out), *TINY], capsys)
         assert code == 2
-        _one_line(err, str(out), "No space left on device")
+        assert_one_line(err, str(out), "No space left on device")
         assert not out.exists()  # no config.json or header-only metrics.csv left behind
 
 
@@ -88,15 +78,15 @@ def test_a_disk_that_fills_mid_run_keeps_a_resumable_checkpoint(tmp_path: Path,
     disk = tmp_path / "small"
     with _mounted(disk, "-t", "tmpfs", "-o", "size=40k", "tmpfs"):
         out = disk / "run"
-        code, err = _run(["train", "maml", "--out", str(out), *TINY, "--iterations", "200",
+        code, err = run_cli(["train", "maml", "--out", str(out), *TINY, "--iterations", "200",
                           "--checkpoint-every", "1"], capsys)
         assert code == 2
-        _one_line(err, "No space left on device", "--resume")
+        assert_one_line(err, "No space left on device", "--resume")
         shutil.copytree(out, tmp_path / "copy")
     from metarl.checkpoint import load_checkpoint
 
     saved = load_checkpoint(tmp_path / "copy" / "checkpoint" / "latest.safetensors")[1]["iteration"]
-    code, err = _run(["train", "maml", "--out", str(tmp_path / "copy"), "--resume", "--iterations",
+    code, err = run_cli(["train", "maml", "--out", str(tmp_path / "copy"), "--resume", "--iterations",
                       str(saved + 1), "--no-progress"], capsys)
     assert code == 0, err
 
@@ -115,10 +105,10 @@ def test_evaluate_in_a_read_only_run_refuses_before_working(
     with _mounted(random_init_run, "--bind", str(random_init_run)):
         if subprocess.run(["mount", "-o", "remount,ro,bind", str(random_init_run)]).returncode != 0:
             pytest.skip("cannot remount read-only")
-        code, err = _run(["evaluate", str(random_init_run), "--num-tasks", "2", "--episodes-per-step", "2",
+        code, err = run_cli(["evaluate", str(random_init_run), "--num-tasks", "2", "--episodes-per-step", "2",
                           "--no-progress"], capsys)
     assert code == 2
-    _one_line(err, str(random_init_run), "Read-only file system", "eval_test.json")
+    assert_one_line(err, str(random_init_run), "Read-only file system", "eval_test.json")
 
 
 def test_evaluate_never_throws_a_finished_evaluation_away(
@@ -136,10 +126,10 @@ def test_evaluate_never_throws_a_finished_evaluation_away(
         raise OSError(errno.ENOSPC, "No space left on device", str(self.path / name))
 
     monkeypatch.setattr(RunDir, "write_json", disk_full)
-    code, err = _run(["evaluate", str(random_init_run), "--num-tasks", "2", "--episodes-per-step", "2",
+    code, err = run_cli(["evaluate", str(random_init_run), "--num-tasks", "2", "--episodes-per-step", "2",
                       "--no-progress"], capsys)
     assert code == 2
-    _one_line(err, "could not write", "eval_test.json", "was written to")
+    assert_one_line(err, "could not write", "eval_test.json", "was written to")
     saved = list((tmp_path / "elsewhere").glob("metarl-random-eval_test-*.json"))
     assert len(saved) == 1 and str(saved[0]) in err
     document = json.loads(saved[0].read_text())
