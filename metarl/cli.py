@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         import metarl_envs as envs
 
         envs.load_plugins()
-    except ImportError as error:
+    except (ImportError, ValueError) as error:  # a plugin that cannot be imported, or registers badly
         print(_one_line(f"metarl {name}: error: {error}"), file=sys.stderr)
         return 2
     try:

@@ -320,8 +320,8 @@ def check_run_dir(path: str | os.PathLike[str], config: Mapping[str, Any], resum
             )
         if not resume:
             raise RunDirError(
-                f"{run_dir.path} already holds this run; pass --resume to continue it or choose another "
-                "--out directory"
+                f"{run_dir.path} already holds this run; pass --resume (resume=True from Python) to continue "
+                "it or choose another --out directory"
             )
         return run_dir
     if resume:

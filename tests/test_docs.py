@@ -103,3 +103,13 @@ def test_python_api_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                     exec(code, namespace)  # noqa: S102 - the documentation's own examples
     finally:
         torch.set_num_threads(threads)
+
+
+def test_load_run_names_a_config_without_a_method(tmp_path: Path) -> None:
+    import json
+
+    import metarl
+
+    (tmp_path / "config.json").write_text(json.dumps({"family": "Point2DNav"}))
+    with pytest.raises(ValueError, match="must hold an object with .method."):
+        metarl.load_run(tmp_path)

@@ -107,6 +107,23 @@ def test_a_plugin_that_cannot_be_imported_is_named(toy_plugin: dict[str, str], t
     assert "no_such_family_module" in result.stderr and "METARL_PLUGINS" in result.stderr
 
 
+def test_a_plugin_that_registers_badly_is_one_line(toy_plugin: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "bad_family_module.py").write_text(
+        "import metarl_envs\n"
+        "spec = metarl_envs.family_spec('Point2DNav')\n"
+        "metarl_envs.register_family('Point2DNav', module=spec.module, env_class=spec.env_class,\n"
+        "    vector_env_class=spec.vector_env_class, distribution_class=spec.distribution_class, horizon=7)\n"
+    )
+    toy_plugin["METARL_PLUGINS"] = "bad_family_module"
+    toy_plugin["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), toy_plugin.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "metarl", "envs"], env=toy_plugin, cwd=tmp_path, capture_output=True,
+        text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "already registered" in result.stderr
+
+
 def test_register_family_checks_its_arguments() -> None:
     spec = envs.family_spec("Point2DNav")
     fields = {"module": spec.module, "env_class": spec.env_class, "vector_env_class": spec.vector_env_class,
