@@ -29,36 +29,36 @@ _LAZY: dict[str, str] = {
     "register_family": "metarl_envs",
     "load_plugins": "metarl_envs",
     "sample_tasks": "metarl.api",
-    "collect_contexts": "metarl.contexts",
-    "evaluation_tasks": "metarl.evaluation",
+    "collect_contexts": "metarl.identification.contexts",
+    "evaluation_tasks": "metarl.evaluation.protocol",
     # single and batched envs
     "make_env": "metarl.api",
     "make_vector_env": "metarl.api",
     # training from Python
-    "MAMLConfig": "metarl.maml",
-    "MAMLRunConfig": "metarl.presets",
-    "maml_preset": "metarl.presets",
+    "MAMLConfig": "metarl.algorithms.maml.learner",
+    "MAMLRunConfig": "metarl.algorithms.presets",
+    "maml_preset": "metarl.algorithms.presets",
     "train_maml": "metarl.commands.train_maml",
-    "train_pretrain": "metarl.pretrain",
-    "FinetuneConfig": "metarl.finetune",
-    "ProtoNetConfig": "metarl.protonet",
+    "train_pretrain": "metarl.algorithms.pretrain",
+    "FinetuneConfig": "metarl.algorithms.finetune.sb3",
+    "ProtoNetConfig": "metarl.identification.protonet",
     # runs, adaptation and evaluation
-    "RunDir": "metarl.runs",
+    "RunDir": "metarl.storage.runs",
     "AdaptiveRun": "metarl.api",
     "load_run": "metarl.api",
-    "VectorEnvSampler": "metarl.sampler",
-    "Episodes": "metarl.episodes",
-    "adapt": "metarl.adaptation",
-    "EvalOptions": "metarl.evaluation",
+    "VectorEnvSampler": "metarl.core.sampler",
+    "Episodes": "metarl.core.episodes",
+    "adapt": "metarl.algorithms.adaptation",
+    "EvalOptions": "metarl.evaluation.protocol",
     "evaluate": "metarl.commands.evaluate_cmd",
-    "summarize": "metarl.stats",
+    "summarize": "metarl.evaluation.stats",
     # task identification
-    "TaskIdentifier": "metarl.protonet",
+    "TaskIdentifier": "metarl.identification.protonet",
 }
 # public name -> (module, attribute) where the public name differs from the attribute
 _RENAMED: dict[str, tuple[str, str]] = {
-    "train_finetune": ("metarl.finetune", "train_run"),
-    "train_protonet": ("metarl.protonet", "train_run"),
+    "train_finetune": ("metarl.algorithms.finetune.sb3", "train_run"),
+    "train_protonet": ("metarl.identification.protonet", "train_run"),
 }
 
 __all__ = sorted([*_LAZY, *_RENAMED, "__version__"])

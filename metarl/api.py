@@ -15,8 +15,8 @@ evaluate`` does:
     adapted = run.adapt([support])                       # one gradient step per task
     actions = run.act(observations, adapted)             # [tasks, act_dim], env units
 
-ProtoNet runs are read with :meth:`metarl.protonet.TaskIdentifier.load`, fine-tune
-runs with :func:`metarl.finetune.load_run`.
+ProtoNet runs are read with :meth:`metarl.identification.protonet.TaskIdentifier.load`, fine-tune
+runs with :func:`metarl.algorithms.finetune.sb3.load_run`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarl.adaptation import Params, adapt
-from metarl.episodes import Episodes
-from metarl.evaluation import adaptation_lrs, adaptation_settings
-from metarl.policy import ActionMap, GaussianMLPPolicy, batched_policy_forward, stack_params
-from metarl.runs import RunDir, load_policy
-from metarl.sampler import VectorEnvSampler
+from metarl.algorithms.adaptation import Params, adapt
+from metarl.core.episodes import Episodes
+from metarl.core.policy import ActionMap, GaussianMLPPolicy, batched_policy_forward, stack_params
+from metarl.core.sampler import VectorEnvSampler
+from metarl.evaluation.protocol import adaptation_lrs, adaptation_settings
+from metarl.storage.runs import RunDir, load_policy
 
 __all__ = ["GRADIENT_METHODS", "AdaptiveRun", "load_run", "make_env", "make_vector_env", "sample_tasks"]
 
@@ -192,7 +192,7 @@ def load_run(path: str | os.PathLike[str]) -> AdaptiveRun:
     config = run_dir.read_config()
     method = config["method"]
     if method not in GRADIENT_METHODS:
-        readers = {"protonet": "metarl.protonet.TaskIdentifier.load", "finetune": "metarl.finetune.load_run"}
+        readers = {"protonet": "metarl.identification.protonet.TaskIdentifier.load", "finetune": "metarl.algorithms.finetune.sb3.load_run"}
         hint = f"; read it with {readers[method]}" if method in readers else ""
         raise ValueError(f"load_run reads runs of method {', '.join(GRADIENT_METHODS)}; "
                          f"{run_dir.path} is a {method!r} run{hint}")

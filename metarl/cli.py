@@ -8,7 +8,7 @@ errors such as a read-only, full or missing directory, named with their path)
 are printed as one paragraph without a traceback and exit with status 2.
 
 Signals: every command runs with SIGTERM handled as Ctrl-C
-(:func:`metarl.interrupts.sigterm_as_interrupt`): a training saves the
+(:func:`metarl.core.interrupts.sigterm_as_interrupt`): a training saves the
 checkpoint of its last completed iteration, says so, and exits with status 130
 after Ctrl-C (SIGINT) or 143 after SIGTERM; ``--resume`` continues it.
 
@@ -28,7 +28,8 @@ import errno
 import importlib
 import sys
 
-from metarl.interrupts import exit_status, sigterm_as_interrupt
+from metarl.core.errors import UserError
+from metarl.core.interrupts import exit_status, sigterm_as_interrupt
 from metarl_envs.gl import MujocoGLError, check_mujoco_gl
 
 # command words -> (module under metarl.commands, one-line help)
@@ -47,10 +48,6 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("study", "report"): ("study_report_cmd", "pooled tables, plots and a markdown report of a study directory"),
     ("bench",): ("bench_cmd", "benchmarks: metarl bench envs|... (ratios measured side by side)"),
 }
-
-
-class UserError(Exception):
-    """An error caused by the user's input; printed without a traceback."""
 
 
 def _usage(group: str | None = None) -> str:
@@ -156,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run as ``python -m metarl.cli``: dispatch through the imported module, so that
-    # the command modules' ``metarl.cli.UserError`` is the class caught above.
+    # the command modules' ``UserError`` is the class caught above.
     from metarl.cli import main as package_main
 
     sys.exit(package_main())

@@ -5,10 +5,10 @@ gradient calls about eleven times per meta-update (one inner step, second
 order), computed
 
 1. by autograd double backward through the (cut) adaptation graph
-   (:func:`metarl.maml._gauss_newton_product_fn`, the reference the tests use),
+   (:func:`metarl.algorithms.maml.learner._gauss_newton_product_fn`, the reference the tests use),
 2. with ``torch.func``: forward over reverse (``jvp`` of ``grad``) for the
    inner-loss Hessian, ``jvp``/``vjp`` of the adapted policy's mean for the Fisher,
-3. in closed form from cached forward passes (:class:`metarl.maml._ClosedFormTRPO`,
+3. in closed form from cached forward passes (:class:`metarl.algorithms.maml.learner._ClosedFormTRPO`,
    what ``MAMLLearner`` uses).
 
 It samples one meta-batch at the family's paper config (initial policy, seed 0)
@@ -31,8 +31,7 @@ import torch
 from torch.func import grad, jvp, vjp
 
 import metarl_envs as envs
-from metarl.commands.train_maml import initial_policy
-from metarl.maml import (
+from metarl.algorithms.maml.learner import (
     MAMLLearner,
     _Batch,
     _ClosedFormTRPO,
@@ -40,9 +39,15 @@ from metarl.maml import (
     _gauss_newton_product_fn,
     _per_task_weights,
 )
-from metarl.policy import GaussianMLPPolicy, batched_policy_forward, gaussian_log_prob, stack_params
-from metarl.presets import MAMLRunConfig, maml_preset
-from metarl.sampler import VectorEnvSampler
+from metarl.algorithms.presets import MAMLRunConfig, maml_preset
+from metarl.commands.train_maml import initial_policy
+from metarl.core.policy import (
+    GaussianMLPPolicy,
+    batched_policy_forward,
+    gaussian_log_prob,
+    stack_params,
+)
+from metarl.core.sampler import VectorEnvSampler
 
 Product = Callable[[torch.Tensor], torch.Tensor]
 
@@ -129,7 +134,7 @@ def torch_func_product(learner: MAMLLearner, batch: _Batch) -> Product:
 
 
 def closed_form_product(learner: MAMLLearner, batch: _Batch) -> Product:
-    """3: :class:`metarl.maml._ClosedFormTRPO` on cached forward passes."""
+    """3: :class:`metarl.algorithms.maml.learner._ClosedFormTRPO` on cached forward passes."""
     with torch.no_grad():
         _, support_mlps, query_mlp = learner._adapt_closed_form(
             learner.policy.params(),
@@ -168,7 +173,7 @@ def main() -> None:
     builders = {
         "autograd double backward (reference)": autograd_product,
         "torch.func jvp(grad) + jvp/vjp": torch_func_product,
-        "closed form (metarl.policy_derivatives)": closed_form_product,
+        "closed form (metarl.algorithms.maml.curvature)": closed_form_product,
     }
     for name, build in builders.items():
         start = time.process_time()

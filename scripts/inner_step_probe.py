@@ -19,8 +19,12 @@ import time
 import numpy as np
 import torch
 
-from metarl.evaluation import EvalOptions, adaptation_settings, evaluate_gradient_adaptation
-from metarl.runs import RunDir, load_policy
+from metarl.evaluation.protocol import (
+    EvalOptions,
+    adaptation_settings,
+    evaluate_gradient_adaptation,
+)
+from metarl.storage.runs import RunDir, load_policy
 
 
 def main() -> None:

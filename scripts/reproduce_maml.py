@@ -4,7 +4,7 @@ For each family, trains ``metarl train maml --preset paper`` (Finn et al. 2017:
 Point2DNav 20 tasks x 20 episodes, horizon 100, 100 iterations; HalfCheetahDir
 40 tasks x 20 episodes, max KL 0.02, 100 iterations; HalfCheetahVel 40 tasks x
 10 episodes, 475 iterations; horizon 200 and ReLU policies for both, see
-:mod:`metarl.presets`), evaluates it with the
+:mod:`metarl.algorithms.presets`), evaluates it with the
 protocol of docs/design.md, "Evaluation protocol" (40 unseen test tasks, k = 0..3, 20 episodes per step,
 later steps at half the inner lr) and prints our mean returns beside the
 paper's, with the wall-clock time of training and evaluation. Point2DNav is
@@ -37,13 +37,13 @@ from typing import Annotated
 import numpy as np
 import torch
 
+from metarl.algorithms.presets import maml_preset
 from metarl.commands.demo_cmd import paper_returns
 from metarl.commands.evaluate_cmd import evaluate
 from metarl.commands.flags import OffSwitch, device_choice, optional, parse
 from metarl.commands.train_maml import train_maml
-from metarl.evaluation import CUSTOM_SPLIT, EvalOptions
-from metarl.presets import maml_preset
-from metarl.runs import RunDir, read_metrics
+from metarl.evaluation.protocol import CUSTOM_SPLIT, EvalOptions
+from metarl.storage.runs import RunDir, read_metrics
 from metarl_envs.point2d import Point2DNavTask
 
 

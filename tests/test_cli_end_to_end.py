@@ -88,7 +88,7 @@ def test_train_writes_a_run_directory_with_config_and_weights(tiny_runs: dict[st
     weights = list((run / "checkpoint").glob("*.safetensors"))
     assert weights and all(path.stat().st_size > 0 for path in weights)
     if method in ("maml", "pretrain"):  # iterative trainers log one metrics row per iteration
-        from metarl.runs import read_metrics
+        from metarl.storage.runs import read_metrics
 
         rows = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else \
             read_metrics(next(run.glob("metrics*")))
@@ -288,7 +288,7 @@ def test_help_lists_every_command_and_unknown_commands_are_refused(
 
 
 def test_device_names_resolve_or_name_the_choices() -> None:
-    from metarl.device import resolve_device
+    from metarl.core.device import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -305,7 +305,7 @@ def test_demo_video_shows_the_run_before_and_after_adaptation(
     import imageio.v3 as iio
 
     from metarl.commands.demo_cmd import render_demo_video
-    from metarl.runs import RunDir
+    from metarl.storage.runs import RunDir
 
     path = render_demo_video(RunDir(tiny_runs["maml"]), seed=0)
     printed = capsys.readouterr().out

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import importlib
 
-from metarl.cli import UserError
+from metarl.core.errors import UserError
 
 # target -> (module with main(argv), one-line help)
 TARGETS: dict[str, tuple[str, str]] = {
-    "envs": ("metarl.bench.envs", "env steps/s: ours vs gymnasium v5, SyncVectorEnv x8 and mujoco.rollout"),
-    "maml": ("metarl.bench.maml", "MAML: sampler overhead, s/meta-iteration (Point2DNav, HalfCheetahVel paper configs)"),
-    "sampler": ("metarl.bench.sampler", "Ray sampler with 1, 2 workers vs the local sampler: env steps/s, Ray's overhead"),
+    "envs": ("metarl.commands.bench.envs", "env steps/s: ours vs gymnasium v5, SyncVectorEnv x8 and mujoco.rollout"),
+    "maml": ("metarl.commands.bench.maml", "MAML: sampler overhead, s/meta-iteration (Point2DNav, HalfCheetahVel paper configs)"),
+    "sampler": ("metarl.commands.bench.sampler", "Ray sampler with 1, 2 workers vs the local sampler: env steps/s, Ray's overhead"),
 }
 
 

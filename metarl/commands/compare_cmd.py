@@ -14,9 +14,9 @@ from typing import Annotated
 
 import tyro
 
-from metarl.cli import UserError
 from metarl.commands.flags import choice, optional, parse
-from metarl.compare import compare_runs
+from metarl.core.errors import UserError
+from metarl.evaluation.compare import compare_runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
         raise UserError("give at least one run directory: metarl compare RUN_DIR... --split test")
     reference, source = None, "reference"
     if args.reference is not None:
-        from metarl.compare import load_run_result
+        from metarl.evaluation.compare import load_run_result
 
         family = load_run_result(args.run_dirs[0], args.split, eval_file=args.eval_file).family
         reference, source = load_reference(args.reference, family)

@@ -30,18 +30,18 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
-from metarl.cli import UserError
+from metarl.algorithms.presets import MAMLRunConfig, maml_preset
 from metarl.commands.flags import OffSwitch, device_choice, parse
 from metarl.commands.train_maml import initial_policy, train_maml
-from metarl.device import DEVICE_CHOICES
-from metarl.evaluation import (
+from metarl.core.device import DEVICE_CHOICES
+from metarl.core.errors import UserError
+from metarl.evaluation.protocol import (
     EvalOptions,
     eval_document,
     evaluate_gradient_adaptation,
     write_eval_json,
 )
-from metarl.presets import MAMLRunConfig, maml_preset
-from metarl.runs import RunDir, load_policy, run_dir_lock
+from metarl.storage.runs import RunDir, load_policy, run_dir_lock
 
 FAMILY = "Point2DNav"
 PLOT_NAME = "demo_returns.png"
@@ -176,8 +176,8 @@ def render_demo_video(run_dir: RunDir, seed: int) -> Path | None:
 
     Returns the video path, or ``None`` (with a message saying why) when rendering is unavailable.
     """
-    from metarl.render import RenderingUnavailableError
-    from metarl.run_videos import RenderOptions, render_run
+    from metarl.video.render import RenderingUnavailableError
+    from metarl.video.run_videos import RenderOptions, render_run
 
     options = RenderOptions(split="test", task_index=0, steps=(0, 1, 3), width=192, height=192, device="cpu")
     target = run_dir.path / "demo_before_after.mp4"

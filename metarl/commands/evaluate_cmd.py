@@ -19,9 +19,12 @@ from typing import Annotated, Any
 import tyro
 
 import metarl_envs as envs
-from metarl.cli import UserError
 from metarl.commands.flags import OffSwitch, choice, device_choice, optional, parse
-from metarl.evaluation import (
+from metarl.core.errors import UserError
+from metarl.core.interrupts import sigterm_as_interrupt
+from metarl.core.sampler import env_dims
+from metarl.core.validation import check_memory, step_bytes
+from metarl.evaluation.protocol import (
     ADAPT_STEPS,
     CUSTOM_SPLIT,
     EPISODES_PER_STEP,
@@ -33,18 +36,15 @@ from metarl.evaluation import (
     format_returns_table,
     load_tasks_file,
 )
-from metarl.interrupts import sigterm_as_interrupt
-from metarl.runs import ENV_BYTES, RunDir, run_dir_lock
-from metarl.sampler import env_dims
-from metarl.validation import check_memory, step_bytes
+from metarl.storage.runs import ENV_BYTES, RunDir, run_dir_lock
 
 # method (config.json["method"]) -> "module:function" of its evaluator
 EVALUATORS: dict[str, str] = {
-    "maml": "metarl.evaluation:evaluate_maml_run",
-    "random_init": "metarl.random_init:evaluate_random_init_run",
-    "finetune": "metarl.finetune:evaluate_finetune_run",
-    "pretrain": "metarl.pretrain:evaluate_pretrain_run",
-    "protonet": "metarl.protonet:evaluate_protonet_run",
+    "maml": "metarl.evaluation.protocol:evaluate_maml_run",
+    "random_init": "metarl.algorithms.random_init:evaluate_random_init_run",
+    "finetune": "metarl.algorithms.finetune.sb3:evaluate_finetune_run",
+    "pretrain": "metarl.algorithms.pretrain:evaluate_pretrain_run",
+    "protonet": "metarl.identification.protonet:evaluate_protonet_run",
 }
 
 
@@ -115,7 +115,7 @@ def evaluate(run_dir: Path | str, options: EvalOptions, progress: bool = True,
     """Evaluate the run in ``run_dir`` and write its ``eval_<split>.json``; returns the document.
 
     Before any work: the sizes are bounded (:func:`check_evaluation_memory`), the run
-    directory must be writable and is then locked (:func:`metarl.runs.run_dir_lock`) for
+    directory must be writable and is then locked (:func:`metarl.storage.runs.run_dir_lock`) for
     the evaluation; SIGTERM is handled as Ctrl-C.
     """
     run = RunDir(run_dir)
@@ -143,7 +143,7 @@ def main(argv: list[str]) -> int:
     )
     document = evaluate(args.run_dir, options, progress=not args.no_progress, allow_large=args.allow_large)
     if "accuracy" in document:  # task identification (protonet): accuracy per context size, no returns
-        print(importlib.import_module("metarl.protonet").format_accuracy_report(document))
+        print(importlib.import_module("metarl.identification.protonet").format_accuracy_report(document))
         print(f"wrote {RunDir(args.run_dir).eval_path(options.split)}")
         return 0
     budget = (f"whole episodes up to {options.samples_per_step} steps" if options.samples_per_step is not None

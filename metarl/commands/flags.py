@@ -66,7 +66,7 @@ def family_choice(note: str | None = None) -> Any:
 
 def device_choice() -> Any:
     """:func:`choice` over the device names (``cuda:N`` is accepted too)."""
-    from metarl.device import DEVICE_CHOICES
+    from metarl.core.device import DEVICE_CHOICES
 
     return choice(DEVICE_CHOICES)
 

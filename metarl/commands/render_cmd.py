@@ -2,7 +2,7 @@
 
 Renders the run's policy on one evaluation task after each requested number of
 adaptation steps, panels side by side, headless (MUJOCO_GL chosen between egl
-and osmesa). ``.gif`` output when ``--out`` ends so. See :mod:`metarl.run_videos`.
+and osmesa). ``.gif`` output when ``--out`` ends so. See :mod:`metarl.video.run_videos`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Annotated
 
 import tyro
 
-from metarl import render
-from metarl.cli import UserError
 from metarl.commands.flags import OffSwitch, choice, device_choice, optional, parse
-from metarl.run_videos import RenderOptions, describe_task, render_run
+from metarl.core.errors import UserError
+from metarl.video import render
+from metarl.video.run_videos import RenderOptions, describe_task, render_run
 
 
 @dataclasses.dataclass(frozen=True)

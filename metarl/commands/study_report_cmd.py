@@ -1,6 +1,6 @@
 """``metarl study report DIR``: pooled tables per family and split, plots and one markdown report.
 
-See :mod:`metarl.study_report`.
+See :mod:`metarl.studies.report`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class StudyReportArgs:
 
 def main(argv: list[str]) -> int:
     args = parse(StudyReportArgs, argv, prog="metarl study report")
-    from metarl.study_report import write_report
+    from metarl.studies.report import write_report
 
     path = write_report(args.study_dir, args.out)
     print(f"wrote {path}")

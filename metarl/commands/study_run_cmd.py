@@ -3,7 +3,7 @@
 FILE is a TOML file or the name of a shipped study (tiny, maml-paper,
 unseen-dynamics). Every (family, method, seed) is one Ray task, on a local Ray
 instance or on the cluster at ``--address``; rerunning the command continues
-the study. See :mod:`metarl.study_runner` and docs/studies.md.
+the study. See :mod:`metarl.studies.runner` and docs/studies.md.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ class StudyRunArgs:
 
 def main(argv: list[str]) -> int:
     args = parse(StudyRunArgs, argv, prog="metarl study run")
-    from metarl.ray_support import require_ray
+    from metarl.cluster.ray_support import require_ray
 
     require_ray()  # says what to install before anything else
-    from metarl.study import load_study
-    from metarl.study_runner import RunOptions, run_study
+    from metarl.studies.runner import RunOptions, run_study
+    from metarl.studies.spec import load_study
 
     spec = load_study(args.study)
     options = RunOptions(

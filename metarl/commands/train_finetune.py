@@ -3,7 +3,7 @@
 The run directory gets ``config.json`` (method ``finetune``, the pretraining
 settings and the fine-tuning recipe that ``metarl evaluate`` applies),
 ``metrics.csv`` + TensorBoard events, and ``checkpoint/policy.safetensors``
-(+ ``policy.json``, the model description). See :mod:`metarl.finetune`.
+(+ ``policy.json``, the model description). See :mod:`metarl.algorithms.finetune.sb3`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Annotated
 import torch
 import tyro
 
-from metarl.commands.flags import choice, device_choice, family_choice, parse
-from metarl.finetune import (
+from metarl.algorithms.finetune.sb3 import (
     ALGOS,
     FinetuneConfig,
     FinetuneRecipe,
@@ -25,6 +24,7 @@ from metarl.finetune import (
     steps_per_round,
     train_run,
 )
+from metarl.commands.flags import choice, device_choice, family_choice, parse
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,8 +37,16 @@ import torch
 from tqdm.auto import tqdm
 
 import metarl_envs as envs
-from metarl.adaptation import OBJECTIVES
-from metarl.checkpoint import (
+from metarl.algorithms.adaptation import OBJECTIVES
+from metarl.algorithms.maml.learner import OUTER_ALGORITHMS, MAMLConfig, MAMLLearner
+from metarl.algorithms.presets import PRESETS, MAMLRunConfig, maml_preset
+from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
+from metarl.core.device import DEVICE_CHOICES, resolve_device
+from metarl.core.errors import UserError
+from metarl.core.interrupts import sigterm_as_interrupt
+from metarl.core.policy import NONLINEARITIES, WEIGHT_INITS, GaussianMLPPolicy, stack_params
+from metarl.core.sampler import SAMPLER_BACKENDS, Sampler, SamplerChoice, env_dims
+from metarl.storage.checkpoint import (
     CheckpointError,
     check_compatible,
     flatten_state,
@@ -51,14 +59,7 @@ from metarl.checkpoint import (
     restore_tensor_dict,
     save_checkpoint,
 )
-from metarl.cli import UserError
-from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
-from metarl.device import DEVICE_CHOICES, resolve_device
-from metarl.interrupts import sigterm_as_interrupt
-from metarl.maml import OUTER_ALGORITHMS, MAMLConfig, MAMLLearner
-from metarl.policy import NONLINEARITIES, WEIGHT_INITS, GaussianMLPPolicy, stack_params
-from metarl.presets import PRESETS, MAMLRunConfig, maml_preset
-from metarl.runs import (
+from metarl.storage.runs import (
     IterationState,
     MetricsLogger,
     RunDir,
@@ -70,7 +71,6 @@ from metarl.runs import (
     policy_tensors,
     writing_run,
 )
-from metarl.sampler import SAMPLER_BACKENDS, Sampler, SamplerChoice, env_dims
 
 TASK_STREAM = 0x7A5C  # child stream of the run seed for the training tasks
 SAMPLING_STREAM = 0x5A3F  # child stream for actions and env resets
@@ -239,14 +239,14 @@ def train_maml(
     ``sampler`` picks where episodes are collected (default: in this process); every
     backend returns the same episodes, so it is recorded in ``config.json`` but may
     change on ``--resume``. The directory is locked while the run writes it
-    (:func:`metarl.runs.writing_run`); SIGTERM is handled as Ctrl-C
-    (:func:`metarl.interrupts.sigterm_as_interrupt`).
+    (:func:`metarl.storage.runs.writing_run`); SIGTERM is handled as Ctrl-C
+    (:func:`metarl.core.interrupts.sigterm_as_interrupt`).
 
     Raises:
         ValueError / RunDirError / CheckpointError: bad input, before anything is written
             (a meta-batch above half the machine's memory unless ``allow_large``).
         KeyboardInterrupt: after saving a checkpoint of the last completed iteration
-            (:class:`metarl.interrupts.Terminated` on SIGTERM).
+            (:class:`metarl.core.interrupts.Terminated` on SIGTERM).
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")

@@ -2,7 +2,7 @@
 
 Takes the MAML preset of the same name, so that a pretrain run and a MAML run
 of one preset share the architecture, the training budget and, at
-evaluation, the adaptation (inner lr, steps, episodes). See :mod:`metarl.pretrain`.
+evaluation, the adaptation (inner lr, steps, episodes). See :mod:`metarl.algorithms.pretrain`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Annotated
 import torch
 
 import metarl_envs as envs
-from metarl.cli import UserError
+from metarl.algorithms.presets import PRESETS, MAMLRunConfig, maml_preset
+from metarl.algorithms.pretrain import run_config_from_document, train_pretrain
 from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
-from metarl.policy import NONLINEARITIES
-from metarl.presets import PRESETS, MAMLRunConfig, maml_preset
-from metarl.pretrain import run_config_from_document, train_pretrain
-from metarl.runs import RunDir
+from metarl.core.errors import UserError
+from metarl.core.policy import NONLINEARITIES
+from metarl.storage.runs import RunDir
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ hyperparameter and the behaviour that collects contexts), ``metrics.csv`` +
 TensorBoard events (``train/loss``, ``train/accuracy``) and
 ``checkpoint/latest.safetensors`` (+ ``latest.json``). Evaluate it with
 ``metarl evaluate RUN_DIR --split test|ood``; use it online through
-``metarl.protonet.TaskIdentifier.load(RUN_DIR)``. See :mod:`metarl.protonet`.
+``metarl.identification.protonet.TaskIdentifier.load(RUN_DIR)``. See :mod:`metarl.identification.protonet`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 import tyro
 
 from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
-from metarl.device import DEVICE_CHOICES
-from metarl.protonet import preset, train_run
+from metarl.core.device import DEVICE_CHOICES
+from metarl.identification.protonet import preset, train_run
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``metarl train random-init``: a run of the random-initialisation baseline (no training).
 
 Writes a run directory holding the seeded initial policy and the adaptation
-hyperparameters (see :mod:`metarl.random_init`). ``metarl evaluate`` then adapts
+hyperparameters (see :mod:`metarl.algorithms.random_init`). ``metarl evaluate`` then adapts
 it on unseen tasks with the same protocol as MAML, and ``compare``/``render``
 take it like any other run. ``--like RUN_DIR`` copies the family, architecture,
 inner learning rate, horizon and seed of a MAML run, which makes it that run's
@@ -14,10 +14,10 @@ import dataclasses
 from pathlib import Path
 from typing import Annotated
 
-from metarl.cli import UserError
+from metarl.algorithms.random_init import RandomInitConfig, config_like, create_run
 from metarl.commands.flags import choice, family_choice, optional, parse
-from metarl.policy import NONLINEARITIES, WEIGHT_INITS
-from metarl.random_init import RandomInitConfig, config_like, create_run
+from metarl.core.errors import UserError
+from metarl.core.policy import NONLINEARITIES, WEIGHT_INITS
 
 
 @dataclasses.dataclass(frozen=True)

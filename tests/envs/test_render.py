@@ -12,7 +12,7 @@ import metarl_envs as envs
 @pytest.fixture(scope="module", autouse=True)
 def _headless_gl() -> None:
     """Pick a working headless backend (egl/osmesa) as the README's test command would."""
-    from metarl.render import select_gl_backend
+    from metarl.video.render import select_gl_backend
 
     select_gl_backend()
 

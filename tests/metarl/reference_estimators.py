@@ -1,7 +1,7 @@
 """Independent references for the estimators: plain Python loops and numpy's lstsq.
 
-Written from the definitions in the docstrings of :mod:`metarl.returns` and
-:mod:`metarl.baseline`, sharing no code with them, so that a test comparing the
+Written from the definitions in the docstrings of :mod:`metarl.core.returns` and
+:mod:`metarl.core.baseline`, sharing no code with them, so that a test comparing the
 two can fail when either drifts.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from metarl.episodes import Episodes
+from metarl.core.episodes import Episodes
 
 
 def random_episodes(

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 import metarl_envs as envs
-from metarl.policy import ActionMap, GaussianMLPPolicy
-from metarl.sampler import VectorEnvSampler
+from metarl.core.policy import ActionMap, GaussianMLPPolicy
+from metarl.core.sampler import VectorEnvSampler
 
 
 def test_action_map_spans_the_box_and_is_identity_for_unit_boxes() -> None:

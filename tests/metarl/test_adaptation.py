@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from metarl.adaptation import adapt, estimate_advantages, inner_loss, inner_step
-from metarl.policy import GaussianMLPPolicy, batched_policy_forward, stack_params
+from metarl.algorithms.adaptation import adapt, estimate_advantages, inner_loss, inner_step
+from metarl.core.policy import GaussianMLPPolicy, batched_policy_forward, stack_params
 from tests.metarl.synthetic_episodes import random_episodes
 
 
@@ -215,7 +215,7 @@ def test_lvc_with_old_log_probs_importance_weights():
     advantages = random_advantages(episodes)
     params = stack_params(policy.params(), 3)
     mean, log_std = batched_policy_forward(policy, params, episodes.observations)
-    from metarl.policy import gaussian_log_prob
+    from metarl.core.policy import gaussian_log_prob
 
     log_probs = gaussian_log_prob(mean, log_std[:, None, None, :], episodes.actions).detach()
     same = inner_step(

@@ -2,9 +2,9 @@
 
 import torch
 
-from metarl.baseline import LinearFeatureBaseline, baseline_features, fit_linear
-from metarl.episodes import Episodes
-from metarl.returns import discounted_returns
+from metarl.core.baseline import LinearFeatureBaseline, baseline_features, fit_linear
+from metarl.core.episodes import Episodes
+from metarl.core.returns import discounted_returns
 
 
 def test_features_layout():

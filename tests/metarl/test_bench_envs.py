@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from metarl.bench.envs import EnvBenchConfig, format_results, measure
 from metarl.cli import main as cli_main
+from metarl.commands.bench.envs import EnvBenchConfig, format_results, measure
 
 
 def test_bench_envs_measures_all_sides_and_formats_ratios() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import mujoco
 import pytest
 
-from metarl.bench.envs import format_load, mujoco_warnings_as_python_warnings
 from metarl.cli import main as cli_main
+from metarl.commands.bench.envs import format_load, mujoco_warnings_as_python_warnings
 
 
 def test_bench_envs_prints_the_load_and_no_settotalmass_warning_or_log(

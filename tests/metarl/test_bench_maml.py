@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarl.bench.maml import GOALS, MAMLBenchConfig, iteration_time, report, run, sampler_overhead
+from metarl.commands.bench.maml import (
+    GOALS,
+    MAMLBenchConfig,
+    iteration_time,
+    report,
+    run,
+    sampler_overhead,
+)
 
 CPU = torch.device("cpu")
 

@@ -8,8 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl import checkpoint as ckpt
-from metarl.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from metarl.storage import checkpoint as ckpt
+from metarl.storage.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def _save(path: Path) -> dict[str, torch.Tensor]:

@@ -12,14 +12,14 @@ import torch
 from safetensors.torch import save as safetensors_save
 
 from metarl import cli
-from metarl.checkpoint import (
+from metarl.storage.checkpoint import (
     FORMAT,
     CheckpointError,
     _digest,
     load_checkpoint,
     save_checkpoint,
 )
-from metarl.runs import read_metrics
+from metarl.storage.runs import read_metrics
 
 FLAGS = ["--env", "Point2DNav", "--preset", "tiny", "--meta-batch-size", "2", "--episodes-per-task", "2",
          "--horizon", "10", "--hidden-sizes", "8", "--no-progress", "--no-tensorboard", "--device", "cpu",

@@ -1,4 +1,4 @@
-"""metarl.compare and `metarl compare`: table, CSV and plots from eval_<split>.json files."""
+"""metarl.evaluation.compare and `metarl compare`: table, CSV and plots from eval_<split>.json files."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from metarl.cli import main as cli_main
-from metarl.compare import compare_runs, group_by_seed, load_run_result, pooled_result
-from metarl.stats import summarize
+from metarl.evaluation.compare import compare_runs, group_by_seed, load_run_result, pooled_result
+from metarl.evaluation.stats import summarize
 
 
 def _write_run(

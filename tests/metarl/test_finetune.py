@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import metarl_envs as envs
-from metarl import finetune as ft
-from metarl.checkpoint import CheckpointError
+from metarl.algorithms.finetune import sb3 as ft
 from metarl.cli import main as cli_main
-from metarl.runs import RunDir
+from metarl.storage.checkpoint import CheckpointError
+from metarl.storage.runs import RunDir
 
 CPU = torch.device("cpu")
 
@@ -221,7 +221,7 @@ def test_bad_command_input_exits_with_a_clear_error(tmp_path, capsys) -> None:
 
 
 def test_evaluate_writes_the_maml_schema_on_the_protocol_tasks(tmp_path) -> None:
-    from metarl.evaluation import evaluation_tasks
+    from metarl.evaluation.protocol import evaluation_tasks
 
     out = tmp_path / "run"
     assert cli_main(["train", "finetune", "--env", "Point2DNav", "--timesteps", "512", "--num-envs", "2",
@@ -358,14 +358,15 @@ def test_only_the_finetune_module_imports_stable_baselines3_and_algorithms_stay_
     import metarl
 
     root = Path(metarl.__file__).parent
-    algorithms = {"maml", "pretrain", "finetune", "protonet"}
+    algorithms = {"algorithms.maml", "algorithms.pretrain", "algorithms.finetune", "identification"}
     for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text())
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        module = path.stem
-        if module != "finetune":
+        dotted = ".".join(path.relative_to(root).with_suffix("").parts)
+        if not dotted.startswith("algorithms.finetune"):
             assert not any(name.split(".")[0] == "stable_baselines3" for name in imported), path
-        if module in algorithms and path.parent == root:
-            others = {f"metarl.{name}" for name in algorithms - {module}}
-            assert not imported & others, f"{path.name} imports {imported & others}"
+        mine = next((name for name in algorithms if dotted.startswith(name)), None)
+        if mine is not None:
+            others = {f"metarl.{name}" for name in algorithms - {mine}}
+            assert not {m for m in imported if any(m.startswith(o) for o in others)}, f"{dotted} imports {imported}"

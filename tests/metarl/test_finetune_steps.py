@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metarl import finetune as ft
+from metarl.algorithms.finetune import sb3 as ft
 from metarl.cli import main as cli_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/metarl/conftest.py

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 import metarl_envs as envs
 from metarl import cli
-from metarl.evaluation import EvalOptions, load_tasks_file
-from metarl.protonet import VariantPool, check_way
-from metarl.validation import check_memory, check_number
+from metarl.core.validation import check_memory, check_number
+from metarl.evaluation.protocol import EvalOptions, load_tasks_file
+from metarl.identification.protonet import VariantPool, check_way
 from tests.metarl.cli_helpers import assert_one_line, run_cli
 
 MAML = ["train", "maml", "--env", "Point2DNav", "--preset", "tiny", "--no-progress", "--no-tensorboard",

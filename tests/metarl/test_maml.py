@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from metarl.adaptation import adapt, estimate_advantages, masked_mean
-from metarl.maml import MAMLConfig, MAMLLearner
-from metarl.policy import (
+from metarl.algorithms.adaptation import adapt, estimate_advantages, masked_mean
+from metarl.algorithms.maml.learner import MAMLConfig, MAMLLearner
+from metarl.core.policy import (
     GaussianMLPPolicy,
     batched_policy_forward,
     gaussian_kl,
@@ -130,8 +130,8 @@ def test_trpo_step_improves_surrogate_and_keeps_the_kl_bound(first_order, object
 def test_gauss_newton_kl_product_equals_third_order_hessian_product(objective):
     # TRPO's fast path (one inner step) must give exactly the Hessian of the KL through the
     # adaptation that plain double backward gives.
-    from metarl.maml import _detached, _gauss_newton_product_fn
-    from metarl.trust_region import hessian_vector_product_fn
+    from metarl.algorithms.maml.learner import _detached, _gauss_newton_product_fn
+    from metarl.algorithms.trust_region import hessian_vector_product_fn
 
     policy = make_policy()
     learner = MAMLLearner(policy, MAMLConfig(inner_objective=objective, inner_lr=0.5), "cpu")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from metarl.algorithms.presets import maml_preset
 from metarl.commands.train_maml import initial_policy, train_maml
-from metarl.evaluation import EvalOptions, evaluate_gradient_adaptation
-from metarl.presets import maml_preset
+from metarl.evaluation.protocol import EvalOptions, evaluate_gradient_adaptation
 
 
 @pytest.mark.slow

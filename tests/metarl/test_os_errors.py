@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from metarl import cli
-from metarl.runs import RunDir
+from metarl.storage.runs import RunDir
 from tests.metarl.cli_helpers import assert_one_line, run_cli
 
 TINY = ["--env", "Point2DNav", "--preset", "tiny", "--iterations", "2", "--meta-batch-size", "2",
@@ -83,7 +83,7 @@ def test_a_disk_that_fills_mid_run_keeps_a_resumable_checkpoint(tmp_path: Path,
         assert code == 2
         assert_one_line(err, "No space left on device", "--resume")
         shutil.copytree(out, tmp_path / "copy")
-    from metarl.checkpoint import load_checkpoint
+    from metarl.storage.checkpoint import load_checkpoint
 
     saved = load_checkpoint(tmp_path / "copy" / "checkpoint" / "latest.safetensors")[1]["iteration"]
     code, err = run_cli(["train", "maml", "--out", str(tmp_path / "copy"), "--resume", "--iterations",

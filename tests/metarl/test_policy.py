@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.func import functional_call, vmap
 
-from metarl.policy import SMALL_OUTPUT_SCALE, GaussianMLPPolicy, batched_policy_forward
+from metarl.core.policy import SMALL_OUTPUT_SCALE, GaussianMLPPolicy, batched_policy_forward
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -6,16 +6,21 @@ import pytest
 import torch
 from torch.func import grad, jvp
 
-from metarl.maml import (
+from metarl.algorithms.maml.curvature import GaussianFisher, LikelihoodLossHessian, TaskMLP
+from metarl.algorithms.maml.learner import (
     MAMLConfig,
     MAMLLearner,
     _ClosedFormTRPO,
     _detached,
     _gauss_newton_product_fn,
 )
-from metarl.policy import GaussianMLPPolicy, batched_policy_forward, gaussian_kl, gaussian_log_prob
-from metarl.policy_derivatives import GaussianFisher, LikelihoodLossHessian, TaskMLP
-from metarl.trust_region import flatten, hessian_vector_product_fn
+from metarl.algorithms.trust_region import flatten, hessian_vector_product_fn
+from metarl.core.policy import (
+    GaussianMLPPolicy,
+    batched_policy_forward,
+    gaussian_kl,
+    gaussian_log_prob,
+)
 from tests.metarl.synthetic_episodes import random_episodes
 
 DTYPE = torch.float64

@@ -9,21 +9,21 @@ import pytest
 import torch
 
 import metarl_envs as envs
-from metarl.adaptation import inner_step
-from metarl.checkpoint import load_checkpoint
-from metarl.cli import main as cli_main
-from metarl.evaluation import EvalOptions
-from metarl.policy import GaussianMLPPolicy, stack_params
-from metarl.presets import maml_preset
-from metarl.pretrain import (
+from metarl.algorithms.adaptation import inner_step
+from metarl.algorithms.presets import maml_preset
+from metarl.algorithms.pretrain import (
     episodes_per_iteration,
     evaluate_pretrain_run,
     run_config_from_document,
     train_pretrain,
     trpo_update,
 )
-from metarl.runs import RunDir, RunDirError, load_policy
-from metarl.sampler import VectorEnvSampler
+from metarl.cli import main as cli_main
+from metarl.core.policy import GaussianMLPPolicy, stack_params
+from metarl.core.sampler import VectorEnvSampler
+from metarl.evaluation.protocol import EvalOptions
+from metarl.storage.checkpoint import load_checkpoint
+from metarl.storage.runs import RunDir, RunDirError, load_policy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/metarl/conftest.py
 
@@ -102,7 +102,7 @@ def test_command_and_wrong_method_errors(tmp_path, capsys) -> None:
     assert cli_main(["train", "pretrain", "--env", "Point2DNav", "--preset", "huge", "--out", str(tmp_path / "x")]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err
     # a pretrain run handed to the fine-tune loader, and another method's run to the pretrain loader
-    from metarl.finetune import load_run
+    from metarl.algorithms.finetune.sb3 import load_run
 
     with pytest.raises(ValueError, match="holds a 'pretrain' run, not a 'finetune' run"):
         load_run(out)
@@ -124,6 +124,6 @@ def test_pretraining_learns_and_adaptation_improves_over_three_seeds(tmp_path) -
 
 
 def _metrics(run: RunDir) -> list[dict[str, float]]:
-    from metarl.runs import read_metrics
+    from metarl.storage.runs import read_metrics
 
     return read_metrics(run.metrics_path)

@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main as cli_main
-from metarl.contexts import collect_contexts, distinct_variants, sample_contexts, transition_dim
-from metarl.policy import GaussianMLPPolicy
-from metarl.protonet import (
+from metarl.core.policy import GaussianMLPPolicy
+from metarl.identification.contexts import (
+    collect_contexts,
+    distinct_variants,
+    sample_contexts,
+    transition_dim,
+)
+from metarl.identification.protonet import (
     ContextEncoder,
     ProtoNetConfig,
     ProtoNetTrainer,
@@ -27,7 +31,8 @@ from metarl.protonet import (
     train_run,
     variant_pool,
 )
-from metarl.runs import RunDir, policy_config, policy_tensors
+from metarl.storage.checkpoint import load_checkpoint, save_checkpoint
+from metarl.storage.runs import RunDir, policy_config, policy_tensors
 from metarl_envs.point2d import Point2DNavTask
 
 FAMILY = "Point2DNav"
@@ -220,8 +225,8 @@ def test_contexts_can_be_collected_with_the_policy_of_a_run(tmp_path) -> None:
 
 
 def test_protonet_evaluation_refuses_explicit_tasks(tmp_path) -> None:
-    from metarl.evaluation import EvalOptions
-    from metarl.protonet import evaluate_protonet_run
+    from metarl.evaluation.protocol import EvalOptions
+    from metarl.identification.protonet import evaluate_protonet_run
 
     options = EvalOptions(split="custom", num_tasks=1, tasks=(Point2DNavTask(0.1, 0.2),), tasks_source="t.json")
     with pytest.raises(ValueError, match="identifies among the variants of a split"):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from metarl.algorithms.random_init import RandomInitConfig, config_like, create_run
 from metarl.cli import main as cli_main
-from metarl.random_init import RandomInitConfig, config_like, create_run
-from metarl.runs import RunDir, RunDirError, load_policy
+from metarl.storage.runs import RunDir, RunDirError, load_policy
 
 SMALL_EVAL = [
     "--split",
@@ -31,7 +31,7 @@ def test_create_run_holds_the_seeded_initial_policy(tmp_path: Path) -> None:
     policy = load_policy(run)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
-        from metarl.policy import GaussianMLPPolicy
+        from metarl.core.policy import GaussianMLPPolicy
 
         expected = GaussianMLPPolicy(2, 2, (8, 8), 1.0)
     for name, value in expected.named_parameters():

@@ -19,12 +19,12 @@ import torch
 
 import metarl_envs as envs
 from metarl import cli
+from metarl.algorithms.presets import maml_preset
+from metarl.cluster.ray_sampler import BlockSampler, alignment_padding, task_blocks
 from metarl.commands import train_maml as train_module
-from metarl.episodes import Episodes
-from metarl.policy import GaussianMLPPolicy, stack_params
-from metarl.presets import maml_preset
-from metarl.ray_sampler import BlockSampler, alignment_padding, task_blocks
-from metarl.sampler import SamplerChoice, VectorEnvSampler, env_dims
+from metarl.core.episodes import Episodes
+from metarl.core.policy import GaussianMLPPolicy, stack_params
+from metarl.core.sampler import SamplerChoice, VectorEnvSampler, env_dims
 from metarl_envs.point2d import Point2DNavTask
 
 FIELDS = ("observations", "actions", "rewards", "mask")
@@ -157,7 +157,7 @@ def test_cli_refuses_workers_without_ray_sampler(tmp_path: Path, capsys: pytest.
 @pytest.fixture(scope="module")
 def ray_instance():
     ray = pytest.importorskip("ray")
-    from metarl.ray_support import init_ray
+    from metarl.cluster.ray_support import init_ray
 
     init_ray(num_cpus=3)
     yield ray
@@ -166,7 +166,7 @@ def ray_instance():
 
 def test_ray_sampler_equals_local_sampler(ray_instance) -> None:
     """On actors: 5 tasks on 2 workers (HalfCheetahVel) and on 3 workers (Point2DNav)."""
-    from metarl.ray_sampler import RaySampler
+    from metarl.cluster.ray_sampler import RaySampler
 
     _compare("HalfCheetahVel", RaySampler("HalfCheetahVel", 5, 2, horizon=10), 5, 3, 10)
     sampler = RaySampler("Point2DNav", 5, 3, horizon=10)
@@ -176,8 +176,8 @@ def test_ray_sampler_equals_local_sampler(ray_instance) -> None:
 
 
 def test_ray_sampler_refuses_more_workers_than_cpus(ray_instance, monkeypatch: pytest.MonkeyPatch) -> None:
-    from metarl import ray_sampler
-    from metarl.ray_sampler import RaySampler
+    from metarl.cluster import ray_sampler
+    from metarl.cluster.ray_sampler import RaySampler
 
     monkeypatch.setattr(ray_sampler, "FREE_CPU_WAIT_SECONDS", 0.5)
     with pytest.raises(cli.UserError, match="needs 4 CPUs"):
@@ -212,7 +212,7 @@ def test_maml_run_with_ray_sampler_has_the_local_metrics(ray_instance, tmp_path:
 
 
 def test_bench_sampler_reports_every_backend(ray_instance, capsys: pytest.CaptureFixture[str]) -> None:
-    from metarl.bench.sampler import SamplerBenchConfig, report, run
+    from metarl.commands.bench.sampler import SamplerBenchConfig, report, run
 
     config = SamplerBenchConfig(family="Point2DNav", tasks=3, episodes=2, horizon=10, workers=(1, 2), repeats=1)
     results = run(config)

@@ -1,4 +1,4 @@
-"""metarl.render: frames, panels, videos read back, and the errors a user can hit."""
+"""metarl.video.render: frames, panels, videos read back, and the errors a user can hit."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import metarl_envs as envs
-from metarl import render
+from metarl.video import render
 
 
 def _point_rollout(steps: int, seed: int = 0) -> render.Rollout:

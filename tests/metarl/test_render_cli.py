@@ -12,7 +12,7 @@ from metarl.cli import main as cli_main
 from metarl.commands.evaluate_cmd import EvaluateArgs
 from metarl.commands.flags import parse
 from metarl.commands.render_cmd import RenderArgs
-from metarl.run_videos import RenderOptions, render_run
+from metarl.video.run_videos import RenderOptions, render_run
 from tests.metarl.test_run_videos import _make_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/metarl/conftest.py
@@ -49,7 +49,7 @@ def test_render_shows_adaptation_episode_and_encoding_progress(
 def test_fine_tuning_progress_counts_the_steps_it_trains(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from metarl.finetune import FinetuneConfig, train_run
+    from metarl.algorithms.finetune.sb3 import FinetuneConfig, train_run
 
     config = FinetuneConfig(family="Point2DNav", timesteps=256, num_envs=2, hidden_sizes=(8, 8))
     run = train_run(config, tmp_path / "ft", device_name="cpu")

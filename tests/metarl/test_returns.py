@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from metarl.returns import discounted_returns, gae, normalize_advantages
+from metarl.core.returns import discounted_returns, gae, normalize_advantages
 
 
 def test_discounted_returns_hand_computed_with_padding():

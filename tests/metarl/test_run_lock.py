@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from metarl import cli
-from metarl.runs import LOCK_PID_NAME, RunDirLockedError, read_metrics, run_dir_lock
+from metarl.storage.runs import LOCK_PID_NAME, RunDirLockedError, read_metrics, run_dir_lock
 
 TINY = ["--env", "Point2DNav", "--preset", "tiny", "--iterations", "2", "--meta-batch-size", "2",
         "--episodes-per-task", "2", "--horizon", "10", "--hidden-sizes", "8", "--no-progress",
@@ -20,7 +20,7 @@ TINY = ["--env", "Point2DNav", "--preset", "tiny", "--iterations", "2", "--meta-
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from metarl.runs import run_dir_lock
+    from metarl.storage.runs import run_dir_lock
     with run_dir_lock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)

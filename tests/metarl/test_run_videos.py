@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from metarl import render
-from metarl.checkpoint import save_checkpoint
 from metarl.cli import main as cli_main
-from metarl.policy import GaussianMLPPolicy
-from metarl.run_videos import RenderOptions, describe_task, render_run, select_task
-from metarl.runs import RunDir, policy_config, policy_tensors
-from metarl.sampler import env_dims
+from metarl.core.policy import GaussianMLPPolicy
+from metarl.core.sampler import env_dims
+from metarl.storage.checkpoint import save_checkpoint
+from metarl.storage.runs import RunDir, policy_config, policy_tensors
+from metarl.video import render
+from metarl.video.run_videos import RenderOptions, describe_task, render_run, select_task
 
 
 def _make_run(
@@ -163,7 +163,7 @@ def test_render_options_are_checked() -> None:
 
 
 def test_render_finetune_run(tmp_path: Path) -> None:
-    from metarl.finetune import FinetuneConfig, train_run
+    from metarl.algorithms.finetune.sb3 import FinetuneConfig, train_run
 
     config = FinetuneConfig(family="Point2DNav", timesteps=256, num_envs=2, hidden_sizes=(8, 8))
     run = train_run(config, tmp_path / "ft", device_name="cpu")
@@ -177,7 +177,7 @@ def test_render_finetune_run(tmp_path: Path) -> None:
 
 
 def test_render_protonet_run_overlays_the_identified_variant(tmp_path: Path) -> None:
-    from metarl.protonet import ProtoNetConfig, train_run
+    from metarl.identification.protonet import ProtoNetConfig, train_run
 
     config = ProtoNetConfig(
         family="Point2DNav", way=3, shot=2, query=2, context_size=4, hidden_sizes=(16, 16),
@@ -190,7 +190,7 @@ def test_render_protonet_run_overlays_the_identified_variant(tmp_path: Path) -> 
     )
     result = render_run(run.path, options, tmp_path / "proto.mp4")
     assert (result.frames, result.size[1]) == (7, 64) and result.size[0] > 64
-    from metarl.run_videos import protonet_panel
+    from metarl.video.run_videos import protonet_panel
 
     panel = protonet_panel(run, select_task("Point2DNav", options), options)
     assert len(panel.step_lines) == 7
@@ -206,8 +206,7 @@ def test_render_adapts_with_the_runs_advantage_normalisation(
     """render adapts as evaluate does: a run trained with --normalize-advantages False adapts without it."""
     import json
 
-    from metarl import run_videos
-
+    from metarl.video import run_videos
     run = _make_run(tmp_path / "run", "Point2DNav")
     config = json.loads((run / "config.json").read_text())
     config["maml"]["normalize_advantages"] = normalize

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from metarl.runs import MetricsLogger, RunDir, RunDirError, check_run_dir, read_metrics
+from metarl.storage.runs import MetricsLogger, RunDir, RunDirError, check_run_dir, read_metrics
 
 CONFIG = {"method": "maml", "family": "Point2DNav", "seed": 0, "iterations": 4, "device": "cpu",
           "run": {"meta_batch_size": 2, "hidden_sizes": [8, 8]}}

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import metarl_envs as envs
-from metarl.policy import GaussianMLPPolicy, stack_params
-from metarl.sampler import Sampler, VectorEnvSampler, env_dims
+from metarl.core.policy import GaussianMLPPolicy, stack_params
+from metarl.core.sampler import Sampler, VectorEnvSampler, env_dims
 from metarl_envs.point2d import Point2DNavTask
 
 
@@ -128,7 +128,7 @@ def test_bad_arguments_are_rejected(policy: GaussianMLPPolicy) -> None:
 def test_the_loop_runs_torch_on_one_thread_and_restores_the_count(
     policy: GaussianMLPPolicy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import metarl.sampler as sampler_module
+    import metarl.core.sampler as sampler_module
 
     seen: list[int] = []
     forward = sampler_module.batched_policy_forward

@@ -15,11 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl.checkpoint import load_checkpoint
+from metarl.algorithms.presets import MAMLRunConfig, maml_preset
 from metarl.commands import train_maml as train_module
-from metarl.interrupts import Terminated, deferred_interrupts, exit_status, sigterm_as_interrupt
-from metarl.presets import MAMLRunConfig, maml_preset
-from metarl.runs import read_metrics
+from metarl.core.interrupts import (
+    Terminated,
+    deferred_interrupts,
+    exit_status,
+    sigterm_as_interrupt,
+)
+from metarl.storage.checkpoint import load_checkpoint
+from metarl.storage.runs import read_metrics
 
 FLAGS = ["--env", "Point2DNav", "--preset", "tiny", "--meta-batch-size", "2", "--episodes-per-task", "2",
          "--horizon", "10", "--hidden-sizes", "8", "--no-progress", "--no-tensorboard", "--device", "cpu",

@@ -1,11 +1,11 @@
-"""metarl.stats: IQM and stratified-bootstrap intervals on inputs with known answers."""
+"""metarl.evaluation.stats: IQM and stratified-bootstrap intervals on inputs with known answers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from metarl.stats import interquartile_mean, summarize
+from metarl.evaluation.stats import interquartile_mean, summarize
 
 
 def test_iqm_matches_hand_computed_values() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from metarl.cli import UserError
 from metarl.cli import main as cli_main
-from metarl.study import load_study, parse_study, run_state, shipped_studies
-from metarl.study_runner import RunOptions, run_study
+from metarl.core.errors import UserError
+from metarl.studies.runner import RunOptions, run_study
+from metarl.studies.spec import load_study, parse_study, run_state, shipped_studies
 
 # The command the unseen-dynamics study's MAML runs were started with before the runner existed.
 UNSEEN_DYNAMICS_MAML = ("--preset paper --nonlinearity relu --episodes-per-task 10 --horizon 200 "
@@ -111,7 +111,7 @@ def test_study_without_ray_says_what_to_install(
 
 
 def test_every_trainer_runs_from_its_study_options_and_its_directory_then_reads_as_done(tmp_path: Path) -> None:
-    from metarl.study_runner import _train_and_evaluate
+    from metarl.studies.runner import _train_and_evaluate
 
     document = tiny_document(seeds=[0])
     document["methods"] = {
@@ -139,7 +139,7 @@ def test_every_trainer_runs_from_its_study_options_and_its_directory_then_reads_
 
 
 def test_runs_in_flight_never_exceed_the_cluster_slots() -> None:
-    from metarl.study_runner import run_slots
+    from metarl.studies.runner import run_slots
 
     assert run_slots({"CPU": 2.0}, RunOptions(cpus_per_run=1)) == 2
     assert run_slots({"CPU": 16.0}, RunOptions(cpus_per_run=3)) == 5

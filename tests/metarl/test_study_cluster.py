@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("ray")
 
-from metarl.ray_support import init_ray, keep_local  # noqa: E402
-from metarl.study import parse_study  # noqa: E402
-from metarl.study_runner import RunOptions, run_study  # noqa: E402
+from metarl.cluster.ray_support import init_ray, keep_local  # noqa: E402
+from metarl.studies.runner import RunOptions, run_study  # noqa: E402
+from metarl.studies.spec import parse_study  # noqa: E402
 from tests.metarl.test_study import tiny_document  # noqa: E402
 
 pytestmark = pytest.mark.slow

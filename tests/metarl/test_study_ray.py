@@ -17,13 +17,13 @@ import torch
 
 pytest.importorskip("ray")
 
-from metarl.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from metarl.cli import main as cli_main  # noqa: E402
-from metarl.compare import compare_runs, group_by_seed, pooled_result  # noqa: E402
-from metarl.ray_support import init_ray  # noqa: E402
-from metarl.study import parse_study  # noqa: E402
-from metarl.study_report import method_results, write_report  # noqa: E402
-from metarl.study_runner import RunOptions, run_study, store_name  # noqa: E402
+from metarl.cluster.ray_support import init_ray  # noqa: E402
+from metarl.evaluation.compare import compare_runs, group_by_seed, pooled_result  # noqa: E402
+from metarl.storage.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from metarl.studies.report import method_results, write_report  # noqa: E402
+from metarl.studies.runner import RunOptions, run_study, store_name  # noqa: E402
+from metarl.studies.spec import parse_study  # noqa: E402
 from tests.metarl.test_study import tiny_document  # noqa: E402
 
 pytestmark = pytest.mark.slow

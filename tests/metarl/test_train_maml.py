@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from metarl import cli
-from metarl.checkpoint import save_checkpoint
+from metarl.algorithms.maml.learner import MAMLLearner
+from metarl.algorithms.presets import PRESETS, MAMLRunConfig, maml_preset
 from metarl.commands import train_maml as train_module
 from metarl.commands.evaluate_cmd import EVALUATORS, evaluate
-from metarl.evaluation import EvalOptions
-from metarl.maml import MAMLLearner
-from metarl.presets import PRESETS, MAMLRunConfig, maml_preset
-from metarl.runs import RunDir, load_policy, read_metrics
+from metarl.evaluation.protocol import EvalOptions
+from metarl.storage.checkpoint import save_checkpoint
+from metarl.storage.runs import RunDir, load_policy, read_metrics
 
 SMALL_FLAGS = [
     "--meta-batch-size", "3", "--episodes-per-task", "3", "--horizon", "15", "--hidden-sizes", "8", "8",
@@ -296,7 +296,7 @@ class _FixedLengthSampler:
         self.calls: list[int] = []
 
     def sample(self, policy, task_params, tasks, episodes_per_task, generator):  # noqa: ANN001, ANN201
-        from metarl.episodes import Episodes
+        from metarl.core.episodes import Episodes
 
         self.calls.append(episodes_per_task)
         num_tasks, h = len(self.lengths), self.horizon
@@ -309,7 +309,7 @@ class _FixedLengthSampler:
 
 
 def test_sample_budget_keeps_whole_episodes_until_each_task_reaches_it() -> None:
-    from metarl.evaluation import mean_episode_returns, sample_step_budget
+    from metarl.evaluation.protocol import mean_episode_returns, sample_step_budget
 
     sampler = _FixedLengthSampler([4, 10])
     episodes = sample_step_budget(sampler, None, {}, ["a", "b"], 20, torch.Generator())

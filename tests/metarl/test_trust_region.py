@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from metarl.trust_region import (
+from metarl.algorithms.trust_region import (
     backtracking_line_search,
     conjugate_gradient,
     flatten,

@@ -1,0 +1,1 @@
+"""The fine-tune-from-a-pretrained-policy baseline on stable-baselines3."""

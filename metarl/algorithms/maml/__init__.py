@@ -1,0 +1,1 @@
+"""MAML: its configuration, the learner (inner and outer loops) and the curvature products its trust region needs."""

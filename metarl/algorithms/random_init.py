@@ -1,0 +1,190 @@
+"""The random-initialisation baseline: adapt a freshly initialised policy with gradient steps.
+
+The MAML paper reports it beside MAML and the pretrained policy ("random",
+Finn et al. 2017, Fig. 5): the same policy architecture, no training at all,
+adapted on each unseen task with the same policy-gradient steps, learning
+rates and sample budget as MAML at evaluation. It tells how much of MAML's
+return after k steps is due to meta-learning and how much the k steps alone
+would give.
+
+A random-init *run directory* makes it a method like the others, so
+``evaluate``, ``compare`` and ``render`` treat it the same way: ``config.json``
+(``method: random_init``, the family, the policy block, the adaptation
+hyperparameters) and a checkpoint holding the seeded initial weights
+(``torch.manual_seed(seed)`` then the policy constructor, as ``metarl train
+maml`` initialises, so a random-init run with a MAML run's seed and
+architecture holds exactly that run's starting point).
+
+Adaptation settings live under ``config["adaptation"]``: ``inner_lr``,
+``inner_objective``, ``discount``, ``gae_lambda``; ``horizon`` at the top level
+(None: the family's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+import metarl_envs as envs
+from metarl.core.policy import (
+    DEFAULT_NONLINEARITY,
+    DEFAULT_WEIGHT_INIT,
+    GaussianMLPPolicy,
+    check_nonlinearity,
+    check_weight_init,
+)
+from metarl.core.sampler import env_dims
+from metarl.core.validation import check_number
+from metarl.evaluation.protocol import (
+    EvalOptions,
+    adaptation_settings,
+    eval_document,
+    evaluate_gradient_adaptation,
+    write_eval_json,
+)
+from metarl.storage.checkpoint import save_checkpoint
+from metarl.storage.runs import RunDir, load_policy, policy_config, policy_tensors, writing_run
+
+METHOD = "random_init"
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomInitConfig:
+    """A random-initialisation baseline run."""
+
+    family: str
+    """Task family (one of envs.FAMILIES)."""
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    """Widths of the policy's hidden layers (MAML's: 100, 100)."""
+    init_std: float = 1.0
+    """Initial standard deviation of the Gaussian policy."""
+    nonlinearity: str = DEFAULT_NONLINEARITY
+    """The policy's hidden-layer nonlinearity: tanh or relu."""
+    weight_init: str = DEFAULT_WEIGHT_INIT
+    """The policy's initialisation: pytorch, xavier or xavier_small_out (metarl.core.policy.WEIGHT_INITS)."""
+    inner_lr: float = 0.1
+    """Learning rate of the first adaptation step (later steps use half, as for MAML)."""
+    inner_objective: str = "vpg"
+    """Policy-gradient objective of the adaptation steps: vpg or lvc."""
+    discount: float = 0.99
+    """Discount of the adaptation's returns."""
+    gae_lambda: float = 1.0
+    """GAE lambda of the adaptation's advantages."""
+    horizon: int | None = None
+    """Episode length; None uses the family's registered horizon."""
+    seed: int = 0
+    """Seed of the initial weights."""
+
+    def __post_init__(self) -> None:
+        if self.family not in envs.FAMILIES:
+            raise ValueError(
+                f"family must be one of {', '.join(envs.FAMILIES)}, got {self.family!r}"
+            )
+        check_number("inner_lr", self.inner_lr, 0, low_open=True)
+        check_number("init_std", self.init_std, 0, low_open=True)
+        check_number("discount", self.discount, 0, 1)
+        check_number("gae_lambda", self.gae_lambda, 0, 1)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_nonlinearity(self.nonlinearity)
+        check_weight_init(self.weight_init)
+        if self.inner_objective not in ("vpg", "lvc"):
+            raise ValueError(f"inner_objective must be vpg or lvc, got {self.inner_objective!r}")
+        if self.horizon is not None and self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1 or None, got {self.horizon}")
+
+
+def config_like(run_dir: str | os.PathLike[str], seed: int | None = None) -> RandomInitConfig:
+    """The random-init counterpart of another run: same family, architecture and adaptation.
+
+    Reads ``config.json`` of ``run_dir`` (a MAML run: its ``policy`` block, its
+    ``maml`` hyperparameters and ``horizon``); the seed defaults to that run's.
+    """
+    config = RunDir(run_dir).read_config()
+    policy = config.get("policy")
+    if not isinstance(policy, Mapping):
+        raise ValueError(
+            f"{run_dir}/config.json has no 'policy' block to copy the architecture from"
+        )
+    adaptation = config.get("maml", config.get("adaptation"))
+    if not isinstance(adaptation, Mapping) or "inner_lr" not in adaptation:
+        raise ValueError(
+            f"{run_dir}/config.json names no inner_lr (under 'maml' or 'adaptation') to copy; "
+            "--like takes a MAML or random-init run"
+        )
+    return RandomInitConfig(
+        family=config["family"],
+        hidden_sizes=tuple(int(h) for h in policy["hidden_sizes"]),
+        init_std=float(policy["init_std"]),
+        nonlinearity=str(policy.get("nonlinearity", DEFAULT_NONLINEARITY)),
+        weight_init=str(policy.get("weight_init", DEFAULT_WEIGHT_INIT)),
+        inner_lr=float(adaptation["inner_lr"]),
+        inner_objective=str(adaptation.get("inner_objective", "vpg")),
+        discount=float(adaptation.get("discount", 0.99)),
+        gae_lambda=float(adaptation.get("gae_lambda", 1.0)),
+        horizon=config.get("horizon"),
+        seed=int(config.get("seed", 0)) if seed is None else seed,
+    )
+
+
+def create_run(out: str | os.PathLike[str], config: RandomInitConfig) -> RunDir:
+    """Write a random-init run directory: ``config.json`` and the initial weights.
+
+    Creating the same run again is allowed (the files are rewritten identically).
+
+    Raises:
+        metarl.storage.runs.RunDirError: ``out`` holds another run or unrelated files.
+    """
+    policy = initial_policy(config)
+    document = run_document(config, policy)
+    # the run is deterministic: recreating the same run is allowed and rewrites identical files
+    with writing_run(out, document, resume=RunDir(out).config_path.is_file()) as run:
+        run.write_config(document)
+        metadata = {"method": METHOD, "family": config.family, "obs_dim": policy.obs_dim, "act_dim": policy.act_dim}
+        save_checkpoint(run.checkpoint_path, policy_tensors(policy), metadata)
+    return run
+
+
+def initial_policy(config: RandomInitConfig) -> GaussianMLPPolicy:
+    """The policy initialised from ``config.seed`` (the caller's global torch RNG is left untouched)."""
+    obs_dim, act_dim = env_dims(config.family)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return GaussianMLPPolicy(obs_dim, act_dim, config.hidden_sizes, config.init_std, config.nonlinearity,
+                                 config.weight_init)
+
+
+def run_document(config: RandomInitConfig, policy: GaussianMLPPolicy | None = None) -> dict[str, Any]:
+    """The ``config.json`` of the random-init run of ``config``."""
+    policy = initial_policy(config) if policy is None else policy
+    return {
+        "method": METHOD,
+        "family": config.family,
+        "seed": config.seed,
+        "horizon": config.horizon,
+        "policy": policy_config(policy, config.init_std),
+        "adaptation": {
+            "inner_lr": config.inner_lr,
+            "inner_objective": config.inner_objective,
+            "discount": config.discount,
+            "gae_lambda": config.gae_lambda,
+        },
+    }
+
+
+def evaluate_random_init_run(
+    run_dir: RunDir, config: Mapping[str, Any], options: EvalOptions, progress: bool = True
+) -> dict:
+    """Evaluator for ``method == "random_init"`` (``metarl evaluate``): docs/design.md, "Evaluation protocol"."""
+    policy = load_policy(run_dir, config)
+    result = evaluate_gradient_adaptation(
+        policy, policy.params(), config["family"], options=options, horizon=config.get("horizon"),
+        progress=progress, **adaptation_settings(config),
+    )
+    document = eval_document(METHOD, config["family"], options, result, policy, progress=progress)
+    write_eval_json(run_dir, document)
+    return document

@@ -1,0 +1,1 @@
+"""Ray: starting or joining a cluster (on this machine, loopback only) and sampling episodes on Ray workers."""

@@ -1,0 +1,1 @@
+"""The evaluation protocol, its statistics and the comparison of runs."""

@@ -1,0 +1,225 @@
+"""``metarl study report DIR``: the pooled results of a study, as tables, plots and one markdown file.
+
+For every family and split, each method's seeds are pooled into one row with
+:func:`metarl.evaluation.compare.pooled_result` (the rows of ``metarl compare
+--group-seeds``: mean and IQM over seeds and tasks, 95% bootstrap interval over
+both), labelled by the study's method name; the table, CSV and the two plots
+(return against k, and against adaptation samples) come from
+:mod:`metarl.evaluation.compare` as well. Beside them: the generalisation gap (test minus
+ood, per k) of each method, the environment steps each method trained on
+(from the checkpoints, or the fine-tuning budget) and the wall-clock per run
+(from the manifest, and the training time the checkpoints record), and the
+training curves (training return against env steps, one line per seed).
+
+Writes ``DIR/report/report.md`` and, per family and split,
+``DIR/report/<family>/<split>/{comparison.md,comparison.csv,return_vs_k.png,return_vs_samples.png}``
+and ``DIR/report/<family>/training_curves.png``.
+Runs not yet evaluated on a split are left out of its table (the report says which).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarl.core.errors import UserError
+from metarl.evaluation.compare import (
+    RunResult,
+    markdown_table,
+    pooled_result,
+    write_csv,
+    write_plots,
+)
+from metarl.storage.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
+from metarl.storage.runs import RunDir, read_metrics
+from metarl.studies.runner import MANIFEST
+
+REPORT_DIR = "report"
+
+
+def _read_manifest(study_dir: Path) -> dict[str, Any]:
+    path = study_dir / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{study_dir} is not a study directory (no {MANIFEST}); run `metarl study run` first")
+    return json.loads(path.read_text())
+
+
+def method_results(study_dir: Path, manifest: dict[str, Any], family: str, split: str
+                   ) -> tuple[list[RunResult], list[str]]:
+    """Each method's seeds of ``family`` evaluated on ``split``, pooled into one row; and the runs left out."""
+    results, missing = [], []
+    for method in manifest["methods"]:
+        runs = [run for run in manifest["runs"] if run["family"] == family and run["method"] == method]
+        evaluated = [study_dir / run["path"] for run in runs
+                     if (study_dir / run["path"] / f"eval_{split}.json").is_file()]
+        missing += [run["key"] for run in runs if study_dir / run["path"] not in evaluated
+                    and split in run["splits"]]
+        if not evaluated:
+            continue
+        pooled = pooled_result(evaluated, split)
+        seeds = ", ".join(path.name.removeprefix("seed") for path in evaluated)
+        results.append(dataclasses.replace(pooled, label=f"{method} ({len(evaluated)} seeds: {seeds})"))
+    return results, missing
+
+
+def env_steps(run_dir: Path) -> int | None:
+    """Environment steps a run trained on (None if unknown, e.g. not trained yet)."""
+    run = RunDir(run_dir)
+    if not run.config_path.is_file():
+        return None
+    config = run.read_config()
+    if config["method"] == "random_init":
+        return 0
+    if config["method"] == "finetune":
+        return int(config["timesteps"]) if (run.path / "checkpoint" / "policy.safetensors").is_file() else None
+    try:
+        _, metadata = load_checkpoint(run.checkpoint_path)
+    except (FileNotFoundError, CheckpointError):
+        return None
+    return int(metadata["env_steps"]) if "env_steps" in metadata else None
+
+
+def train_seconds(run_dir: Path) -> float | None:
+    """Training time the run's checkpoint records (MAML, pretrain; None otherwise)."""
+    try:
+        _, metadata = load_checkpoint(RunDir(run_dir).checkpoint_path)
+    except (FileNotFoundError, CheckpointError):
+        return None
+    return float(metadata["train_seconds"]) if "train_seconds" in metadata else None
+
+
+# method (config.json) -> (metrics.csv column of the training return, column of the env steps so far)
+TRAINING_CURVES: dict[str, tuple[str, str]] = {
+    "maml": ("train/return_after_adaptation", "train/env_steps"),
+    "pretrain": ("train/return", "train/env_steps"),
+    "finetune": ("train/episode_return", "train/timesteps"),
+}
+
+
+def write_training_curves(study_dir: Path, manifest: dict[str, Any], family: str, target: Path) -> bool:
+    """Training return against env steps of every run of ``family`` (one colour per method, one line
+    per seed; MAML's is the return after adaptation). Returns False if no run has a curve yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    drawn = False
+    for index, method in enumerate(manifest["methods"]):
+        labelled = False
+        for run in (r for r in manifest["runs"] if r["family"] == family and r["method"] == method):
+            run_dir = RunDir(study_dir / run["path"])
+            if not run_dir.config_path.is_file():
+                continue
+            columns = TRAINING_CURVES.get(run_dir.read_config()["method"])
+            rows = [row for row in read_metrics(run_dir.metrics_path)
+                    if columns is not None and columns[0] in row and columns[1] in row]
+            if not rows:
+                continue
+            axes.plot([row[columns[1]] for row in rows], [row[columns[0]] for row in rows], color=f"C{index % 10}",
+                      linewidth=1, label=None if labelled else method)
+            labelled = drawn = True
+    if drawn:
+        axes.set_xlabel("environment steps")
+        axes.set_ylabel("training return (MAML: after adaptation)")
+        axes.set_title(f"{family}: training curves, one line per seed")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        temp = target.with_name(f".{target.name}.tmp.png")
+        figure.savefig(temp)
+        os.replace(temp, target)
+    plt.close(figure)
+    return drawn
+
+
+def _mean_cell(values: list[float | None], digits: int = 0) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "–"
+    text = f"{np.mean(known):,.{digits}f}"
+    return text if len(known) == len(values) else f"{text} ({len(known)}/{len(values)} runs)"
+
+
+def _gap_table(by_split: dict[str, list[RunResult]]) -> list[str]:
+    test = {r.label.split(" (")[0]: r for r in by_split.get("test", [])}
+    ood = {r.label.split(" (")[0]: r for r in by_split.get("ood", [])}
+    common = [name for name in test if name in ood]
+    if not common:
+        return []
+    num_k = max(test[name].num_k for name in common)
+    lines = ["Generalisation gap: mean return on test minus ood, per k (positive: worse on ood).", "",
+             "| method | " + " | ".join(f"k={k}" for k in range(num_k)) + " |",
+             "|---|" + "---:|" * num_k]
+    for name in common:
+        gap = test[name].mean - ood[name].mean
+        lines.append(f"| {name} | " + " | ".join(f"{value:.1f}" for value in gap) + " |")
+    return lines + [""]
+
+
+def write_report(study_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+    """Write the study's report (see the module docstring); returns the path of ``report.md``."""
+    study_dir = Path(study_dir)
+    manifest = _read_manifest(study_dir)
+    out_dir = Path(out) if out is not None else study_dir / REPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits = list(manifest["evaluation"]["splits"])
+    lines = [f"# Study {manifest['study']}", ""]
+    if manifest.get("description"):
+        lines += [manifest["description"], ""]
+    statuses = [run["status"] for run in manifest["runs"]]
+    lines += [f"{len(statuses)} runs ({', '.join(f'{statuses.count(s)} {s}' for s in sorted(set(statuses)))}); "
+              f"seeds {manifest['seeds']}; study file {manifest.get('source')}.", ""]
+    for family in manifest["families"]:
+        lines += [f"## {family}", ""]
+        by_split: dict[str, list[RunResult]] = {}
+        for split in splits:
+            results, missing = method_results(study_dir, manifest, family, split)
+            if not results:
+                lines += [f"No run of {family} is evaluated on {split} yet.", ""]
+                continue
+            by_split[split] = results
+            folder = out_dir / family / split
+            folder.mkdir(parents=True, exist_ok=True)
+            table = markdown_table(results)
+            atomic_write_text(folder / "comparison.md", table)
+            write_csv(results, folder / "comparison.csv")
+            write_plots(results, folder)
+            relative = folder.relative_to(out_dir)
+            lines += [f"### {split} split", "", table.rstrip(), ""]
+            if missing:
+                lines += [f"Not evaluated on {split} yet (left out): {', '.join(missing)}.", ""]
+            lines += [f"![return vs k]({relative}/return_vs_k.png) "
+                      f"![return vs samples]({relative}/return_vs_samples.png)", ""]
+        lines += _gap_table(by_split)
+        (out_dir / family).mkdir(parents=True, exist_ok=True)
+        if write_training_curves(study_dir, manifest, family, out_dir / family / "training_curves.png"):
+            lines += [f"![training curves]({family}/training_curves.png)", ""]
+        lines += ["Training cost per run, mean over seeds: environment steps trained on, training time the "
+                  "checkpoint records, and the wall-clock of the study's tasks (train and evaluate, all attempts).",
+                  "", "| method | env steps | train s | task wall s | attempts |", "|---|---:|---:|---:|---:|"]
+        for method in manifest["methods"]:
+            runs = [run for run in manifest["runs"] if run["family"] == family and run["method"] == method]
+            paths = [study_dir / run["path"] for run in runs]
+            lines.append(
+                f"| {method} | {_mean_cell([env_steps(p) for p in paths])} | "
+                f"{_mean_cell([train_seconds(p) for p in paths])} | "
+                f"{_mean_cell([run['wall_seconds'] or None for run in runs])} | "
+                f"{sum(run['attempts'] for run in runs)} |"
+            )
+        lines.append("")
+    total = sum(run["wall_seconds"] for run in manifest["runs"])
+    lines += [f"Total task wall-clock over all runs: {total / 3600:.2f} h. Package versions: "
+              + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()) + ".", ""]
+    report = out_dir / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    return report
+
+
+__all__ = ["write_report", "method_results", "write_training_curves", "env_steps", "train_seconds", "REPORT_DIR"]

@@ -1,0 +1,557 @@
+"""``metarl study run``: every run of a study as a Ray task (docs/design.md, "Studies and scale-out on Ray").
+
+One run (train, then evaluate each split) is one Ray core task with the
+resources ``--cpus-per-run``/``--gpus-per-run`` and ``max_retries``: Ray
+schedules the tasks over the cluster's nodes, retries a task whose worker or
+node dies (and one that raised an unexpected error), and ``ray.cancel``
+interrupts a running one. A task calls the ``main`` of ``metarl train <cmd>``
+and ``metarl evaluate`` in-process, with ``--resume`` when the run directory
+already holds the run, so a retry continues from the last checkpoint and the
+directories are exactly what those commands write. Errors a retry cannot fix
+(a directory of another run, bad flags) end the run as failed without retries.
+
+Files reach the study directory through :class:`RunStore`, an actor pinned to
+the driver's node that writes into the study directory there. A task that runs
+on the driver's node works in the study directory itself; one on another node
+(or every task, with ``worker_dir``) works in a local copy: it first writes the
+run's files as the store has them (so a retry on any node resumes from the last
+checkpoint that reached the driver), and a thread sends every file that changed
+to the store every ``sync_seconds`` and once more when the task ends (also
+when it is interrupted). The store also counts attempts and records each run's
+node, which the progress line and the manifest show.
+
+The manifest (``DIR/manifest.json``) holds the expanded grid, each run's
+status, node, seed, attempts and wall time, and the package versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from metarl.cluster.ray_support import init_ray, require_ray
+from metarl.core.errors import UserError
+from metarl.core.interrupts import sigterm_as_interrupt
+from metarl.storage.checkpoint import atomic_write_bytes, atomic_write_text
+from metarl.storage.runs import RunDir, RunDirError
+from metarl.studies.spec import RunPlan, StudySpec, run_state
+
+MANIFEST = "manifest.json"
+STUDY_FILE = "study.toml"
+STORE_PREFIX = "metarl-study-store-"
+PACKAGES: tuple[str, ...] = ("metarl", "torch", "numpy", "gymnasium", "mujoco", "stable-baselines3", "ray")
+# Exceptions a retry cannot fix: the run is reported as failed at once.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFoundError, FileExistsError,
+                                                      SystemExit)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How ``metarl study run`` runs the grid."""
+
+    address: str | None = None
+    """Ray cluster to use; None starts a local instance on this machine."""
+    cpus_per_run: float = 1.0
+    """CPUs Ray reserves for each run."""
+    gpus_per_run: float = 0.0
+    """GPUs Ray reserves for each run."""
+    max_retries: int = 3
+    """Retries of a run whose worker dies or that fails unexpectedly (each resumes from its checkpoint)."""
+    progress: bool = True
+    """Print the progress line."""
+    num_cpus: int | None = None
+    """CPUs of the local Ray instance (default: this machine's)."""
+    worker_dir: str | None = None
+    """Where tasks keep their working copy of a run: given, every task works there (even on the driver's
+    node) and sends its files to the study directory; None: tasks on the driver's node work in the study
+    directory, others in a temporary folder."""
+    sync_seconds: float = 2.0
+    """How often a task away from the study directory sends its changed files."""
+    progress_seconds: float = 10.0
+    """How often the progress line is printed."""
+
+    def __post_init__(self) -> None:
+        if not self.cpus_per_run > 0:
+            raise UserError(f"--cpus-per-run must be > 0, got {self.cpus_per_run}")
+        if not self.gpus_per_run >= 0:
+            raise UserError(f"--gpus-per-run must be >= 0, got {self.gpus_per_run}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise UserError(f"--max-retries must be a non-negative integer, got {self.max_retries!r}")
+        if not self.sync_seconds > 0 or not self.progress_seconds > 0:
+            raise UserError("sync_seconds and progress_seconds must be > 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# The store: files and attempts, on the driver's node
+# ---------------------------------------------------------------------------------------------
+
+
+class RunStore:
+    """Ray actor on the driver's node: run files into the study directory, attempts and nodes per run."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+        self.attempts: dict[str, list[dict[str, Any]]] = {}
+
+    def begin(self, key: str, node_id: str, node_ip: str, pid: int) -> int:
+        """Record a new attempt of ``key``; returns its number (1 for the first)."""
+        self.attempts.setdefault(key, []).append(
+            {"node_id": node_id, "node_ip": node_ip, "pid": pid, "start": time.time(), "end": None}
+        )
+        return len(self.attempts[key])
+
+    def end(self, key: str, status: str) -> None:
+        """Record how the latest attempt of ``key`` ended."""
+        self.attempts[key][-1].update(end=time.time(), status=status)
+
+    def status(self) -> dict[str, list[dict[str, Any]]]:
+        return self.attempts
+
+    def put_files(self, relative: str, files: dict[str, bytes]) -> None:
+        """Write ``files`` (paths relative to the run directory ``relative``) atomically, checkpoint last."""
+        base = self._inside(relative)
+        for name in sorted(files, key=lambda n: n.startswith("checkpoint/")):
+            target = self._inside(relative, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, files[name])
+        del base
+
+    def get_files(self, relative: str) -> dict[str, bytes]:
+        """Every file of the run directory ``relative`` (empty if it does not exist)."""
+        base = self._inside(relative)
+        if not base.is_dir():
+            return {}
+        return {str(path.relative_to(base)): path.read_bytes() for path in sorted(base.rglob("*"))
+                if path.is_file() and not path.name.startswith(".")}
+
+    def clear(self, relative: str) -> None:
+        """Remove the run directory ``relative`` (a partial run that cannot resume starts over)."""
+        base = self._inside(relative)
+        if base.is_dir():
+            shutil.rmtree(base)
+
+    def _inside(self, *parts: str) -> Path:
+        path = (self.root.joinpath(*parts)).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"{'/'.join(parts)} lies outside the study directory {self.root}")
+        return path
+
+
+class _FileSync:
+    """A task's working copy of a run away from the study directory, kept in step with the store."""
+
+    def __init__(self, store: Any, relative: str, local: Path, interval: float) -> None:
+        self.store, self.relative, self.local, self.interval = store, relative, local, interval
+        self.sent: dict[str, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def pull(self) -> None:
+        """Replace the local copy by the store's files (the latest that reached the driver)."""
+        ray = require_ray()
+        files = ray.get(self.store.get_files.remote(self.relative))
+        if self.local.exists():
+            shutil.rmtree(self.local)
+        self.local.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            target = self.local / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            stat = target.stat()
+            self.sent[name] = (stat.st_mtime_ns, stat.st_size)
+
+    def push(self) -> None:
+        """Send every file that changed since the last push (checkpoint read first, so the metrics sent
+        with it are at least as recent)."""
+        ray = require_ray()
+        with self._lock:
+            if not self.local.is_dir():
+                return
+            paths = sorted((p for p in self.local.rglob("*") if p.is_file() and not p.name.startswith(".")),
+                           key=lambda p: not str(p.relative_to(self.local)).startswith("checkpoint/"))
+            changed: dict[str, bytes] = {}
+            stamps = {}
+            for path in paths:
+                name = str(path.relative_to(self.local))
+                try:
+                    stat = path.stat()
+                    stamp = (stat.st_mtime_ns, stat.st_size)
+                    if self.sent.get(name) == stamp:
+                        continue
+                    changed[name] = path.read_bytes()
+                except FileNotFoundError:  # replaced between listing and reading: the next push sends it
+                    continue
+                stamps[name] = stamp
+            if changed:
+                ray.get(self.store.put_files.remote(self.relative, changed))
+                self.sent.update(stamps)
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                self.push()
+
+        self._thread = threading.Thread(target=loop, name="metarl-study-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.push()
+
+
+# ---------------------------------------------------------------------------------------------
+# One run: the body of the Ray task
+# ---------------------------------------------------------------------------------------------
+
+
+def _command_main(words: tuple[str, ...]) -> Callable[[list[str]], int]:
+    from metarl.cli import COMMANDS
+
+    return importlib.import_module(f"metarl.commands.{COMMANDS[words][0]}").main
+
+
+def execute_run(plan: RunPlan, context: Mapping[str, Any], *dependencies: Any) -> dict[str, Any]:
+    """Train (or resume) and evaluate one run; the body of its Ray task.
+
+    ``context``: ``study_dir``, ``worker_dir`` (or None), ``driver_node`` (node id), ``store`` (the
+    :class:`RunStore` handle) and ``sync_seconds``. ``dependencies`` are the results of the runs this
+    one needs first (a random-init run's ``like`` run): Ray passes them once those tasks finished.
+
+    Returns ``{"status": "done"|"failed", ...}``; errors a retry cannot fix are returned as ``failed``,
+    other exceptions propagate so that Ray retries the task.
+    """
+    ray = require_ray()
+    runtime = ray.get_runtime_context()
+    node_id = runtime.get_node_id()
+    store = context["store"]
+    node_ip = ray.util.get_node_ip_address()
+    attempt = ray.get(store.begin.remote(plan.key, node_id, node_ip, os.getpid()))
+    start = time.time()
+    local = context["worker_dir"] is None and node_id == context["driver_node"]
+    if local:
+        root = Path(context["study_dir"])
+    else:
+        base = context["worker_dir"] or os.path.join(tempfile.gettempdir(), "metarl-study")
+        root = Path(base) / store_name(context["study_dir"])
+    syncs = []
+    if not local:
+        syncs = [_FileSync(store, plan.path, root / plan.path, context["sync_seconds"])]
+        if plan.like is not None:
+            _FileSync(store, plan.like, root / plan.like, context["sync_seconds"]).pull()
+        syncs[0].pull()
+        syncs[0].start()
+    status = "failed"
+    try:
+        _train_and_evaluate(plan, root, store if not local else None)
+        status = "done"
+        return {"status": "done", "key": plan.key, "node_id": node_id, "node_ip": node_ip, "attempt": attempt,
+                "seconds": time.time() - start}
+    except PERMANENT_ERRORS as error:
+        return {"status": "failed", "key": plan.key, "node_id": node_id, "node_ip": node_ip, "attempt": attempt,
+                "seconds": time.time() - start, "error": f"{type(error).__name__}: {error}"}
+    except KeyboardInterrupt:
+        status = "stopped"
+        raise
+    except BaseException:
+        status = "error (retried)"
+        raise
+    finally:
+        for sync in syncs:
+            sync.stop()
+        ray.get(store.end.remote(plan.key, status))
+        if status == "done" and not local:  # every file reached the study directory
+            shutil.rmtree(root / plan.path, ignore_errors=True)
+
+
+def _train_and_evaluate(plan: RunPlan, root: Path, store: Any) -> None:
+    run = RunDir(root / plan.path)
+    state = run_state(root, plan)
+    if not state.trained:
+        resume = state.started and plan.resumable
+        if state.started and not plan.resumable and plan.train != "random-init":
+            # a partial run of a trainer without checkpoints (fine-tuning) starts over
+            shutil.rmtree(run.path)
+            if store is not None:
+                require_ray().get(store.clear.remote(plan.path))
+        _command_main(("train", plan.train))(plan.train_argv(root, resume))
+    for split in plan.evaluation.splits:
+        if split not in state.evaluated:
+            _command_main(("evaluate",))([str(run.path), *plan.evaluation.argv(split)])
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------------------------
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+class Manifest:
+    """``DIR/manifest.json``: the grid, each run's status and history, the package versions."""
+
+    def __init__(self, study_dir: Path, spec: StudySpec, plans: list[RunPlan]) -> None:
+        self.path = study_dir / MANIFEST
+        previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        if previous and previous.get("study") != spec.name:
+            raise UserError(f"{study_dir} holds the study {previous.get('study')!r}, not {spec.name!r}; "
+                            "choose another --out directory")
+        old_runs = {run["key"]: run for run in previous.get("runs", [])}
+        self.document: dict[str, Any] = {
+            "study": spec.name,
+            "source": spec.source,
+            "description": spec.description,
+            "families": list(spec.families),
+            "methods": {m.name: {"train": m.train, "options": dict(m.options), "like": m.like}
+                        for m in spec.methods},
+            "seeds": list(spec.seeds),
+            "evaluation": dataclasses.asdict(spec.evaluation),
+            "family_evaluation": {f: dataclasses.asdict(e) for f, e in spec.family_evaluation},
+            "versions": package_versions(),
+            "sessions": previous.get("sessions", []),
+            "runs": [],
+        }
+        for plan in plans:
+            old = old_runs.get(plan.key, {})
+            self.document["runs"].append({
+                "key": plan.key, "family": plan.family, "method": plan.method, "seed": plan.seed,
+                "path": plan.path, "train": f"metarl train {plan.train}",
+                "train_argv": list(plan.train_argv(Path("DIR"), resume=False)),
+                "splits": list(plan.evaluation.splits),
+                "status": old.get("status", "waiting"), "node": old.get("node"),
+                "attempts": old.get("attempts", 0), "wall_seconds": old.get("wall_seconds", 0.0),
+                "error": old.get("error"),
+            })
+        self.runs = {run["key"]: run for run in self.document["runs"]}
+        # attempts and wall time of earlier sessions, to which this session's are added
+        self.before = {key: (run["attempts"], run["wall_seconds"]) for key, run in self.runs.items()}
+
+    def update(self, key: str, **values: Any) -> None:
+        self.runs[key].update(values)
+
+    def write(self) -> None:
+        self.document["updated"] = _now()
+        atomic_write_text(self.path, json.dumps(self.document, indent=2) + "\n")
+
+
+@dataclasses.dataclass
+class StudyResult:
+    """What :func:`run_study` did."""
+
+    done: list[str]
+    failed: dict[str, str]
+    skipped: list[str]
+    stopped: list[str]
+    manifest: Path
+
+
+def store_name(study_dir: str | os.PathLike[str]) -> str:
+    """The name of the :class:`RunStore` actor of a study directory (one per directory and cluster)."""
+    digest = hashlib.sha256(str(Path(study_dir).resolve()).encode()).hexdigest()[:16]
+    return STORE_PREFIX + digest
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions = RunOptions(),
+              log: Callable[[str], None] | None = None) -> StudyResult:
+    """Run every unfinished run of ``spec`` into the study directory ``out`` (see the module docstring).
+
+    Raises:
+        UserError: Ray is missing, or a run directory holds another configuration (nothing is started).
+        KeyboardInterrupt: after Ctrl-C or SIGTERM, once every running run saved its checkpoint.
+    """
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    ray = require_ray()
+    study_dir = Path(out).resolve()
+    study_dir.mkdir(parents=True, exist_ok=True)
+    plans = spec.plans()
+    manifest = Manifest(study_dir, spec, plans)
+    # Check every run directory before anything runs: refuse those of another configuration.
+    states, refused = {}, []
+    for plan in plans:
+        try:
+            states[plan.key] = run_state(study_dir, plan)
+        except RunDirError as error:
+            refused.append(str(error))
+    if refused:
+        raise UserError("refusing to run the study; " + " | ".join(refused))
+    skipped = [plan.key for plan in plans if states[plan.key].done(plan)]
+    adopted = [key for key in skipped if manifest.runs[key]["status"] != "done"]
+    for key in adopted:
+        manifest.update(key, status="done")
+    todo = [plan for plan in plans if plan.key not in skipped]
+    result = StudyResult([], {}, skipped, [], manifest.path)
+    if not todo:  # a finished study: write nothing unless the manifest lacked some finished runs
+        if adopted or not manifest.path.is_file():
+            manifest.write()
+        log(f"study {spec.name}: all {len(plans)} runs are finished; nothing to do")
+        return result
+    if spec.text:
+        atomic_write_text(study_dir / STUDY_FILE, spec.text)
+    for plan in todo:
+        manifest.update(plan.key, status="waiting", error=None)
+    manifest.document["sessions"].append({"started": _now(), "runs": len(todo)})
+    manifest.write()
+
+    init_ray(options.address, num_cpus=options.num_cpus)
+    driver_node = ray.get_runtime_context().get_node_id()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    store = ray.remote(RunStore).options(
+        name=store_name(study_dir), num_cpus=0, max_restarts=-1,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=driver_node, soft=False),
+    ).remote(str(study_dir))
+    context = {"study_dir": str(study_dir), "worker_dir": options.worker_dir, "driver_node": driver_node,
+               "store": store, "sync_seconds": options.sync_seconds}
+    # max_calls=1: a fresh worker process per attempt (no state carried from one run into the next)
+    task = ray.remote(max_calls=1)(execute_run).options(
+        num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run, max_retries=options.max_retries,
+        retry_exceptions=True,
+    )
+    refs: dict[Any, RunPlan] = {}
+    by_key: dict[str, Any] = {}
+    unsubmitted = list(todo)  # families, then methods in file order: a like run is submitted before its users
+    pending: list[Any] = []
+
+    def submit() -> None:
+        """Hand Ray as many runs as the cluster has slots for now (recomputed as nodes join or leave).
+
+        Ray releases a task's CPUs while it waits in ``ray.get`` (a run's brief calls to the store), and
+        would start queued runs in that gap, so more runs than slots would share the CPUs; runs are
+        therefore given to Ray only while fewer than the cluster's slots are in flight.
+        """
+        while unsubmitted and len(pending) < run_slots(ray.cluster_resources(), options):
+            plan = unsubmitted.pop(0)
+            dependencies = [by_key[plan.like_key]] if plan.like is not None and plan.like_key in by_key else []
+            ref = task.remote(plan, context, *dependencies)
+            refs[ref] = plan
+            by_key[plan.key] = ref
+            pending.append(ref)
+
+    submit()
+    log(f"study {spec.name}: {len(todo)} runs to do, {len(skipped)} finished already; "
+        f"Ray resources {ray.cluster_resources()}")
+
+    started_at = time.time()
+    last_progress = 0.0
+    with sigterm_as_interrupt():  # SIGTERM stops the study as Ctrl-C does (exit status 143)
+        try:
+            while pending:
+                ready, pending[:] = ray.wait(pending, num_returns=1, timeout=1.0)
+                for ref in ready:
+                    _collect(ray, ref, refs[ref], result, manifest)
+                submit()
+                attempts = ray.get(store.status.remote())
+                _update_attempts(manifest, attempts, [refs[r] for r in pending])
+                manifest.write()
+                if options.progress and (ready or time.time() - last_progress >= options.progress_seconds):
+                    last_progress = time.time()
+                    log(_progress_line(spec.name, manifest, [refs[r] for r in pending] + unsubmitted, result,
+                                       started_at, options, ray))
+        except KeyboardInterrupt:
+            log(f"study {spec.name}: stopping; every running run saves its checkpoint")
+            for ref in pending:
+                ray.cancel(ref, force=False)
+            for ref in pending:
+                plan = refs[ref]
+                try:
+                    ray.get(ref, timeout=120)
+                    _collect(ray, ref, plan, result, manifest)
+                except Exception:  # cancelled: the run stopped (its checkpoint saved by the trainer)
+                    result.stopped.append(plan.key)
+                    manifest.update(plan.key, status="stopped")
+            _update_attempts(manifest, ray.get(store.status.remote()), [])
+            manifest.write()
+            raise
+        finally:
+            ray.kill(store)  # its files are written; a later run of the study starts a new one
+    log(f"study {spec.name}: {len(result.done)} runs done, {len(result.failed)} failed, "
+        f"{len(skipped)} finished before; manifest {manifest.path}")
+    return result
+
+
+def _collect(ray: Any, ref: Any, plan: RunPlan, result: StudyResult, manifest: Manifest) -> None:
+    try:
+        outcome = ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        result.stopped.append(plan.key)
+        manifest.update(plan.key, status="stopped")
+        return
+    except Exception as error:  # retries exhausted (worker died or an unexpected error each time)
+        message = f"{type(error).__name__}: {error}"
+        outcome = {"status": "failed", "error": message[-2000:]}
+    if outcome["status"] == "done":
+        result.done.append(plan.key)
+        manifest.update(plan.key, status="done", error=None)
+    else:
+        result.failed[plan.key] = outcome["error"]
+        manifest.update(plan.key, status="failed", error=outcome["error"])
+
+
+def _update_attempts(manifest: Manifest, attempts: Mapping[str, list[dict[str, Any]]], pending: list[RunPlan]) -> None:
+    """Fold the store's attempt records of this session into the manifest."""
+    pending_keys = {plan.key for plan in pending}
+    for key, history in attempts.items():
+        run = manifest.runs[key]
+        attempts_before, wall_before = manifest.before[key]
+        latest = history[-1]
+        run["attempts"] = attempts_before + len(history)
+        run["node"] = f"{latest['node_ip']} {latest['node_id'][:12]}"
+        run["wall_seconds"] = wall_before + sum((a["end"] or time.time()) - a["start"] for a in history)
+        if key in pending_keys:
+            run["status"] = "running" if latest["end"] is None else "waiting"
+
+
+def run_slots(resources: Mapping[str, float], options: RunOptions) -> int:
+    """How many runs the cluster's ``resources`` hold at once (at least 1)."""
+    slots = int(resources.get("CPU", 0) // options.cpus_per_run)
+    if options.gpus_per_run > 0:
+        slots = min(slots, int(resources.get("GPU", 0) // options.gpus_per_run))
+    return max(1, slots)
+
+
+def _progress_line(name: str, manifest: Manifest, pending: list[RunPlan], result: StudyResult,
+                   started_at: float, options: RunOptions, ray: Any) -> str:
+    statuses = [manifest.runs[plan.key]["status"] for plan in pending]
+    running = statuses.count("running")
+    waiting = len(pending) - running
+    done, failed = len(result.done), len(result.failed)
+    eta = "unknown"
+    if done:
+        walls = [manifest.runs[key]["wall_seconds"] for key in result.done]
+        slots = max(1, min(len(pending), run_slots(ray.cluster_resources(), options)))
+        eta = _format_seconds(sum(walls) / len(walls) * len(pending) / slots)
+    return (f"study {name}: {done} done, {running} running, {failed} failed, {waiting} waiting; "
+            f"elapsed {_format_seconds(time.time() - started_at)}, ETA {eta}")

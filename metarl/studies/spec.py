@@ -1,0 +1,502 @@
+"""Studies: a grid of (family, method, seed) runs, trained and evaluated the way ``metarl`` does it.
+
+A study is a TOML file (format in docs/studies.md)::
+
+    name = "tiny"
+    families = ["Point2DNav"]
+    seeds = [0, 1]
+
+    [evaluation]            # the protocol of every run: metarl evaluate's flags
+    splits = ["test", "ood"]
+    num_tasks = 4
+    episodes_per_step = 2
+    steps = 1
+
+    [methods.maml-trpo]     # a method: the `metarl train <train>` command and its flags
+    train = "maml"
+    options = { preset = "tiny", iterations = 3 }
+
+    [methods.random-init]
+    train = "random-init"
+    like = "maml-trpo"      # --like the run of that method with the same family and seed
+
+Each run lives at ``DIR/runs/<family>/<method>/seed<seed>/`` and is exactly the
+directory ``metarl train <train> --env <family> --seed <seed> <options>``
+followed by ``metarl evaluate --split <split>`` writes: the study calls those
+commands' ``main`` in-process. This module holds the file format
+(:class:`StudySpec`), the expansion into runs (:class:`RunPlan`) and what the
+run directories on disk say about each run (:func:`run_state`): finished,
+resumable, or a directory that holds another configuration (refused, never
+overwritten). Running the grid on Ray is :mod:`metarl.studies.runner`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.resources
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+import metarl_envs as envs
+from metarl.core.errors import UserError
+from metarl.evaluation.protocol import ADAPT_STEPS, EPISODES_PER_STEP, EVAL_SEED, NUM_TASKS
+from metarl.storage.checkpoint import CheckpointError, load_checkpoint
+from metarl.storage.runs import RunDir, RunDirError, check_run_dir
+
+RUNS_DIR = "runs"
+SPLITS: tuple[str, ...] = ("test", "ood")
+# Flags the study sets itself for every run; a method's options may not name them.
+RESERVED_OPTIONS: frozenset[str] = frozenset({"out", "env", "seed", "resume", "like", "no_progress"})
+_TOP_KEYS = frozenset({"name", "description", "families", "seeds", "evaluation", "methods"})
+_METHOD_KEYS = frozenset({"train", "options", "like", "description"})
+_EVAL_KEYS = frozenset({"splits", "num_tasks", "episodes_per_step", "steps", "seed", "device",
+                        "samples_per_step", "families"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """How a study drives one ``metarl train`` command."""
+
+    command: str
+    """The study's ``train`` value (``metarl train <command>``)."""
+    module: str
+    """Its module under ``metarl.commands``."""
+    args_class: str
+    """The tyro dataclass of its flags, in that module."""
+    resumable: bool
+    """Whether ``--resume`` continues a partial run (otherwise a partial run starts over)."""
+
+    def args_type(self) -> type:
+        return getattr(importlib.import_module(f"metarl.commands.{self.module}"), self.args_class)
+
+    def flag_names(self) -> set[str]:
+        return {field.name for field in dataclasses.fields(self.args_type())}
+
+
+TRAINERS: dict[str, Trainer] = {
+    "maml": Trainer("maml", "train_maml", "TrainMAMLArgs", resumable=True),
+    "pretrain": Trainer("pretrain", "train_pretrain", "TrainPretrainArgs", resumable=True),
+    "finetune": Trainer("finetune", "train_finetune", "TrainFinetuneArgs", resumable=False),
+    "random-init": Trainer("random-init", "train_random_init", "RandomInitArgs", resumable=False),
+}
+
+
+def _fail(where: str, message: str) -> UserError:
+    return UserError(f"study {where}: {message}")
+
+
+def _positive_int(where: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(where, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSpec:
+    """The evaluation protocol of every run (``metarl evaluate``'s flags), per family if overridden."""
+
+    splits: tuple[str, ...] = SPLITS
+    """Splits to evaluate each run on (test, ood)."""
+    num_tasks: int = NUM_TASKS
+    """Evaluation tasks per split."""
+    episodes_per_step: int = EPISODES_PER_STEP
+    """Fresh episodes per task for each adaptation step."""
+    steps: int = ADAPT_STEPS
+    """Adaptation steps: returns at k = 0..steps."""
+    seed: int = EVAL_SEED
+    """Evaluation seed (the same tasks for every run)."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    samples_per_step: int | None = None
+    """Feed each step by whole episodes up to this many env steps per task instead (gradient methods)."""
+
+    def __post_init__(self) -> None:
+        if not self.splits or any(split not in SPLITS for split in self.splits):
+            raise _fail("evaluation.splits", f"must be one or more of {', '.join(SPLITS)}, got {self.splits!r}")
+        _positive_int("evaluation.num_tasks", self.num_tasks)
+        _positive_int("evaluation.episodes_per_step", self.episodes_per_step)
+        _positive_int("evaluation.steps", self.steps, minimum=0)
+        _positive_int("evaluation.seed", self.seed, minimum=0)
+        if self.samples_per_step is not None:
+            _positive_int("evaluation.samples_per_step", self.samples_per_step)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise _fail("evaluation.device", f"must be auto, cpu or cuda, got {self.device!r}")
+
+    def argv(self, split: str) -> list[str]:
+        """``metarl evaluate`` flags for ``split`` (after the run directory)."""
+        argv = ["--split", split, "--num-tasks", str(self.num_tasks), "--episodes-per-step",
+                str(self.episodes_per_step), "--steps", str(self.steps), "--seed", str(self.seed),
+                "--device", self.device, "--no-progress"]
+        if self.samples_per_step is not None:
+            argv += ["--samples-per-step", str(self.samples_per_step)]
+        return argv
+
+    def matches(self, document: Mapping[str, Any]) -> bool:
+        """Whether an ``eval_<split>.json`` was written with this protocol."""
+        returns = document.get("returns", {})
+        return (
+            document.get("num_tasks") == self.num_tasks
+            and document.get("episodes_per_step") == self.episodes_per_step
+            and document.get("eval_seed") == self.seed
+            and document.get("samples_per_step_budget") == self.samples_per_step
+            and isinstance(returns, Mapping) and len(returns.get("mean", [])) == self.steps + 1
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """One method of a study: a ``metarl train`` command with its flags."""
+
+    name: str
+    """The method's name in the study (its directory under ``runs/<family>/``)."""
+    train: str
+    """The command: one of :data:`TRAINERS` (maml, pretrain, finetune, random-init)."""
+    options: tuple[tuple[str, Any], ...] = ()
+    """Its flags (without the study's own: out, env, seed, resume, like, no_progress)."""
+    like: str | None = None
+    """random-init only: the method whose run of the same family and seed it copies (``--like``)."""
+
+    @property
+    def trainer(self) -> Trainer:
+        return TRAINERS[self.train]
+
+    def argv(self) -> list[str]:
+        """The method's flags as command-line words, typed the way its tyro dataclass reads them."""
+        fields = {field.name: field for field in dataclasses.fields(self.trainer.args_type())}
+        argv: list[str] = []
+        for name, value in self.options:
+            flag = "--" + name.replace("_", "-")
+            optional = "None" in str(fields[name].type)
+            if isinstance(value, bool) and not optional:
+                argv.append(flag if value else "--no-" + name.replace("_", "-"))
+            elif isinstance(value, list | tuple):
+                argv += [flag, *(str(item) for item in value)]
+            else:
+                argv += [flag, str(value)]
+        if self.trainer.command != "finetune" and "no_progress" in fields:
+            argv.append("--no-progress")
+        return argv
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """A parsed, validated study file."""
+
+    name: str
+    families: tuple[str, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[MethodSpec, ...]
+    evaluation: EvaluationSpec
+    family_evaluation: tuple[tuple[str, EvaluationSpec], ...] = ()
+    """Per-family protocols that differ from ``evaluation`` (e.g. more episodes for Point2DNav)."""
+    description: str = ""
+    source: str = ""
+    """The file it was read from."""
+    text: str = ""
+    """The file's text (copied into the study directory)."""
+
+    def evaluation_for(self, family: str) -> EvaluationSpec:
+        return dict(self.family_evaluation).get(family, self.evaluation)
+
+    def method(self, name: str) -> MethodSpec:
+        return {method.name: method for method in self.methods}[name]
+
+    def plans(self) -> list[RunPlan]:
+        """Every (family, method, seed) run, families outermost, methods in file order."""
+        plans = []
+        for family in self.families:
+            for method in self.methods:
+                for seed in self.seeds:
+                    plans.append(RunPlan(
+                        family=family, method=method.name, seed=seed, train=method.train,
+                        options=tuple(method.argv()),
+                        like=None if method.like is None else run_path(family, method.like, seed),
+                        evaluation=self.evaluation_for(family),
+                        resumable=method.trainer.resumable,
+                    ))
+        return plans
+
+
+def run_path(family: str, method: str, seed: int) -> str:
+    """A run's directory relative to the study directory: ``runs/<family>/<method>/seed<seed>``."""
+    return f"{RUNS_DIR}/{family}/{method}/seed{seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """One run of the grid: what to train and how to evaluate it (plain data, sent to Ray tasks)."""
+
+    family: str
+    method: str
+    seed: int
+    train: str
+    options: tuple[str, ...]
+    like: str | None
+    evaluation: EvaluationSpec
+    resumable: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.family}/{self.method}/seed{self.seed}"
+
+    @property
+    def path(self) -> str:
+        return run_path(self.family, self.method, self.seed)
+
+    @property
+    def like_key(self) -> str | None:
+        """The key of the run this one is ``--like`` (None if none)."""
+        return None if self.like is None else self.like.removeprefix(f"{RUNS_DIR}/")
+
+    def train_argv(self, root: Path, resume: bool) -> list[str]:
+        """``metarl train <train>`` flags for this run with the study directory at ``root``."""
+        argv = ["--out", str(root / self.path), "--env", self.family, "--seed", str(self.seed)]
+        if self.like is not None:
+            argv += ["--like", str(root / self.like)]
+        if resume:
+            argv.append("--resume")
+        return argv + list(self.options)
+
+    def expected_config(self, root: Path) -> dict[str, Any] | None:
+        """The ``config.json`` this run's training writes (None while a ``like`` run has no config yet)."""
+        if self.like is not None and not RunDir(root / self.like).config_path.is_file():
+            return None
+        trainer = TRAINERS[self.train]
+        args = tyro.cli(trainer.args_type(), args=self.train_argv(root, resume=False), prog=f"metarl train {self.train}")
+        module = importlib.import_module(f"metarl.commands.{trainer.module}")
+        if self.train == "maml":
+            run_config, preset, seed = module.resolve_run_config(args)
+            return module.config_document(run_config, seed, args.device, preset)
+        if self.train == "pretrain":
+            from metarl.algorithms.pretrain import config_document
+
+            run_config, preset, seed = module.resolve_run_config(args)
+            return config_document(run_config, seed, args.device, preset)
+        if self.train == "finetune":
+            return args.to_config().to_config(args.device)
+        from metarl.algorithms.random_init import run_document
+
+        return run_document(module.resolve_config(args))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a study file
+# ---------------------------------------------------------------------------------------------
+
+
+def shipped_studies() -> list[str]:
+    """Names of the studies shipped with metarl (``metarl/studies/*.toml``)."""
+    folder = importlib.resources.files("metarl") / "studies"
+    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
+def find_study(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
+    """The text and source of a study file: a path, or the name of a shipped study.
+
+    Raises:
+        UserError: neither a file nor a shipped study (lists the shipped ones).
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path.read_text(), str(path)
+    name = str(name_or_path).removesuffix(".toml")
+    shipped = shipped_studies()
+    if name in shipped:
+        resource = importlib.resources.files("metarl") / "studies" / f"{name}.toml"
+        return resource.read_text(), f"metarl/studies/{name}.toml"
+    raise UserError(
+        f"study {str(name_or_path)!r} is neither a file nor a shipped study; shipped: {', '.join(shipped)}"
+    )
+
+
+def load_study(name_or_path: str | os.PathLike[str]) -> StudySpec:
+    """Read and validate a study (a TOML file, or a shipped study's name)."""
+    text, source = find_study(name_or_path)
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"study {source} is not valid TOML: {error}") from None
+    return parse_study(document, source=source, text=text)
+
+
+def _string_list(where: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise _fail(where, f"must be a non-empty list of strings, got {value!r}")
+    if len(set(value)) != len(value):
+        raise _fail(where, f"lists an entry twice: {value!r}")
+    return tuple(value)
+
+
+def _unknown_keys(where: str, table: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _fail(where, f"unknown key(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _evaluation(where: str, table: Any, base: EvaluationSpec | None = None) -> EvaluationSpec:
+    if not isinstance(table, Mapping):
+        raise _fail(where, f"must be a table, got {table!r}")
+    _unknown_keys(where, table, _EVAL_KEYS if base is None else _EVAL_KEYS - {"families"})
+    values = {key: value for key, value in table.items() if key != "families"}
+    if "splits" in values:
+        values["splits"] = _string_list(f"{where}.splits", values["splits"])
+    return dataclasses.replace(base, **values) if base is not None else EvaluationSpec(**values)
+
+
+def _method(name: str, table: Any, method_names: Sequence[str]) -> MethodSpec:
+    where = f"methods.{name}"
+    if not isinstance(table, Mapping):
+        raise _fail(where, f"must be a table, got {table!r}")
+    _unknown_keys(where, table, _METHOD_KEYS)
+    train = table.get("train")
+    if train not in TRAINERS:
+        raise _fail(f"{where}.train", f"must be one of {', '.join(TRAINERS)}, got {train!r}")
+    trainer = TRAINERS[train]
+    options = table.get("options", {})
+    if not isinstance(options, Mapping):
+        raise _fail(f"{where}.options", f"must be a table of flags, got {options!r}")
+    flags = trainer.flag_names()
+    normalised = []
+    for key, value in options.items():
+        flag = key.replace("-", "_")
+        if flag in RESERVED_OPTIONS:
+            raise _fail(f"{where}.options.{key}", "is set by the study for every run; remove it")
+        if flag not in flags:
+            raise _fail(f"{where}.options.{key}", f"is not a flag of `metarl train {train}`; its flags: "
+                        + ", ".join(sorted(f.replace("_", "-") for f in flags - RESERVED_OPTIONS)))
+        if not isinstance(value, str | int | float | bool | list):
+            raise _fail(f"{where}.options.{key}", f"must be a string, number, boolean or list, got {value!r}")
+        normalised.append((flag, tuple(value) if isinstance(value, list) else value))
+    like = table.get("like")
+    if like is not None:
+        if train != "random-init":
+            raise _fail(f"{where}.like", "is for random-init methods (`metarl train random-init --like`)")
+        if like not in method_names or like == name:
+            raise _fail(f"{where}.like", f"must name another method of the study ({', '.join(method_names)}), "
+                        f"got {like!r}")
+    return MethodSpec(name=name, train=train, options=tuple(normalised), like=like)
+
+
+def parse_study(document: Mapping[str, Any], source: str = "<memory>", text: str = "") -> StudySpec:
+    """Validate a parsed study document (errors name the key and the allowed values)."""
+    _unknown_keys("file", document, _TOP_KEYS)
+    name = document.get("name")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise _fail("name", f"must be a non-empty name without '/', got {name!r}")
+    families = _string_list("families", document.get("families"))
+    for family in families:
+        if family not in envs.FAMILIES:
+            raise _fail("families", f"unknown family {family!r}; families: {', '.join(envs.FAMILIES)}")
+    seeds = document.get("seeds")
+    if not isinstance(seeds, list) or not seeds:
+        raise _fail("seeds", f"must be a non-empty list of seeds, got {seeds!r}")
+    seeds = tuple(_positive_int("seeds", seed, minimum=0) for seed in seeds)
+    if len(set(seeds)) != len(seeds):
+        raise _fail("seeds", f"lists a seed twice: {list(seeds)}")
+    methods_table = document.get("methods")
+    if not isinstance(methods_table, Mapping) or not methods_table:
+        raise _fail("methods", "must hold at least one [methods.<name>] table")
+    for method_name in methods_table:
+        if Path(method_name).name != method_name or method_name.startswith("."):
+            raise _fail("methods", f"method names become directory names; {method_name!r} is not one")
+    methods = tuple(_method(n, t, list(methods_table)) for n, t in methods_table.items())
+    evaluation_table = document.get("evaluation", {})
+    evaluation = _evaluation("evaluation", evaluation_table)
+    per_family = evaluation_table.get("families", {})
+    if not isinstance(per_family, Mapping):
+        raise _fail("evaluation.families", f"must be a table of families, got {per_family!r}")
+    family_evaluation = []
+    for family, table in per_family.items():
+        if family not in families:
+            raise _fail("evaluation.families", f"{family!r} is not one of the study's families {list(families)}")
+        family_evaluation.append((family, _evaluation(f"evaluation.families.{family}", table, evaluation)))
+    description = document.get("description", "")
+    if not isinstance(description, str):
+        raise _fail("description", f"must be a string, got {description!r}")
+    return StudySpec(name=name, families=families, seeds=seeds, methods=methods, evaluation=evaluation,
+                     family_evaluation=tuple(family_evaluation), description=description, source=source,
+                     text=text)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the study directory says about a run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """What a run directory holds, measured against its plan."""
+
+    started: bool
+    """It has a ``config.json`` (training started; it agrees with the plan, or was refused)."""
+    trained: bool
+    """Training is complete (the checkpoint is at the planned iteration, or the weights exist)."""
+    evaluated: tuple[str, ...]
+    """Splits whose ``eval_<split>.json`` has the planned protocol."""
+
+    def done(self, plan: RunPlan) -> bool:
+        return self.trained and set(plan.evaluation.splits) <= set(self.evaluated)
+
+
+def training_complete(run: RunDir, train: str, config: Mapping[str, Any]) -> bool:
+    """Whether the run's training has finished (a complete checkpoint or weights file)."""
+    if train == "finetune":
+        from metarl.algorithms.finetune.sb3 import checkpoint_path
+
+        return checkpoint_path(run).is_file()
+    if not run.checkpoint_path.is_file():
+        return False
+    if train == "random-init":
+        return True
+    try:
+        _, metadata = load_checkpoint(run.checkpoint_path)
+    except CheckpointError:
+        return False  # a damaged checkpoint: --resume will say so
+    return int(metadata.get("iteration", -1)) >= int(config["iterations"])
+
+
+def run_state(root: Path, plan: RunPlan) -> RunState:
+    """Check the run directory of ``plan`` under the study directory ``root``; write nothing.
+
+    Raises:
+        RunDirError: the directory holds a run of another configuration (or
+            another protocol's evaluation): it is refused, not overwritten.
+    """
+    run = RunDir(root / plan.path)
+    if not run.config_path.is_file():
+        if run.path.is_dir() and any(not entry.name.startswith(".") for entry in run.path.iterdir()):
+            raise RunDirError(f"{run.path} is not empty and holds no metarl run (no config.json); "
+                              "move its files away or choose another study directory")
+        return RunState(False, False, ())
+    expected = plan.expected_config(root)
+    if expected is None:  # a random-init run whose like run is gone: nothing to check it against
+        raise RunDirError(f"{run.path} holds a run but {root / plan.like} (its --like run) holds none")
+    try:
+        check_run_dir(run.path, expected, resume=True)
+    except RunDirError as error:
+        raise RunDirError(f"run {plan.key} of the study does not match its directory: {error}") from None
+    trained = training_complete(run, plan.train, expected)
+    evaluated = []
+    for split in plan.evaluation.splits:
+        path = run.eval_path(split)
+        if not path.is_file():
+            continue
+        document = json.loads(path.read_text())
+        if not plan.evaluation.matches(document):
+            raise RunDirError(
+                f"{path} was written with another evaluation protocol than the study's ({plan.evaluation}); "
+                "move it away to re-evaluate, or run the study with that protocol"
+            )
+        evaluated.append(split)
+    return RunState(True, trained, tuple(evaluated))

@@ -1,0 +1,1 @@
+"""The one training loop: checkpoints, resume, Ctrl-C and SIGTERM, metrics and progress."""

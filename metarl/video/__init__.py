@@ -1,0 +1,1 @@
+"""Rollout videos: the rendering backend, frames and captions, and videos of a run before and after adaptation."""
