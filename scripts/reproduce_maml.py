@@ -40,8 +40,8 @@ import torch
 from metarl.algorithms.presets import maml_preset
 from metarl.commands.demo_cmd import paper_returns
 from metarl.commands.evaluate_cmd import evaluate
-from metarl.commands.flags import OffSwitch, device_choice, optional, parse
 from metarl.commands.train_maml import train_maml
+from metarl.core.flags import OffSwitch, device_choice, optional, parse
 from metarl.evaluation.protocol import CUSTOM_SPLIT, EvalOptions
 from metarl.storage.runs import RunDir, read_metrics
 from metarl_envs.point2d import Point2DNavTask

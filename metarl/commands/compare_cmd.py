@@ -14,8 +14,8 @@ from typing import Annotated
 
 import tyro
 
-from metarl.commands.flags import choice, optional, parse
 from metarl.core.errors import UserError
+from metarl.core.flags import choice, optional, parse
 from metarl.evaluation.compare import compare_runs
 
 

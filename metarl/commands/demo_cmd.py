@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from metarl.algorithms.presets import MAMLRunConfig, maml_preset
-from metarl.commands.flags import OffSwitch, device_choice, parse
 from metarl.commands.train_maml import initial_policy, train_maml
 from metarl.core.device import DEVICE_CHOICES
 from metarl.core.errors import UserError
+from metarl.core.flags import OffSwitch, device_choice, parse
 from metarl.evaluation.protocol import (
     EvalOptions,
     eval_document,

@@ -7,7 +7,7 @@ import json
 from typing import Annotated
 
 import metarl_envs as envs
-from metarl.commands.flags import family_choice, parse
+from metarl.core.flags import family_choice, parse
 
 
 @dataclasses.dataclass(frozen=True)

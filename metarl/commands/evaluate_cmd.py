@@ -19,8 +19,8 @@ from typing import Annotated, Any
 import tyro
 
 import metarl_envs as envs
-from metarl.commands.flags import OffSwitch, choice, device_choice, optional, parse
 from metarl.core.errors import UserError
+from metarl.core.flags import OffSwitch, choice, device_choice, optional, parse
 from metarl.core.interrupts import sigterm_as_interrupt
 from metarl.core.sampler import env_dims
 from metarl.core.validation import check_memory, step_bytes

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import tyro
 
-from metarl.commands.flags import OffSwitch, choice, device_choice, optional, parse
 from metarl.core.errors import UserError
+from metarl.core.flags import OffSwitch, choice, device_choice, optional, parse
 from metarl.video import render
 from metarl.video.run_videos import RenderOptions, describe_task, render_run
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import tyro
 
-from metarl.commands.flags import optional, parse
+from metarl.core.flags import optional, parse
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import tyro
 
-from metarl.commands.flags import OffSwitch, optional, parse
+from metarl.core.flags import OffSwitch, optional, parse
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ from metarl.algorithms.finetune.sb3 import (
     steps_per_round,
     train_run,
 )
-from metarl.commands.flags import choice, device_choice, family_choice, parse
+from metarl.core.flags import choice, device_choice, family_choice, parse
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,8 @@ import torch
 import metarl_envs as envs
 from metarl.algorithms.presets import PRESETS, MAMLRunConfig, maml_preset
 from metarl.algorithms.pretrain import run_config_from_document, train_pretrain
-from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
 from metarl.core.errors import UserError
+from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
 from metarl.core.policy import NONLINEARITIES
 from metarl.storage.runs import RunDir
 

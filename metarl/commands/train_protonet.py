@@ -17,8 +17,8 @@ from typing import Annotated
 import torch
 import tyro
 
-from metarl.commands.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
 from metarl.core.device import DEVICE_CHOICES
+from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
 from metarl.identification.protonet import preset, train_run
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Annotated
 
 from metarl.algorithms.random_init import RandomInitConfig, config_like, create_run
-from metarl.commands.flags import choice, family_choice, optional, parse
 from metarl.core.errors import UserError
+from metarl.core.flags import choice, family_choice, optional, parse
 from metarl.core.policy import NONLINEARITIES, WEIGHT_INITS
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from metarl import cli
 from metarl.commands import bench_cmd
-from metarl.commands.flags import parse
 from metarl.commands.train_maml import TrainMAMLArgs
+from metarl.core.flags import parse
 
 COMMANDS = [list(words) for words in cli.COMMANDS if words != ("bench",)]
 COMMANDS += [["bench", target] for target in bench_cmd.TARGETS]

@@ -10,8 +10,8 @@ import pytest
 
 from metarl.cli import main as cli_main
 from metarl.commands.evaluate_cmd import EvaluateArgs
-from metarl.commands.flags import parse
 from metarl.commands.render_cmd import RenderArgs
+from metarl.core.flags import parse
 from metarl.video.run_videos import RenderOptions, render_run
 from tests.metarl.test_run_videos import _make_run
 

@@ -48,7 +48,7 @@ from mujoco import rollout
 from tqdm.auto import tqdm
 
 import metarl_envs as envs
-from metarl.commands.flags import parse
+from metarl.core.flags import parse
 from metarl_envs.mujoco_core import ANT, HALF_CHEETAH, HOPPER, Robot, build_model
 
 # robot name -> (our family, gymnasium id, robot)

@@ -37,7 +37,6 @@ import tyro
 import metarl_envs as envs
 from metarl.algorithms.maml.learner import OUTER_ALGORITHMS, MAMLLearner
 from metarl.algorithms.presets import maml_preset
-from metarl.commands.flags import choice, device_choice, optional, parse
 from metarl.commands.train_maml import (
     SAMPLING_STREAM,
     TASK_STREAM,
@@ -45,6 +44,7 @@ from metarl.commands.train_maml import (
     meta_iteration,
 )
 from metarl.core.device import resolve_device
+from metarl.core.flags import choice, device_choice, optional, parse
 from metarl.core.policy import stack_params
 from metarl.core.sampler import VectorEnvSampler
 from metarl.storage.runs import IterationState

@@ -1,0 +1,14 @@
+"""Fine-tuning a pretrained stable-baselines3 agent on each new task (docs/design.md, "Methods")."""
+
+from metarl.methods import Method
+
+METHOD = Method(
+    name="finetune",
+    train_word="finetune",
+    summary="pretrain a stable-baselines3 PPO/SAC agent on the train-task mixture",
+    train_args="metarl.commands.train_finetune:TrainFinetuneArgs",
+    train="metarl.commands.train_finetune:run",
+    evaluate="metarl.algorithms.finetune.sb3:evaluate_finetune_run",
+    policies="metarl.video.run_videos:finetune_run_policies",
+    resumable=False,
+)

@@ -1,0 +1,13 @@
+"""MAML: meta-trained initial weights, adapted by policy-gradient steps (docs/design.md, "Methods")."""
+
+from metarl.methods import Method
+
+METHOD = Method(
+    name="maml",
+    train_word="maml",
+    summary="meta-train a policy with MAML (TRPO or ProMP outer loop)",
+    train_args="metarl.commands.train_maml:TrainMAMLArgs",
+    train="metarl.commands.train_maml:run",
+    evaluate="metarl.evaluation.protocol:evaluate_maml_run",
+    policies="metarl.video.run_videos:gradient_run_policies",
+)

@@ -1,0 +1,13 @@
+"""The MAML paper's pretrained baseline: TRPO on the task mixture, adapted like MAML (docs/design.md, "Methods")."""
+
+from metarl.methods import Method
+
+METHOD = Method(
+    name="pretrain",
+    train_word="pretrain",
+    summary="the MAML paper's pretrained baseline: TRPO on the task mixture, adapted like MAML",
+    train_args="metarl.commands.train_pretrain:TrainPretrainArgs",
+    train="metarl.commands.train_pretrain:run",
+    evaluate="metarl.algorithms.pretrain:evaluate_pretrain_run",
+    policies="metarl.video.run_videos:gradient_run_policies",
+)

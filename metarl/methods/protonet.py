@@ -1,0 +1,14 @@
+"""ProtoNet task identification: which variant is this, from a few transitions (docs/design.md, "Methods")."""
+
+from metarl.methods import Method
+
+METHOD = Method(
+    name="protonet",
+    train_word="protonet",
+    summary="train a ProtoNet encoder that identifies the task variant from a few transitions",
+    train_args="metarl.commands.train_protonet:TrainProtoNetArgs",
+    train="metarl.commands.train_protonet:run",
+    evaluate="metarl.identification.protonet:evaluate_protonet_run",
+    policies=None,
+    kind="identification",
+)
