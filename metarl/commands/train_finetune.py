@@ -76,7 +76,11 @@ class TrainFinetuneArgs:
 
 
 def main(argv: list[str]) -> int:
-    args = parse(TrainFinetuneArgs, argv, prog="metarl train finetune")
+    return run(parse(TrainFinetuneArgs, argv, prog="metarl train finetune"))
+
+
+def run(args: TrainFinetuneArgs) -> int:
+    """Train from parsed flags (the method registry's ``train`` entry); returns the exit status."""
     config = args.to_config()
     # The networks are small: intra-op threads only add contention (the envs step on this core too).
     torch.set_num_threads(1)

@@ -449,7 +449,11 @@ def resolve_run_config(args: TrainMAMLArgs) -> tuple[MAMLRunConfig, str, int]:
 
 
 def main(argv: list[str]) -> int:
-    args = parse(TrainMAMLArgs, argv, prog="metarl train maml")
+    return run(parse(TrainMAMLArgs, argv, prog="metarl train maml"))
+
+
+def run(args: TrainMAMLArgs) -> int:
+    """Train from parsed flags (the method registry's ``train`` entry); returns the exit status."""
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)

@@ -75,7 +75,11 @@ def resolve_run_config(args: TrainPretrainArgs) -> tuple[MAMLRunConfig, str | No
 
 
 def main(argv: list[str]) -> int:
-    args = parse(TrainPretrainArgs, argv, prog="metarl train pretrain")
+    return run(parse(TrainPretrainArgs, argv, prog="metarl train pretrain"))
+
+
+def run(args: TrainPretrainArgs) -> int:
+    """Train from parsed flags (the method registry's ``train`` entry); returns the exit status."""
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)

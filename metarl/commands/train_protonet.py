@@ -66,7 +66,11 @@ class TrainProtoNetArgs:
 
 
 def main(argv: list[str]) -> int:
-    args = parse(TrainProtoNetArgs, argv, prog="metarl train protonet")
+    return run(parse(TrainProtoNetArgs, argv, prog="metarl train protonet"))
+
+
+def run(args: TrainProtoNetArgs) -> int:
+    """Train from parsed flags (the method registry's ``train`` entry); returns the exit status."""
     if args.device not in DEVICE_CHOICES and not args.device.startswith("cuda:"):
         raise ValueError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {args.device!r}")
     base = preset(args.preset, args.env)

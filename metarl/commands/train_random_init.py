@@ -65,7 +65,11 @@ def resolve_config(args: RandomInitArgs) -> RandomInitConfig:
 
 
 def main(argv: list[str]) -> int:
-    args = parse(RandomInitArgs, argv, prog="metarl train random-init")
+    return run(parse(RandomInitArgs, argv, prog="metarl train random-init"))
+
+
+def run(args: RandomInitArgs) -> int:
+    """Train from parsed flags (the method registry's ``train`` entry); returns the exit status."""
     config = resolve_config(args)
     run = create_run(args.out, config)
     print(
