@@ -113,9 +113,11 @@ def os_error_message(error: OSError) -> str:
 
 
 def _find(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
+    """The command words ``argv`` starts with (a registered ``train <word>`` or a row of :data:`COMMANDS`)
+    and the rest; None if it names no command."""
     for length in (2, 1):
         words = tuple(argv[:length])
-        if words in COMMANDS:
+        if words in COMMANDS or (words[:1] == (TRAIN,) and words in train_commands()):
             return words, argv[length:]
     return None
 
@@ -150,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             print(_one_line(f"metarl: unknown command {' '.join(argv[:2])!r}; the training commands are: {known} "
                             "(metarl train lists them)"), file=sys.stderr)
             return 2
-        found: tuple[tuple[str, ...], list[str]] | None = ((TRAIN, argv[1]), argv[2:])
-    else:
-        found = _find(argv)
+    found = _find(argv)
     if found is None and argv[0] in _groups():
         # `metarl study`, `metarl study --help`: list the group's subcommands
         if len(argv) == 1 or argv[1] in ("-h", "--help", "help"):
