@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarl.algorithms.adaptation import Params, adapt
+from metarl.algorithms.adaptation import AdaptationSettings, Params, adapt
 from metarl.core.episodes import Episodes
 from metarl.core.policy import ActionMap, GaussianMLPPolicy, batched_policy_forward, stack_params
 from metarl.core.sampler import VectorEnvSampler
-from metarl.evaluation.protocol import adaptation_lrs, adaptation_settings
 from metarl.storage.runs import RunDir, load_policy
 
 __all__ = ["GRADIENT_METHODS", "AdaptiveRun", "load_run", "make_env", "make_vector_env", "sample_tasks"]
@@ -99,11 +98,8 @@ class AdaptiveRun:
         family: The task family it was trained on.
         config: The run's ``config.json``.
         policy: The stored policy (on CPU; never mutated by this class).
-        inner_lr: Learning rate of the first adaptation step (later steps use half).
-        inner_objective: ``vpg`` or ``lvc``.
-        discount: Discount of the adaptation step's returns.
-        gae_lambda: GAE lambda of its advantages.
-        normalize_advantages: Whether advantages are centred and scaled per task.
+        adaptation: How it adapts (inner lr and its schedule, objective, discount, GAE lambda,
+            advantage normalisation), read from ``config.json`` as ``metarl evaluate`` reads it.
         horizon: Episode length the run used.
         action_map: Maps the policy's normalised actions onto the env's action box.
     """
@@ -113,11 +109,7 @@ class AdaptiveRun:
     family: str
     config: dict[str, Any]
     policy: GaussianMLPPolicy
-    inner_lr: float
-    inner_objective: str
-    discount: float
-    gae_lambda: float
-    normalize_advantages: bool
+    adaptation: AdaptationSettings
     horizon: int | None
     action_map: ActionMap
 
@@ -144,10 +136,11 @@ class AdaptiveRun:
         if len(episodes_per_step) == 0:
             raise ValueError("episodes_per_step must hold at least one step's episodes")
         start = self.initial_params(episodes_per_step[0].num_tasks) if params is None else params
+        settings = self.adaptation
         adapted = adapt(
-            self.policy, start, episodes_per_step, adaptation_lrs(self.inner_lr, len(episodes_per_step)),
-            self.inner_objective, self.discount, self.gae_lambda,
-            normalize_advantages=self.normalize_advantages,
+            self.policy, start, episodes_per_step, settings.lrs(len(episodes_per_step)),
+            settings.inner_objective, settings.discount, settings.gae_lambda,
+            normalize_advantages=settings.normalize_advantages,
         )
         return {name: value.detach() for name, value in adapted.items()}
 
@@ -196,12 +189,13 @@ def load_run(path: str | os.PathLike[str]) -> AdaptiveRun:
         hint = f"; read it with {readers[method]}" if method in readers else ""
         raise ValueError(f"load_run reads runs of method {', '.join(GRADIENT_METHODS)}; "
                          f"{run_dir.path} is a {method!r} run{hint}")
-    settings = adaptation_settings(config)
+    adaptation = AdaptationSettings.from_config(config)
     family = str(config["family"])
     env = make_env(family)
     action_map = ActionMap.from_space(env.action_space)
     env.close()
     return AdaptiveRun(
         path=run_dir.path, method=method, family=family, config=config,
-        policy=load_policy(run_dir, config), horizon=config.get("horizon"), action_map=action_map, **settings,
+        policy=load_policy(run_dir, config), horizon=config.get("horizon"), action_map=action_map,
+        adaptation=adaptation,
     )

@@ -1,8 +1,10 @@
-"""The ``metarl`` console script: a thin dispatcher over the subcommand modules.
+"""The ``metarl`` console script: a thin dispatcher over the subcommand modules and the methods.
 
-Each subcommand lives in ``metarl.commands.<name>`` with a ``main(argv) -> int``
-that parses its own flags (a tyro dataclass, so every flag has help text). This
-table is the one place where commands are listed. Errors that a user can fix
+``metarl train <word>`` is looked up in the method registry (:mod:`metarl.methods`): the
+method whose ``train_word`` it is parses its flags (``Method.train_args``, a tyro dataclass)
+and trains (``Method.train``); ``metarl train`` lists them. Every other command lives in
+``metarl.commands.<name>`` with a ``main(argv) -> int`` that parses its own flags;
+:data:`COMMANDS` is the one place where those are listed. Errors that a user can fix
 (:class:`UserError`, ``ValueError`` from input checks, and operating-system
 errors such as a read-only, full or missing directory, named with their path)
 are printed as one paragraph without a traceback and exit with status 2.
@@ -32,15 +34,13 @@ from metarl.core.errors import UserError
 from metarl.core.interrupts import exit_status, sigterm_as_interrupt
 from metarl_envs.gl import MujocoGLError, check_mujoco_gl
 
-# command words -> (module under metarl.commands, one-line help)
+TRAIN = "train"
+"""The command word whose subcommands are the registered methods' ``train_word`` (:mod:`metarl.methods`)."""
+
+# command words -> (module under metarl.commands, one-line help); `metarl train <word>` comes from the registry
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("envs",): ("envs_cmd", "list the task families with their parameters, ranges and splits"),
     ("demo",): ("demo_cmd", "the main job: meta-train MAML on Point2DNav, evaluate on unseen goals, compare with the paper"),
-    ("train", "maml"): ("train_maml", "meta-train a policy with MAML (TRPO or ProMP outer loop)"),
-    ("train", "pretrain"): ("train_pretrain", "the MAML paper's pretrained baseline: TRPO on the task mixture, adapted like MAML"),
-    ("train", "finetune"): ("train_finetune", "pretrain a stable-baselines3 PPO/SAC agent on the train-task mixture"),
-    ("train", "protonet"): ("train_protonet", "train a ProtoNet encoder that identifies the task variant from a few transitions"),
-    ("train", "random-init"): ("train_random_init", "create a random-initialisation baseline run (adapted at evaluation like MAML)"),
     ("evaluate",): ("evaluate_cmd", "evaluate a run on unseen tasks: return before and after k = 1..3 adaptation steps"),
     ("compare",): ("compare_cmd", "compare evaluated runs: markdown table, CSV and plots of return vs k and vs samples"),
     ("render",): ("render_cmd", "render a run before and after adaptation on one unseen task (headless, mp4 or gif)"),
@@ -50,6 +50,23 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 }
 
 
+def train_commands() -> dict[tuple[str, ...], str]:
+    """``("train", word) -> summary`` of every registered method (:func:`metarl.methods.methods`)."""
+    from metarl import methods
+
+    return {(TRAIN, method.train_word): method.summary for method in methods.methods()}
+
+
+def _listing() -> dict[tuple[str, ...], str]:
+    """Every command's words -> its one-line help, in the order ``metarl --help`` lists them."""
+    listing: dict[tuple[str, ...], str] = {}
+    for index, (words, (_, help_text)) in enumerate(COMMANDS.items()):
+        if index == 2:  # the training commands after envs and demo
+            listing.update(train_commands())
+        listing[words] = help_text
+    return listing
+
+
 def _usage(group: str | None = None) -> str:
     """The list of commands; with ``group`` (e.g. ``"train"``) only that group's subcommands."""
     if group is None:
@@ -57,7 +74,7 @@ def _usage(group: str | None = None) -> str:
     else:
         lines = [f"usage: metarl {group} SUBCOMMAND [options]   (metarl {group} SUBCOMMAND --help for its flags)",
                  "", f"{group} subcommands:"]
-    for words, (_, help_text) in COMMANDS.items():
+    for words, help_text in _listing().items():
         if group is None or (len(words) > 1 and words[0] == group):
             lines.append(f"  {' '.join(words):<18} {help_text}")
     if group is None:
@@ -67,8 +84,8 @@ def _usage(group: str | None = None) -> str:
 
 
 def _groups() -> set[str]:
-    """First words of the multi-word commands (``train``)."""
-    return {words[0] for words in COMMANDS if len(words) > 1}
+    """First words of the multi-word commands (``train``, ``study``)."""
+    return {TRAIN} | {words[0] for words in COMMANDS if len(words) > 1}
 
 
 def _one_line(text: str) -> str:
@@ -96,10 +113,24 @@ def os_error_message(error: OSError) -> str:
 
 
 def _find(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
+    """The command words ``argv`` starts with (a registered ``train <word>`` or a row of :data:`COMMANDS`)
+    and the rest; None if it names no command."""
     for length in (2, 1):
         words = tuple(argv[:length])
-        if words in COMMANDS:
+        if words in COMMANDS or (words[:1] == (TRAIN,) and words in train_commands()):
             return words, argv[length:]
+    return None
+
+
+def _load_plugins(name: str) -> int | None:
+    """Import the plugin modules (families, methods); 2 after a one-line error if one fails, else None."""
+    try:
+        import metarl_envs as envs
+
+        envs.load_plugins()
+    except (ImportError, ValueError) as error:  # a plugin that cannot be imported, or registers badly
+        print(_one_line(f"metarl {name}: error: {error}"), file=sys.stderr)
+        return 2
     return None
 
 
@@ -109,9 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
+    if argv[0] == TRAIN:
+        failed = _load_plugins(TRAIN)  # a plugin may register a method
+        if failed is not None:
+            return failed
+        if len(argv) == 1 or argv[1] in ("-h", "--help", "help"):
+            print(_usage(TRAIN))
+            return 0
+        if (TRAIN, argv[1]) not in train_commands():
+            known = ", ".join(" ".join(words) for words in train_commands())
+            print(_one_line(f"metarl: unknown command {' '.join(argv[:2])!r}; the training commands are: {known} "
+                            "(metarl train lists them)"), file=sys.stderr)
+            return 2
     found = _find(argv)
     if found is None and argv[0] in _groups():
-        # `metarl train`, `metarl train --help`: list the group's subcommands
+        # `metarl study`, `metarl study --help`: list the group's subcommands
         if len(argv) == 1 or argv[1] in ("-h", "--help", "help"):
             print(_usage(argv[0]))
             return 0
@@ -122,16 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     words, rest = found
     name = " ".join(words)
-    try:
-        import metarl_envs as envs
-
-        envs.load_plugins()
-    except (ImportError, ValueError) as error:  # a plugin that cannot be imported, or registers badly
-        print(_one_line(f"metarl {name}: error: {error}"), file=sys.stderr)
-        return 2
+    if words[0] != TRAIN:
+        failed = _load_plugins(name)
+        if failed is not None:
+            return failed
     try:
         with sigterm_as_interrupt():
             check_mujoco_gl(render=words == ("render",))
+            if words[0] == TRAIN:
+                from metarl.methods import dispatch
+
+                return dispatch.train(words[1], rest)
             module = importlib.import_module(f"metarl.commands.{COMMANDS[words][0]}")
             return int(module.main(rest) or 0)
     except (UserError, ValueError, FileExistsError, MujocoGLError) as error:

@@ -40,7 +40,7 @@ def main() -> None:
     torch.set_num_threads(1)
     run = RunDir(args.run_dir)
     config = run.read_config()
-    settings = adaptation_settings(config)
+    settings = adaptation_settings(config).keywords()
     policy = load_policy(run)
     for episodes in args.episodes:
         for lr in args.inner_lrs or [settings["inner_lr"]]:

@@ -41,9 +41,8 @@ RANKS: dict[str, int] = {
 # imports that still point the wrong way: (importing package, imported package) -> why. Empty when done.
 KNOWN: dict[tuple[str, str], str] = {
     ("core", "cluster"): "core.sampler.make_sampler builds the Ray sampler",
-    ("algorithms", "evaluation"): "pretrain, random_init and finetune evaluate themselves",
+    ("algorithms", "evaluation"): "finetune evaluates itself",
     ("identification", "evaluation"): "protonet writes its evaluation document",
-    ("studies", "cli"): "the study runner runs commands through cli.COMMANDS",
 }
 
 

@@ -40,7 +40,8 @@ LVC); Foerster et al. 2018 (DiCE).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -54,6 +55,7 @@ from metarl.core.policy import (
     stack_params,
 )
 from metarl.core.returns import gae, normalize_advantages
+from metarl.core.validation import check_number
 
 OBJECTIVES = ("vpg", "lvc")
 
@@ -62,6 +64,78 @@ def check_objective(objective: str) -> None:
     """Raise ``ValueError`` unless ``objective`` is one of :data:`OBJECTIVES`."""
     if objective not in OBJECTIVES:
         raise ValueError(f"inner objective must be one of {OBJECTIVES}, got {objective!r}")
+
+
+LATER_STEP_LR_FACTOR = 0.5
+"""Adaptation steps k >= 2 use this fraction of the first step's learning rate (the MAML paper's protocol)."""
+
+
+def adaptation_lrs(inner_lr: float, steps: int) -> list[float]:
+    """Learning rate of each of ``steps`` adaptation steps: ``inner_lr``, then :data:`LATER_STEP_LR_FACTOR` of it."""
+    return [inner_lr if k == 0 else inner_lr * LATER_STEP_LR_FACTOR for k in range(steps)]
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptationSettings:
+    """How a run that adapts by policy-gradient steps adapts to a new task (docs/design.md, "Evaluation protocol").
+
+    One value per run, built from its ``config.json`` by :meth:`from_config` alone, and
+    used alike by ``metarl evaluate``, ``metarl render``, ``metarl train random-init
+    --like`` and :func:`metarl.api.load_run`. The learning rate of step ``k`` is
+    :meth:`lrs` (``inner_lr``, then half of it).
+    """
+
+    inner_lr: float
+    """Learning rate of the first adaptation step (later steps: :data:`LATER_STEP_LR_FACTOR` of it)."""
+    inner_objective: str = "vpg"
+    """Policy-gradient objective of the steps: vpg or lvc (:data:`OBJECTIVES`)."""
+    discount: float = 0.99
+    """Discount of the returns the advantages are computed from."""
+    gae_lambda: float = 1.0
+    """GAE lambda of the advantages."""
+    normalize_advantages: bool = True
+    """Centre and scale the advantages per task (as the run was trained)."""
+
+    def __post_init__(self) -> None:
+        check_number("inner_lr", self.inner_lr, 0, low_open=True)
+        check_objective(self.inner_objective)
+        check_number("discount", self.discount, 0, 1)
+        check_number("gae_lambda", self.gae_lambda, 0, 1)
+        if not isinstance(self.normalize_advantages, bool):
+            raise ValueError(f"normalize_advantages must be true or false, got {self.normalize_advantages!r}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> AdaptationSettings:
+        """The settings of a run, from its ``config.json``: the one place they are read.
+
+        Read from ``config["maml"]`` (MAML and pretrain runs) or ``config["adaptation"]``
+        (random-init runs); a key an older run does not record takes the default it was
+        adapted with then (those of :class:`metarl.algorithms.maml.learner.MAMLConfig`).
+
+        Raises:
+            ValueError: the config names no ``inner_lr`` under either key, or a value is invalid.
+        """
+        block = config.get("maml", config.get("adaptation"))
+        if not isinstance(block, Mapping) or "inner_lr" not in block:
+            raise ValueError(
+                f"config.json of a {config.get('method')!r} run names no inner_lr under 'maml' or 'adaptation'"
+            )
+        return cls(
+            inner_lr=float(block["inner_lr"]),
+            inner_objective=str(block.get("inner_objective", "vpg")),
+            discount=float(block.get("discount", 0.99)),
+            gae_lambda=float(block.get("gae_lambda", 1.0)),
+            normalize_advantages=bool(block.get("normalize_advantages", True)),
+        )
+
+    def lrs(self, steps: int) -> list[float]:
+        """Learning rate of each of ``steps`` adaptation steps (:func:`adaptation_lrs`)."""
+        return adaptation_lrs(self.inner_lr, steps)
+
+    def keywords(self) -> dict[str, Any]:
+        """The settings as keyword arguments (``inner_lr``, ``inner_objective``, ``discount``, ``gae_lambda``,
+        ``normalize_advantages``), as :func:`metarl.evaluation.protocol.evaluate_gradient_adaptation` takes them."""
+        return dataclasses.asdict(self)
 
 
 def estimate_advantages(

@@ -68,12 +68,6 @@ from metarl.core.policy import (
     stack_params,
 )
 from metarl.core.sampler import VectorEnvSampler, env_dims
-from metarl.evaluation.protocol import (
-    EvalOptions,
-    eval_document,
-    evaluate_gradient_adaptation,
-    write_eval_json,
-)
 from metarl.storage.checkpoint import (
     check_compatible,
     generator_state,
@@ -92,7 +86,6 @@ from metarl.storage.runs import (
     check_batch_memory,
     check_resume,
     gradient_run_document,
-    load_policy,
     load_policy_weights,
     policy_tensors,
     writing_run,
@@ -290,19 +283,3 @@ def train_pretrain(run_config: MAMLRunConfig, out: str | Path, *, seed: int = 0,
             sampler.close()
     return run_dir
 
-
-def evaluate_pretrain_run(run_dir: RunDir, config: Mapping[str, Any], options: EvalOptions,
-                          progress: bool = True) -> dict[str, Any]:
-    """Evaluator for ``method == "pretrain"`` (``metarl evaluate``): MAML's adaptation, unchanged."""
-    run_config = run_config_from_document(config)
-    policy = load_policy(run_dir, config)
-    result = evaluate_gradient_adaptation(
-        policy, policy.params(), run_config.family, run_config.maml.inner_lr, options,
-        inner_objective=run_config.maml.inner_objective, discount=run_config.maml.discount,
-        gae_lambda=run_config.maml.gae_lambda, horizon=run_config.horizon, progress=progress,
-        normalize_advantages=run_config.maml.normalize_advantages,
-    )
-    document = eval_document(METHOD, run_config.family, options, result, policy,
-                             extra={"pretrain_iterations": run_config.iterations}, progress=progress)
-    write_eval_json(run_dir, document)
-    return document

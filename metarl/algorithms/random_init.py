@@ -15,9 +15,16 @@ hyperparameters) and a checkpoint holding the seeded initial weights
 maml`` initialises, so a random-init run with a MAML run's seed and
 architecture holds exactly that run's starting point).
 
-Adaptation settings live under ``config["adaptation"]``: ``inner_lr``,
-``inner_objective``, ``discount``, ``gae_lambda``; ``horizon`` at the top level
-(None: the family's).
+Adaptation settings live under ``config["adaptation"]``: the fields of
+:class:`metarl.algorithms.adaptation.AdaptationSettings` (``inner_lr``,
+``inner_objective``, ``discount``, ``gae_lambda``, ``normalize_advantages``;
+runs written before the last one was recorded adapt with it on); ``horizon`` at
+the top level (None: the family's). Its evaluation is
+:func:`metarl.methods.random_init.evaluate_random_init_run`.
+
+``metarl train random-init`` (:class:`RandomInitArgs`, :func:`run`) writes such a run;
+``--like RUN_DIR`` copies the family, architecture, adaptation settings, horizon and seed
+of a MAML run, which makes it that run's starting point before meta-training.
 """
 
 from __future__ import annotations
@@ -25,29 +32,28 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import torch
 
 import metarl_envs as envs
+from metarl.algorithms.adaptation import AdaptationSettings
+from metarl.core.errors import UserError
+from metarl.core.flags import choice, family_choice, optional
 from metarl.core.policy import (
     DEFAULT_NONLINEARITY,
     DEFAULT_WEIGHT_INIT,
+    NONLINEARITIES,
+    WEIGHT_INITS,
     GaussianMLPPolicy,
     check_nonlinearity,
     check_weight_init,
 )
 from metarl.core.sampler import env_dims
 from metarl.core.validation import check_number
-from metarl.evaluation.protocol import (
-    EvalOptions,
-    adaptation_settings,
-    eval_document,
-    evaluate_gradient_adaptation,
-    write_eval_json,
-)
 from metarl.storage.checkpoint import save_checkpoint
-from metarl.storage.runs import RunDir, load_policy, policy_config, policy_tensors, writing_run
+from metarl.storage.runs import RunDir, policy_config, policy_tensors, writing_run
 
 METHOD = "random_init"
 
@@ -74,6 +80,8 @@ class RandomInitConfig:
     """Discount of the adaptation's returns."""
     gae_lambda: float = 1.0
     """GAE lambda of the adaptation's advantages."""
+    normalize_advantages: bool = True
+    """Centre and scale the adaptation's advantages per task (as the ``--like`` run trained)."""
     horizon: int | None = None
     """Episode length; None uses the family's registered horizon."""
     seed: int = 0
@@ -96,13 +104,22 @@ class RandomInitConfig:
             raise ValueError(f"inner_objective must be vpg or lvc, got {self.inner_objective!r}")
         if self.horizon is not None and self.horizon < 1:
             raise ValueError(f"horizon must be >= 1 or None, got {self.horizon}")
+        self.adaptation()  # the settings are valid together
+
+    def adaptation(self) -> AdaptationSettings:
+        """How the run adapts at evaluation (stored as ``config.json["adaptation"]``)."""
+        return AdaptationSettings(
+            inner_lr=self.inner_lr, inner_objective=self.inner_objective, discount=self.discount,
+            gae_lambda=self.gae_lambda, normalize_advantages=self.normalize_advantages,
+        )
 
 
 def config_like(run_dir: str | os.PathLike[str], seed: int | None = None) -> RandomInitConfig:
     """The random-init counterpart of another run: same family, architecture and adaptation.
 
-    Reads ``config.json`` of ``run_dir`` (a MAML run: its ``policy`` block, its
-    ``maml`` hyperparameters and ``horizon``); the seed defaults to that run's.
+    Reads ``config.json`` of ``run_dir`` (a MAML run: its ``policy`` block, its adaptation
+    settings (:meth:`~metarl.algorithms.adaptation.AdaptationSettings.from_config`, as
+    ``metarl evaluate`` reads them) and ``horizon``); the seed defaults to that run's.
     """
     config = RunDir(run_dir).read_config()
     policy = config.get("policy")
@@ -110,22 +127,20 @@ def config_like(run_dir: str | os.PathLike[str], seed: int | None = None) -> Ran
         raise ValueError(
             f"{run_dir}/config.json has no 'policy' block to copy the architecture from"
         )
-    adaptation = config.get("maml", config.get("adaptation"))
-    if not isinstance(adaptation, Mapping) or "inner_lr" not in adaptation:
+    block = config.get("maml", config.get("adaptation"))
+    if not isinstance(block, Mapping) or "inner_lr" not in block:
         raise ValueError(
             f"{run_dir}/config.json names no inner_lr (under 'maml' or 'adaptation') to copy; "
             "--like takes a MAML or random-init run"
         )
+    adaptation = AdaptationSettings.from_config(config)
     return RandomInitConfig(
         family=config["family"],
         hidden_sizes=tuple(int(h) for h in policy["hidden_sizes"]),
         init_std=float(policy["init_std"]),
         nonlinearity=str(policy.get("nonlinearity", DEFAULT_NONLINEARITY)),
         weight_init=str(policy.get("weight_init", DEFAULT_WEIGHT_INIT)),
-        inner_lr=float(adaptation["inner_lr"]),
-        inner_objective=str(adaptation.get("inner_objective", "vpg")),
-        discount=float(adaptation.get("discount", 0.99)),
-        gae_lambda=float(adaptation.get("gae_lambda", 1.0)),
+        **adaptation.keywords(),
         horizon=config.get("horizon"),
         seed=int(config.get("seed", 0)) if seed is None else seed,
     )
@@ -167,24 +182,61 @@ def run_document(config: RandomInitConfig, policy: GaussianMLPPolicy | None = No
         "seed": config.seed,
         "horizon": config.horizon,
         "policy": policy_config(policy, config.init_std),
-        "adaptation": {
-            "inner_lr": config.inner_lr,
-            "inner_objective": config.inner_objective,
-            "discount": config.discount,
-            "gae_lambda": config.gae_lambda,
-        },
+        "adaptation": config.adaptation().keywords(),
     }
 
 
-def evaluate_random_init_run(
-    run_dir: RunDir, config: Mapping[str, Any], options: EvalOptions, progress: bool = True
-) -> dict:
-    """Evaluator for ``method == "random_init"`` (``metarl evaluate``): docs/design.md, "Evaluation protocol"."""
-    policy = load_policy(run_dir, config)
-    result = evaluate_gradient_adaptation(
-        policy, policy.params(), config["family"], options=options, horizon=config.get("horizon"),
-        progress=progress, **adaptation_settings(config),
+@dataclasses.dataclass(frozen=True)
+class RandomInitArgs:
+    """Create a random-initialisation baseline run (the seeded initial policy, adapted at evaluation)."""
+
+    out: Path
+    """Run directory to create (new or empty; the same run again is allowed)."""
+    like: Annotated[Path | None, optional("PATH", "none")] = None
+    """Copy family, architecture, adaptation settings (inner lr, objective, discount, GAE lambda, advantage
+    normalisation), horizon and seed from this MAML run."""
+    env: Annotated[str | None, family_choice("required without --like")] = None
+    """Task family, one of those listed by `metarl envs`."""
+    hidden_sizes: Annotated[tuple[int, ...] | None, optional("INT [INT ...]", "100 100, or --like's")] = None
+    """Widths of the policy's hidden layers."""
+    init_std: Annotated[float | None, optional("FLOAT", "1.0, or --like's")] = None
+    """Initial standard deviation of the Gaussian policy."""
+    nonlinearity: Annotated[str | None, choice(NONLINEARITIES, "tanh, or --like's")] = None
+    """The policy's hidden-layer nonlinearity."""
+    weight_init: Annotated[str | None, choice(WEIGHT_INITS, "pytorch, or --like's")] = None
+    """The policy's initialisation (see `metarl train maml --help`)."""
+    inner_lr: Annotated[float | None, optional("FLOAT", "0.1, or --like's")] = None
+    """Learning rate of the first adaptation step."""
+    horizon: Annotated[int | None, optional("INT", "the family's, or --like's")] = None
+    """Episode length."""
+    seed: Annotated[int | None, optional("INT", "0, or --like's")] = None
+    """Seed of the initial weights."""
+
+
+def resolve_config(args: RandomInitArgs) -> RandomInitConfig:
+    """The run configuration ``args`` ask for (``--like``'s, with the flags given on top)."""
+    if args.like is not None:
+        base = config_like(args.like)
+        if args.env is not None and args.env != base.family:
+            raise UserError(f"--env {args.env} differs from the family of --like ({base.family})")
+    elif args.env is None:
+        raise UserError("give --env FAMILY (see `metarl envs`) or --like RUN_DIR")
+    else:
+        base = RandomInitConfig(family=args.env)
+    overrides = {
+        name: getattr(args, name)
+        for name in ("hidden_sizes", "init_std", "nonlinearity", "weight_init", "inner_lr", "horizon", "seed")
+        if getattr(args, name) is not None
+    }
+    return dataclasses.replace(base, **overrides)
+
+
+def run(args: RandomInitArgs) -> int:
+    """Train from parsed flags (the method registry's ``train`` entry); returns the exit status."""
+    config = resolve_config(args)
+    run_dir = create_run(args.out, config)
+    print(
+        f"random-init run of {config.family} (seed {config.seed}, hidden {list(config.hidden_sizes)}, "
+        f"inner lr {config.inner_lr}) in {run_dir.path}; evaluate with `metarl evaluate {run_dir.path} --split test`"
     )
-    document = eval_document(METHOD, config["family"], options, result, policy, progress=progress)
-    write_eval_json(run_dir, document)
-    return document
+    return 0

@@ -176,8 +176,9 @@ def render_demo_video(run_dir: RunDir, seed: int) -> Path | None:
 
     Returns the video path, or ``None`` (with a message saying why) when rendering is unavailable.
     """
+    from metarl.methods.dispatch import render_run
     from metarl.video.render import RenderingUnavailableError
-    from metarl.video.run_videos import RenderOptions, render_run
+    from metarl.video.run_videos import RenderOptions
 
     options = RenderOptions(split="test", task_index=0, steps=(0, 1, 3), width=192, height=192, device="cpu")
     target = run_dir.path / "demo_before_after.mp4"

@@ -2,11 +2,10 @@
 
 ``--tasks FILE`` evaluates on explicit tasks instead (written to ``eval_custom.json``).
 
-Reads ``config.json["method"]`` and dispatches through :data:`EVALUATORS`, a
-dict from method name to ``"module:function"``. Each evaluator has the
-signature ``(run_dir: RunDir, config: dict, options: EvalOptions, progress:
-bool) -> dict`` and writes ``eval_<split>.json`` itself. Another method plugs
-in with one line here.
+Reads ``config.json["method"]`` and calls the evaluator its method registry entry names
+(``Method.evaluate`` in :mod:`metarl.methods`, through :func:`metarl.methods.dispatch.evaluate_run`).
+Each evaluator has the signature ``(run_dir: RunDir, config: dict, options: EvalOptions,
+progress: bool) -> dict`` and writes ``eval_<split>.json`` itself.
 """
 
 from __future__ import annotations
@@ -14,38 +13,23 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import tyro
 
-import metarl_envs as envs
-from metarl.core.errors import UserError
 from metarl.core.flags import OffSwitch, choice, device_choice, optional, parse
-from metarl.core.interrupts import sigterm_as_interrupt
-from metarl.core.sampler import env_dims
-from metarl.core.validation import check_memory, step_bytes
 from metarl.evaluation.protocol import (
     ADAPT_STEPS,
     CUSTOM_SPLIT,
     EPISODES_PER_STEP,
     EVAL_SEED,
     NUM_TASKS,
-    SAMPLE_BUDGET_MAX_ROUNDS,
     EvalOptions,
-    check_writable,
     format_returns_table,
     load_tasks_file,
 )
-from metarl.storage.runs import ENV_BYTES, RunDir, run_dir_lock
-
-# method (config.json["method"]) -> "module:function" of its evaluator
-EVALUATORS: dict[str, str] = {
-    "maml": "metarl.evaluation.protocol:evaluate_maml_run",
-    "random_init": "metarl.algorithms.random_init:evaluate_random_init_run",
-    "finetune": "metarl.algorithms.finetune.sb3:evaluate_finetune_run",
-    "pretrain": "metarl.algorithms.pretrain:evaluate_pretrain_run",
-    "protonet": "metarl.identification.protonet:evaluate_protonet_run",
-}
+from metarl.methods.dispatch import evaluate_run as evaluate
+from metarl.storage.runs import RunDir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,51 +64,6 @@ class EvaluateArgs:
     allow_large: bool = False
     """Allow sizes (tasks x episodes x horizon, a --tasks file above 16 MiB) estimated above half of this
     machine's memory."""
-
-
-def resolve_evaluator(method: str) -> Any:
-    """The evaluator function of ``method`` (``UserError`` listing the known methods)."""
-    if method not in EVALUATORS:
-        raise UserError(
-            f"no evaluator for runs of method {method!r}; evaluators exist for: {', '.join(sorted(EVALUATORS))}"
-        )
-    module_name, function_name = EVALUATORS[method].split(":")
-    return getattr(importlib.import_module(module_name), function_name)
-
-
-def check_evaluation_memory(config: dict[str, Any], options: EvalOptions, allow_large: bool = False) -> None:
-    """Refuse an evaluation whose episode batches would need more than half the machine's memory."""
-    family = config["family"]
-    obs_dim, act_dim = env_dims(family)
-    horizon = config.get("horizon") or envs.family_spec(family).horizon
-    policy = config.get("policy") if isinstance(config.get("policy"), dict) else {}
-    hidden = tuple(h for h in policy.get("hidden_sizes", config.get("hidden_sizes", ())) if isinstance(h, int))
-    if options.samples_per_step is not None:
-        steps_per_task = SAMPLE_BUDGET_MAX_ROUNDS * (options.samples_per_step + horizon)
-        flags = f"--num-tasks {options.num_tasks} x --samples-per-step {options.samples_per_step}"
-    else:
-        steps_per_task = options.episodes_per_step * horizon
-        flags = f"--num-tasks {options.num_tasks} x --episodes-per-step {options.episodes_per_step} x horizon {horizon}"
-    estimate = options.num_tasks * (steps_per_task * 2 * step_bytes(obs_dim, act_dim, hidden)
-                                    + options.episodes_per_step * ENV_BYTES)
-    check_memory("the evaluation", estimate, flags, allow_large)
-
-
-def evaluate(run_dir: Path | str, options: EvalOptions, progress: bool = True,
-             allow_large: bool = False) -> dict[str, Any]:
-    """Evaluate the run in ``run_dir`` and write its ``eval_<split>.json``; returns the document.
-
-    Before any work: the sizes are bounded (:func:`check_evaluation_memory`), the run
-    directory must be writable and is then locked (:func:`metarl.storage.runs.run_dir_lock`) for
-    the evaluation; SIGTERM is handled as Ctrl-C.
-    """
-    run = RunDir(run_dir)
-    config = run.read_config()
-    evaluator = resolve_evaluator(config["method"])
-    check_evaluation_memory(config, options, allow_large)
-    check_writable(run.path, run.eval_path(options.split).name)
-    with run_dir_lock(run.path, create=False), sigterm_as_interrupt():
-        return evaluator(run, config, options, progress)
 
 
 def main(argv: list[str]) -> int:

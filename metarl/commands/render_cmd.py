@@ -15,8 +15,9 @@ import tyro
 
 from metarl.core.errors import UserError
 from metarl.core.flags import OffSwitch, choice, device_choice, optional, parse
+from metarl.methods.dispatch import render_run
 from metarl.video import render
-from metarl.video.run_videos import RenderOptions, describe_task, render_run
+from metarl.video.run_videos import RenderOptions, describe_task
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,7 +62,12 @@ import torch
 from tqdm.auto import tqdm
 
 import metarl_envs as envs
-from metarl.algorithms.adaptation import check_objective, inner_step
+from metarl.algorithms.adaptation import (
+    AdaptationSettings,
+    adaptation_lrs,
+    check_objective,
+    inner_step,
+)
 from metarl.core.device import resolve_device
 from metarl.core.episodes import Episodes
 from metarl.core.policy import GaussianMLPPolicy, Params, stack_params
@@ -78,7 +83,6 @@ SAMPLE_BUDGET_MAX_ROUNDS = 4  # --samples-per-step samples at most 4 x ceil(budg
 CUSTOM_SPLIT = "custom"  # the split label of an evaluation on explicit tasks (``--tasks FILE``)
 EPISODES_PER_STEP = 20
 ADAPT_STEPS = 3
-LATER_STEP_LR_FACTOR = 0.5  # steps k >= 2 use half the first step's inner lr (MAML paper)
 TASKS_FILE_MAX_BYTES = 16 * 2**20  # a --tasks file above this needs --allow-large (a task is ~100 bytes)
 TASKS_FILE_MAX_DEPTH = 8  # [{"tasks": [{"field": [..]}]}] needs 4; eval_<split>.json's per_task needs 5
 
@@ -138,11 +142,6 @@ class AdaptationResult:
     samples_per_step: int
     adapt_seconds: float
     inner_lrs: list[float]
-
-
-def adaptation_lrs(inner_lr: float, steps: int) -> list[float]:
-    """Learning rate of each adaptation step: ``inner_lr``, then half of it."""
-    return [inner_lr if k == 0 else inner_lr * LATER_STEP_LR_FACTOR for k in range(steps)]
 
 
 def evaluation_tasks(family: str, split: str, num_tasks: int, seed: int = EVAL_SEED) -> list[Any]:
@@ -452,42 +451,42 @@ def format_returns_table(
     return "\n".join(lines)
 
 
-def adaptation_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """How a run that adapts by policy-gradient steps adapts, from its ``config.json``.
-
-    Read from ``config["maml"]`` (MAML and pretrain runs) or ``config["adaptation"]``
-    (random-init runs), with the defaults of :class:`metarl.algorithms.maml.learner.MAMLConfig`; the same
-    settings serve ``metarl evaluate``, ``metarl render`` and :func:`metarl.api.load_run`.
-
-    Returns:
-        ``inner_lr``, ``inner_objective``, ``discount``, ``gae_lambda`` and
-        ``normalize_advantages``, keyword arguments of :func:`evaluate_gradient_adaptation`
-        (after the first).
+def adaptation_settings(config: Mapping[str, Any]) -> AdaptationSettings:
+    """How a run that adapts by policy-gradient steps adapts, from its ``config.json``
+    (:meth:`metarl.algorithms.adaptation.AdaptationSettings.from_config`): the settings
+    ``metarl evaluate``, ``metarl render``, ``metarl train random-init --like`` and
+    :func:`metarl.api.load_run` use.
 
     Raises:
-        ValueError: the config names no ``inner_lr`` under either key.
+        ValueError: the config names no ``inner_lr`` under 'maml' or 'adaptation'.
     """
-    block = config.get("maml", config.get("adaptation"))
-    if not isinstance(block, Mapping) or "inner_lr" not in block:
-        raise ValueError(
-            f"config.json of a {config.get('method')!r} run names no inner_lr under 'maml' or 'adaptation'"
-        )
-    return {
-        "inner_lr": float(block["inner_lr"]),
-        "inner_objective": str(block.get("inner_objective", "vpg")),
-        "discount": float(block.get("discount", 0.99)),
-        "gae_lambda": float(block.get("gae_lambda", 1.0)),
-        "normalize_advantages": bool(block.get("normalize_advantages", True)),
-    }
+    return AdaptationSettings.from_config(config)
+
+
+def evaluate_gradient_run(
+    method: str,
+    run_dir: RunDir,
+    config: Mapping[str, Any],
+    options: EvalOptions,
+    progress: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run that adapts its stored policy by gradient steps and write its ``eval_<split>.json``.
+
+    The run's policy (:func:`metarl.storage.runs.load_policy`) is adapted with the run's
+    :func:`adaptation_settings` by :func:`evaluate_gradient_adaptation`; ``extra`` keys are added
+    to the document. MAML, pretrain and random-init runs are evaluated by it.
+    """
+    policy = load_policy(run_dir, config)
+    result = evaluate_gradient_adaptation(
+        policy, policy.params(), config["family"], options=options, horizon=config.get("horizon"),
+        progress=progress, **adaptation_settings(config).keywords(),
+    )
+    document = eval_document(method, config["family"], options, result, policy, extra=extra, progress=progress)
+    write_eval_json(run_dir, document)
+    return document
 
 
 def evaluate_maml_run(run_dir: RunDir, config: Mapping[str, Any], options: EvalOptions, progress: bool = True) -> dict:
     """Evaluator for ``method == "maml"`` runs: adapt from the meta-learned parameters."""
-    policy = load_policy(run_dir, config)
-    result = evaluate_gradient_adaptation(
-        policy, policy.params(), config["family"], options=options, horizon=config.get("horizon"),
-        progress=progress, **adaptation_settings(config),
-    )
-    document = eval_document("maml", config["family"], options, result, policy, progress=progress)
-    write_eval_json(run_dir, document)
-    return document
+    return evaluate_gradient_run("maml", run_dir, config, options, progress)

@@ -74,9 +74,9 @@ class Method:
 _BUILTIN: dict[str, str] = {
     "maml": "metarl.methods.maml",
     "pretrain": "metarl.methods.pretrain",
-    "random_init": "metarl.methods.random_init",
     "finetune": "metarl.methods.finetune",
     "protonet": "metarl.methods.protonet",
+    "random_init": "metarl.methods.random_init",
 }
 _REGISTRY: dict[str, Method] = {}
 

@@ -1,6 +1,15 @@
 """The MAML paper's pretrained baseline: TRPO on the task mixture, adapted like MAML (docs/design.md, "Methods")."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from metarl.methods import Method
+
+if TYPE_CHECKING:
+    from metarl.evaluation.protocol import EvalOptions
+    from metarl.storage.runs import RunDir
 
 METHOD = Method(
     name="pretrain",
@@ -8,6 +17,17 @@ METHOD = Method(
     summary="the MAML paper's pretrained baseline: TRPO on the task mixture, adapted like MAML",
     train_args="metarl.commands.train_pretrain:TrainPretrainArgs",
     train="metarl.commands.train_pretrain:run",
-    evaluate="metarl.algorithms.pretrain:evaluate_pretrain_run",
+    evaluate="metarl.methods.pretrain:evaluate_pretrain_run",
     policies="metarl.video.run_videos:gradient_run_policies",
 )
+
+
+def evaluate_pretrain_run(run_dir: RunDir, config: Mapping[str, Any], options: EvalOptions,
+                          progress: bool = True) -> dict[str, Any]:
+    """Evaluator for ``method == "pretrain"`` (``metarl evaluate``): MAML's adaptation, unchanged."""
+    from metarl.algorithms.pretrain import run_config_from_document
+    from metarl.evaluation.protocol import evaluate_gradient_run
+
+    run_config = run_config_from_document(config)  # refuses another method's or an incomplete config
+    return evaluate_gradient_run(METHOD.name, run_dir, config, options, progress,
+                                 extra={"pretrain_iterations": run_config.iterations})

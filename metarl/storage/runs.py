@@ -74,6 +74,7 @@ RESUME_MAY_CHANGE: tuple[str, ...] = ("iterations", "device", "sampler")
 ADDED_FIELD_DEFAULTS: dict[str, Any] = {
     "nonlinearity": DEFAULT_NONLINEARITY, "policy.nonlinearity": DEFAULT_NONLINEARITY,
     "weight_init": DEFAULT_WEIGHT_INIT, "policy.weight_init": DEFAULT_WEIGHT_INIT,
+    "adaptation.normalize_advantages": True,
 }
 """Config fields added after runs were already being written, with the value a run that lacks
 them was trained with: a stored config without the field still matches a new one with that value."""

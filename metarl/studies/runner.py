@@ -46,6 +46,7 @@ from typing import Any
 from metarl.cluster.ray_support import init_ray, require_ray
 from metarl.core.errors import UserError
 from metarl.core.interrupts import sigterm_as_interrupt
+from metarl.methods import dispatch
 from metarl.storage.checkpoint import atomic_write_bytes, atomic_write_text
 from metarl.storage.runs import RunDir, RunDirError
 from metarl.studies.spec import RunPlan, StudySpec, run_state
@@ -221,12 +222,6 @@ class _FileSync:
 # ---------------------------------------------------------------------------------------------
 
 
-def _command_main(words: tuple[str, ...]) -> Callable[[list[str]], int]:
-    from metarl.cli import COMMANDS
-
-    return importlib.import_module(f"metarl.commands.{COMMANDS[words][0]}").main
-
-
 def execute_run(plan: RunPlan, context: Mapping[str, Any], *dependencies: Any) -> dict[str, Any]:
     """Train (or resume) and evaluate one run; the body of its Ray task.
 
@@ -290,10 +285,10 @@ def _train_and_evaluate(plan: RunPlan, root: Path, store: Any) -> None:
             shutil.rmtree(run.path)
             if store is not None:
                 require_ray().get(store.clear.remote(plan.path))
-        _command_main(("train", plan.train))(plan.train_argv(root, resume))
+        dispatch.train(plan.train, plan.train_argv(root, resume))  # as `metarl train <train> ...`
     for split in plan.evaluation.splits:
-        if split not in state.evaluated:
-            _command_main(("evaluate",))([str(run.path), *plan.evaluation.argv(split)])
+        if split not in state.evaluated:  # as `metarl evaluate RUN_DIR <plan.evaluation.argv(split)>`
+            dispatch.evaluate_run(run.path, plan.evaluation.options(split), progress=False)
 
 
 # ---------------------------------------------------------------------------------------------

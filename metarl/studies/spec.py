@@ -37,7 +37,7 @@ import importlib
 import importlib.resources
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,17 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+import metarl.methods as methods
 import metarl_envs as envs
 from metarl.core.errors import UserError
-from metarl.evaluation.protocol import ADAPT_STEPS, EPISODES_PER_STEP, EVAL_SEED, NUM_TASKS
+from metarl.evaluation.protocol import (
+    ADAPT_STEPS,
+    EPISODES_PER_STEP,
+    EVAL_SEED,
+    NUM_TASKS,
+    EvalOptions,
+)
+from metarl.methods import Method
 from metarl.storage.checkpoint import CheckpointError, load_checkpoint
 from metarl.storage.runs import RunDir, RunDirError, check_run_dir
 
@@ -64,32 +72,55 @@ _EVAL_KEYS = frozenset({"splits", "num_tasks", "episodes_per_step", "steps", "se
                         "samples_per_step", "families"})
 
 
-@dataclasses.dataclass(frozen=True)
-class Trainer:
-    """How a study drives one ``metarl train`` command."""
-
-    command: str
-    """The study's ``train`` value (``metarl train <command>``)."""
-    module: str
-    """Its module under ``metarl.commands``."""
-    args_class: str
-    """The tyro dataclass of its flags, in that module."""
-    resumable: bool
-    """Whether ``--resume`` continues a partial run (otherwise a partial run starts over)."""
-
-    def args_type(self) -> type:
-        return getattr(importlib.import_module(f"metarl.commands.{self.module}"), self.args_class)
-
-    def flag_names(self) -> set[str]:
-        return {field.name for field in dataclasses.fields(self.args_type())}
+def _expected_maml_config(module: Any, args: Any) -> dict[str, Any]:
+    run_config, preset, seed = module.resolve_run_config(args)
+    return module.config_document(run_config, seed, args.device, preset)
 
 
-TRAINERS: dict[str, Trainer] = {
-    "maml": Trainer("maml", "train_maml", "TrainMAMLArgs", resumable=True),
-    "pretrain": Trainer("pretrain", "train_pretrain", "TrainPretrainArgs", resumable=True),
-    "finetune": Trainer("finetune", "train_finetune", "TrainFinetuneArgs", resumable=False),
-    "random-init": Trainer("random-init", "train_random_init", "RandomInitArgs", resumable=False),
+def _expected_pretrain_config(module: Any, args: Any) -> dict[str, Any]:
+    from metarl.algorithms.pretrain import config_document
+
+    run_config, preset, seed = module.resolve_run_config(args)
+    return config_document(run_config, seed, args.device, preset)
+
+
+def _expected_finetune_config(module: Any, args: Any) -> dict[str, Any]:
+    return args.to_config().to_config(args.device)
+
+
+def _expected_random_init_config(module: Any, args: Any) -> dict[str, Any]:
+    from metarl.algorithms.random_init import run_document
+
+    return run_document(module.resolve_config(args))
+
+
+# train word -> the config.json its training writes, from the parsed flags and their module
+_EXPECTED_CONFIG: dict[str, Callable[[Any, Any], dict[str, Any]]] = {
+    "maml": _expected_maml_config,
+    "pretrain": _expected_pretrain_config,
+    "finetune": _expected_finetune_config,
+    "random-init": _expected_random_init_config,
 }
+
+
+def study_methods() -> list[Method]:
+    """The registered methods a study can run: those evaluated by returns whose ``config.json`` the
+    study can predict (to check a run directory before resuming it)."""
+    return [m for m in methods.methods() if m.kind == "returns" and m.train_word in _EXPECTED_CONFIG]
+
+
+def study_method(train: str) -> Method:
+    """The method of a study's ``train`` value (``metarl train <train>``; ``UserError`` naming the choices)."""
+    for method in study_methods():
+        if method.train_word == train:
+            return method
+    raise UserError(f"a study's train must be one of {', '.join(m.train_word for m in study_methods())}, "
+                    f"got {train!r}")
+
+
+def flag_names(method: Method) -> set[str]:
+    """The flags of ``metarl train <word>`` (fields of ``Method.train_args``)."""
+    return {field.name for field in dataclasses.fields(method.load("train_args"))}
 
 
 def _fail(where: str, message: str) -> UserError:
@@ -133,6 +164,12 @@ class EvaluationSpec:
         if self.device not in ("auto", "cpu", "cuda"):
             raise _fail("evaluation.device", f"must be auto, cpu or cuda, got {self.device!r}")
 
+    def options(self, split: str) -> EvalOptions:
+        """The evaluation of ``split`` that ``metarl evaluate RUN_DIR`` with :meth:`argv` runs."""
+        return EvalOptions(split=split, num_tasks=self.num_tasks, episodes_per_step=self.episodes_per_step,
+                           steps=self.steps, seed=self.seed, device=self.device,
+                           samples_per_step=self.samples_per_step)
+
     def argv(self, split: str) -> list[str]:
         """``metarl evaluate`` flags for ``split`` (after the run directory)."""
         argv = ["--split", split, "--num-tasks", str(self.num_tasks), "--episodes-per-step",
@@ -161,19 +198,20 @@ class MethodSpec:
     name: str
     """The method's name in the study (its directory under ``runs/<family>/``)."""
     train: str
-    """The command: one of :data:`TRAINERS` (maml, pretrain, finetune, random-init)."""
+    """The command: the train word of one of :func:`study_methods` (maml, pretrain, finetune, random-init)."""
     options: tuple[tuple[str, Any], ...] = ()
     """Its flags (without the study's own: out, env, seed, resume, like, no_progress)."""
     like: str | None = None
     """random-init only: the method whose run of the same family and seed it copies (``--like``)."""
 
     @property
-    def trainer(self) -> Trainer:
-        return TRAINERS[self.train]
+    def trainer(self) -> Method:
+        """Its entry in the method registry (:mod:`metarl.methods`)."""
+        return study_method(self.train)
 
     def argv(self) -> list[str]:
         """The method's flags as command-line words, typed the way its tyro dataclass reads them."""
-        fields = {field.name: field for field in dataclasses.fields(self.trainer.args_type())}
+        fields = {field.name: field for field in dataclasses.fields(self.trainer.load("train_args"))}
         argv: list[str] = []
         for name, value in self.options:
             flag = "--" + name.replace("_", "-")
@@ -184,7 +222,7 @@ class MethodSpec:
                 argv += [flag, *(str(item) for item in value)]
             else:
                 argv += [flag, str(value)]
-        if self.trainer.command != "finetune" and "no_progress" in fields:
+        if self.train != "finetune" and "no_progress" in fields:
             argv.append("--no-progress")
         return argv
 
@@ -272,22 +310,10 @@ class RunPlan:
         """The ``config.json`` this run's training writes (None while a ``like`` run has no config yet)."""
         if self.like is not None and not RunDir(root / self.like).config_path.is_file():
             return None
-        trainer = TRAINERS[self.train]
-        args = tyro.cli(trainer.args_type(), args=self.train_argv(root, resume=False), prog=f"metarl train {self.train}")
-        module = importlib.import_module(f"metarl.commands.{trainer.module}")
-        if self.train == "maml":
-            run_config, preset, seed = module.resolve_run_config(args)
-            return module.config_document(run_config, seed, args.device, preset)
-        if self.train == "pretrain":
-            from metarl.algorithms.pretrain import config_document
-
-            run_config, preset, seed = module.resolve_run_config(args)
-            return config_document(run_config, seed, args.device, preset)
-        if self.train == "finetune":
-            return args.to_config().to_config(args.device)
-        from metarl.algorithms.random_init import run_document
-
-        return run_document(module.resolve_config(args))
+        args_type = study_method(self.train).load("train_args")
+        args = tyro.cli(args_type, args=self.train_argv(root, resume=False), prog=f"metarl train {self.train}")
+        # the module of the flags holds the method's resolve_run_config / resolve_config
+        return _EXPECTED_CONFIG[self.train](importlib.import_module(args_type.__module__), args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,13 +386,14 @@ def _method(name: str, table: Any, method_names: Sequence[str]) -> MethodSpec:
         raise _fail(where, f"must be a table, got {table!r}")
     _unknown_keys(where, table, _METHOD_KEYS)
     train = table.get("train")
-    if train not in TRAINERS:
-        raise _fail(f"{where}.train", f"must be one of {', '.join(TRAINERS)}, got {train!r}")
-    trainer = TRAINERS[train]
+    choices = [m.train_word for m in study_methods()]
+    if train not in choices:
+        raise _fail(f"{where}.train", f"must be one of {', '.join(choices)}, got {train!r}")
+    trainer = study_method(train)
     options = table.get("options", {})
     if not isinstance(options, Mapping):
         raise _fail(f"{where}.options", f"must be a table of flags, got {options!r}")
-    flags = trainer.flag_names()
+    flags = flag_names(trainer)
     normalised = []
     for key, value in options.items():
         flag = key.replace("-", "_")

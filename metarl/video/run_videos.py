@@ -5,20 +5,20 @@ The task is number ``I`` of the split's fixed evaluation tasks (the same list
 ``metarl evaluate`` uses, :func:`metarl.evaluation.protocol.evaluation_tasks`), so a
 video shows a task whose numbers are in ``eval_<split>.json``.
 
-How a run's policy after k steps is obtained depends on its method, through
-the table :data:`RUN_POLICIES` (method -> ``"module:function"``), which other
-methods extend with one line each. A provider has the signature
+How a run's policy after k steps is obtained depends on its method: the method
+registry's entry (:mod:`metarl.methods`, ``Method.policies``) names a provider
 ``(run_dir, config, task, steps, options) -> dict[int, PolicyFn]``.
 
 For methods that adapt by policy-gradient steps (``maml``, ``pretrain``, ``random_init``),
 :func:`gradient_adapted_params` follows the evaluation protocol of docs/design.md, "Evaluation protocol" on the one task: ``episodes_per_step``
-fresh episodes per step, the first step at the run's inner lr and later ones at
-half of it (:func:`metarl.evaluation.protocol.adaptation_lrs`). The sampling noise of
+fresh episodes per step, adapted with the run's
+:class:`~metarl.algorithms.adaptation.AdaptationSettings` (the first step at the run's
+inner lr, later ones at half of it), read as ``metarl evaluate`` reads them. The sampling noise of
 one task alone differs from that of the 40-task evaluation, so the adapted
 weights are a fresh draw of the same procedure, not the evaluation's own.
 
-A ProtoNet run (task identification, no policy) gives one panel instead: the
-robot acting at random, as when its contexts were collected, with the variant
+A task-identification run (``Method.kind == "identification"``: ProtoNet, no policy) gives one
+panel instead: the robot acting at random, as when its contexts were collected, with the variant
 the identifier picks from the transitions seen so far (:func:`protonet_panel`).
 
 Each panel shows the policy acting (stochastically by default, as evaluated),
@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -44,14 +43,8 @@ from tqdm.auto import tqdm
 from metarl.core.validation import check_memory, check_number, step_bytes
 from metarl.video import render
 
-RUN_POLICIES: dict[str, str] = {
-    "maml": "metarl.video.run_videos:gradient_run_policies",
-    "random_init": "metarl.video.run_videos:gradient_run_policies",
-    "pretrain": "metarl.video.run_videos:gradient_run_policies",
-    "finetune": "metarl.video.run_videos:finetune_run_policies",
-}
-"""method (``config.json["method"]``) -> ``"module:function"`` giving its policy per k."""
-
+if TYPE_CHECKING:
+    from metarl.algorithms.adaptation import AdaptationSettings
 
 @dataclasses.dataclass(frozen=True)
 class RenderOptions:
@@ -166,20 +159,17 @@ def gradient_adapted_params(
     family: str,
     task: Any,
     steps: int,
-    inner_lr: float,
+    settings: AdaptationSettings,
     *,
     episodes_per_step: int,
     seed: int,
-    inner_objective: str = "vpg",
-    discount: float = 0.99,
-    gae_lambda: float = 1.0,
     horizon: int | None = None,
     device: str = "cpu",
     progress: bool = False,
-    normalize_advantages: bool = True,
 ) -> list[dict[str, Any]]:
     """Parameters after k = 0..steps policy-gradient steps on one task (docs/design.md,
-    "Evaluation protocol"), adapted as ``metarl evaluate`` adapts (:func:`metarl.evaluation.protocol.adaptation_settings`).
+    "Evaluation protocol"), adapted with ``settings`` as ``metarl evaluate`` adapts
+    (:func:`metarl.evaluation.protocol.adaptation_settings`).
 
     Returns:
         ``steps + 1`` parameter dicts (module-shaped, detached, on CPU); entry k
@@ -191,7 +181,6 @@ def gradient_adapted_params(
     from metarl.core.device import resolve_device
     from metarl.core.policy import stack_params
     from metarl.core.sampler import VectorEnvSampler
-    from metarl.evaluation.protocol import adaptation_lrs
 
     torch_device = resolve_device(device)
     policy = policy.to(torch_device)
@@ -202,12 +191,11 @@ def gradient_adapted_params(
     sampler = VectorEnvSampler(family, 1, torch_device, horizon=horizon)
     generator = torch.Generator().manual_seed(seed)
     try:
-        lrs = adaptation_lrs(inner_lr, steps)
-        for lr in tqdm(lrs, desc="adapting", unit="step", disable=not progress, leave=False):
+        for lr in tqdm(settings.lrs(steps), desc="adapting", unit="step", disable=not progress, leave=False):
             episodes = sampler.sample(policy, task_params, [task], episodes_per_step, generator)
             task_params = inner_step(
-                policy, task_params, episodes, lr, inner_objective, discount, gae_lambda,
-                normalize_advantages=normalize_advantages,
+                policy, task_params, episodes, lr, settings.inner_objective, settings.discount,
+                settings.gae_lambda, normalize_advantages=settings.normalize_advantages,
             )
             sequence.append({n: v[0].detach().cpu() for n, v in task_params.items()})
     finally:
@@ -233,12 +221,12 @@ def gradient_run_policies(
         config["family"],
         task,
         max(steps),
+        adaptation_settings(config),
         episodes_per_step=options.episodes_per_step,
         seed=options.seed,
         horizon=run_horizon(config),
         device=options.device,
         progress=options.progress,
-        **adaptation_settings(config),
     )
     policy = policy.to("cpu")
     import gymnasium as gym
@@ -325,17 +313,6 @@ def run_horizon(config: Mapping[str, Any]) -> int | None:
     """The episode length a run was trained with (None: the family's registered horizon)."""
     horizon = config.get("horizon", config.get("sampling", {}).get("horizon"))
     return None if horizon is None else int(horizon)
-
-
-def resolve_policies(method: str) -> Callable[..., dict[int, render.PolicyFn]]:
-    """The policy provider of ``method`` (``ValueError`` listing the methods that can be rendered)."""
-    if method not in RUN_POLICIES:
-        supported = ", ".join(sorted([*RUN_POLICIES, "protonet"]))
-        raise ValueError(
-            f"cannot render runs of method {method!r}; rendering supports: {supported}"
-        )
-    module_name, function_name = RUN_POLICIES[method].split(":")
-    return getattr(importlib.import_module(module_name), function_name)
 
 
 def default_output(run_dir: str | os.PathLike[str], options: RenderOptions) -> Path:
@@ -466,8 +443,15 @@ def render_run(
     options: RenderOptions,
     out: str | os.PathLike[str] | None = None,
     allow_large: bool = False,
+    *,
+    lookup: Callable[[str], Any],
 ) -> RenderResult:
     """Render a run's policy on one evaluation task after each k of ``options.steps``.
+
+    ``lookup`` maps the run's ``config.json["method"]`` to its method registry entry
+    (:class:`metarl.methods.Method`: ``kind``, and ``load("policies")``, the provider of its policy
+    per k) or raises ``ValueError`` when the method cannot be rendered;
+    :func:`metarl.methods.dispatch.render_run` passes the registry's.
 
     Checks everything that can be wrong before any long work: the output path,
     the run directory and its checkpoint, the method, the task index, the
@@ -498,7 +482,7 @@ def render_run(
         stack.enter_context(sigterm_as_interrupt())
         if target.resolve().is_relative_to(run.path.resolve()):
             stack.enter_context(run_dir_lock(run.path, create=False))
-        return _render(run, config, options, target)
+        return _render(run, config, options, target, lookup)
 
 
 def check_render_memory(config: Mapping[str, Any], options: RenderOptions, allow_large: bool = False) -> None:
@@ -519,10 +503,12 @@ def check_render_memory(config: Mapping[str, Any], options: RenderOptions, allow
     )
 
 
-def _render(run: Any, config: Mapping[str, Any], options: RenderOptions, target: Path) -> RenderResult:
+def _render(run: Any, config: Mapping[str, Any], options: RenderOptions, target: Path,
+            lookup: Callable[[str], Any]) -> RenderResult:
     """The body of :func:`render_run`, once everything is checked."""
     family = config["family"]
-    if config["method"] == "protonet":
+    method = lookup(config["method"])
+    if method.kind == "identification":
         task = select_task(family, options)
         probe = render.make_render_env(family)
         if render._is_mujoco_env(probe):
@@ -538,7 +524,7 @@ def _render(run: Any, config: Mapping[str, Any], options: RenderOptions, target:
             quality=options.quality,
         )
         return RenderResult(target, count, size, {0: panel.rollout.total_return}, task)
-    provider = resolve_policies(config["method"])
+    provider = method.load("policies")
     task = select_task(family, options)
     env = render.make_render_env(family)
     if render._is_mujoco_env(env):

@@ -10,6 +10,7 @@ from metarl.commands.train_maml import TrainMAMLArgs
 from metarl.core.flags import parse
 
 COMMANDS = [list(words) for words in cli.COMMANDS if words != ("bench",)]
+COMMANDS += [list(words) for words in cli.train_commands()]  # metarl train <word>: the method registry
 COMMANDS += [["bench", target] for target in bench_cmd.TARGETS]
 
 
@@ -55,13 +56,19 @@ def test_train_alone_lists_its_subcommands(argv: list[str], capsys: pytest.Captu
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     for words in cli.COMMANDS:
-        assert (" ".join(words) in out) == (words[0] == "train")
+        assert " ".join(words) not in out
+    from metarl import methods
+
+    for method in methods.methods():
+        assert f"  train {method.train_word:<12} {method.summary}" in out
 
 
 def test_unknown_train_subcommand_lists_the_train_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["train", "nope"]) == 2
     err = capsys.readouterr().err
-    assert "unknown command 'train nope'" in err and "train maml" in err and "evaluate" not in err
+    assert len(err.strip().splitlines()) == 1, err  # one line naming the known ones
+    assert "unknown command 'train nope'" in err and "evaluate" not in err
+    assert all(f"train {word}" in err for word in ("maml", "pretrain", "finetune", "protonet", "random-init"))
 
 
 @pytest.mark.parametrize("argv", [["bench"], ["bench", "--help"], ["bench", "help"]])

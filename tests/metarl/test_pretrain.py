@@ -13,7 +13,6 @@ from metarl.algorithms.adaptation import inner_step
 from metarl.algorithms.presets import maml_preset
 from metarl.algorithms.pretrain import (
     episodes_per_iteration,
-    evaluate_pretrain_run,
     run_config_from_document,
     train_pretrain,
     trpo_update,
@@ -22,6 +21,7 @@ from metarl.cli import main as cli_main
 from metarl.core.policy import GaussianMLPPolicy, stack_params
 from metarl.core.sampler import VectorEnvSampler
 from metarl.evaluation.protocol import EvalOptions
+from metarl.methods.pretrain import evaluate_pretrain_run
 from metarl.storage.checkpoint import load_checkpoint
 from metarl.storage.runs import RunDir, RunDirError, load_policy
 

@@ -12,7 +12,8 @@ from metarl.cli import main as cli_main
 from metarl.commands.evaluate_cmd import EvaluateArgs
 from metarl.commands.render_cmd import RenderArgs
 from metarl.core.flags import parse
-from metarl.video.run_videos import RenderOptions, render_run
+from metarl.methods.dispatch import render_run
+from metarl.video.run_videos import RenderOptions
 from tests.metarl.test_run_videos import _make_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/metarl/conftest.py

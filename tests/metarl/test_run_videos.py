@@ -12,10 +12,11 @@ import torch
 from metarl.cli import main as cli_main
 from metarl.core.policy import GaussianMLPPolicy
 from metarl.core.sampler import env_dims
+from metarl.methods.dispatch import render_run
 from metarl.storage.checkpoint import save_checkpoint
 from metarl.storage.runs import RunDir, policy_config, policy_tensors
 from metarl.video import render
-from metarl.video.run_videos import RenderOptions, describe_task, render_run, select_task
+from metarl.video.run_videos import RenderOptions, describe_task, select_task
 
 
 def _make_run(
@@ -214,11 +215,12 @@ def test_render_adapts_with_the_runs_advantage_normalisation(
     real = run_videos.gradient_adapted_params
 
     def spy(*args: object, **kwargs: object) -> object:
-        seen.update(kwargs)
+        seen.update(kwargs, settings=args[5])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(run_videos, "gradient_adapted_params", spy)
     task = select_task("Point2DNav", RenderOptions(num_tasks=2))
     policies = run_videos.gradient_run_policies(RunDir(run), config, task, (0, 1), RenderOptions(episodes_per_step=2))
     assert sorted(policies) == [0, 1]
-    assert seen["normalize_advantages"] is normalize and seen["inner_lr"] == 0.1
+    settings = seen["settings"]
+    assert settings.normalize_advantages is normalize and settings.inner_lr == 0.1
