@@ -5,7 +5,7 @@ hyperparameter and the behaviour that collects contexts), ``metrics.csv`` +
 TensorBoard events (``train/loss``, ``train/accuracy``) and
 ``checkpoint/latest.safetensors`` (+ ``latest.json``). Evaluate it with
 ``metarl evaluate RUN_DIR --split test|ood``; use it online through
-``metarl.identification.protonet.TaskIdentifier.load(RUN_DIR)``. See :mod:`metarl.identification.protonet`.
+``metarl.TaskIdentifier.load(RUN_DIR)``. See :mod:`metarl.identification.trainer`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import tyro
 
 from metarl.core.device import DEVICE_CHOICES
 from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
-from metarl.identification.protonet import preset, train_run
+from metarl.identification.config import preset
+from metarl.identification.run import train_run
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ METHOD = Method(
     summary="train a ProtoNet encoder that identifies the task variant from a few transitions",
     train_args="metarl.commands.train_protonet:TrainProtoNetArgs",
     train="metarl.commands.train_protonet:run",
-    evaluate="metarl.identification.protonet:evaluate_protonet_run",
+    evaluate="metarl.identification.evaluation:evaluate_protonet_run",
     policies=None,
     kind="identification",
 )

@@ -11,26 +11,19 @@ import torch
 
 from metarl.cli import main as cli_main
 from metarl.core.policy import GaussianMLPPolicy
+from metarl.identification.config import ProtoNetConfig, preset
 from metarl.identification.contexts import (
     collect_contexts,
     distinct_variants,
     sample_contexts,
     transition_dim,
 )
-from metarl.identification.protonet import (
-    ContextEncoder,
-    ProtoNetConfig,
-    ProtoNetTrainer,
-    TaskIdentifier,
-    behaviour_from_run,
-    evaluate_identification,
-    handmade_statistics,
-    load_trained,
-    preset,
-    train_protonet,
-    train_run,
-    variant_pool,
-)
+from metarl.identification.encoder import ContextEncoder, handmade_statistics
+from metarl.identification.evaluation import evaluate_identification
+from metarl.identification.identifier import TaskIdentifier, load_trained
+from metarl.identification.run import behaviour_from_run, train_run
+from metarl.identification.trainer import ProtoNetTrainer, train_protonet
+from metarl.identification.variants import variant_pool
 from metarl.storage.checkpoint import load_checkpoint, save_checkpoint
 from metarl.storage.runs import RunDir, policy_config, policy_tensors
 from metarl_envs.point2d import Point2DNavTask
@@ -226,7 +219,7 @@ def test_contexts_can_be_collected_with_the_policy_of_a_run(tmp_path) -> None:
 
 def test_protonet_evaluation_refuses_explicit_tasks(tmp_path) -> None:
     from metarl.evaluation.protocol import EvalOptions
-    from metarl.identification.protonet import evaluate_protonet_run
+    from metarl.identification.evaluation import evaluate_protonet_run
 
     options = EvalOptions(split="custom", num_tasks=1, tasks=(Point2DNavTask(0.1, 0.2),), tasks_source="t.json")
     with pytest.raises(ValueError, match="identifies among the variants of a split"):
