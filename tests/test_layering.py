@@ -42,7 +42,6 @@ RANKS: dict[str, int] = {
 KNOWN: dict[tuple[str, str], str] = {
     ("core", "cluster"): "core.sampler.make_sampler builds the Ray sampler",
     ("algorithms", "evaluation"): "pretrain, random_init and finetune evaluate themselves",
-    ("identification", "evaluation"): "protonet writes its evaluation document",
     ("studies", "cli"): "the study runner runs commands through cli.COMMANDS",
 }
 

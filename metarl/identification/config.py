@@ -5,7 +5,7 @@ family's variant from a few transitions: :mod:`metarl.identification.encoder` (t
 loss, the hand-made statistics), :mod:`metarl.identification.variants` (the variants of a split),
 :mod:`metarl.identification.trainer` (episodic training), :mod:`metarl.identification.run` (run
 directories), :mod:`metarl.identification.identifier` (the trained run, online),
-:mod:`metarl.identification.evaluation` (few-shot accuracy on unseen variants).
+:mod:`metarl.evaluation.identification` (few-shot accuracy on unseen variants).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import torch
 
 from metarl.cli import main as cli_main
 from metarl.core.policy import GaussianMLPPolicy
+from metarl.evaluation.identification import evaluate_identification
 from metarl.identification.config import ProtoNetConfig, preset
 from metarl.identification.contexts import (
     collect_contexts,
@@ -19,7 +20,6 @@ from metarl.identification.contexts import (
     transition_dim,
 )
 from metarl.identification.encoder import ContextEncoder, handmade_statistics
-from metarl.identification.evaluation import evaluate_identification
 from metarl.identification.identifier import TaskIdentifier, load_trained
 from metarl.identification.run import behaviour_from_run, train_run
 from metarl.identification.trainer import ProtoNetTrainer, train_protonet
@@ -218,8 +218,8 @@ def test_contexts_can_be_collected_with_the_policy_of_a_run(tmp_path) -> None:
 
 
 def test_protonet_evaluation_refuses_explicit_tasks(tmp_path) -> None:
+    from metarl.evaluation.identification import evaluate_protonet_run
     from metarl.evaluation.protocol import EvalOptions
-    from metarl.identification.evaluation import evaluate_protonet_run
 
     options = EvalOptions(split="custom", num_tasks=1, tasks=(Point2DNavTask(0.1, 0.2),), tasks_source="t.json")
     with pytest.raises(ValueError, match="identifies among the variants of a split"):
