@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Annotated, Any
 
@@ -22,22 +21,22 @@ import tyro
 import metarl_envs as envs
 from metarl.core.device import DEVICE_CHOICES, resolve_device
 from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, optional
-from metarl.core.interrupts import deferred_interrupts, sigterm_as_interrupt
+from metarl.core.interrupts import sigterm_as_interrupt
 from metarl.core.policy import ActionMap
 from metarl.core.sampler import env_dims
 from metarl.core.validation import check_memory
 from metarl.identification.config import ProtoNetConfig, preset
 from metarl.identification.contexts import Behaviour, GaussianPolicyBehaviour
-from metarl.identification.trainer import ProtoNetTrainer
-from metarl.storage.checkpoint import load_checkpoint, save_checkpoint
+from metarl.identification.trainer import ProtoNetTrainer, progress_postfix
+from metarl.storage.checkpoint import load_checkpoint
 from metarl.storage.runs import (
     ENV_BYTES,
-    MetricsLogger,
     RunDir,
     check_resume,
     load_policy,
     writing_run,
 )
+from metarl.training.loop import LoopOptions, train_loop
 
 
 def run_config(config: ProtoNetConfig, behaviour_run: str | None, device: str) -> dict[str, Any]:
@@ -88,8 +87,10 @@ def train_run(
     """Train into a run directory: config.json, metrics.csv + TensorBoard, checkpoint.
 
     Bad input (a directory of another run, a corrupted checkpoint, a behaviour
-    run of another family) is refused before anything is written. Ctrl-C stops
-    after the current iteration, saves a checkpoint and re-raises
+    run of another family) is refused before anything is written. Training runs
+    through :func:`metarl.training.loop.train_loop`: a checkpoint every
+    ``checkpoint_every`` iterations and at the end; Ctrl-C or SIGTERM discards the
+    unfinished iteration, saves the last completed one and re-raises
     ``KeyboardInterrupt``; ``resume=True`` continues it exactly.
     """
     check_pool_memory(config, allow_large)
@@ -101,32 +102,18 @@ def train_run(
             if run.checkpoint_path.exists():
                 tensors, metadata = load_checkpoint(run.checkpoint_path)
                 trainer.load_state(tensors, metadata, run.checkpoint_path)
-                check_resume(run, trainer.iteration, config.iterations)
+                if config.iterations < trainer.iteration:  # refused: --iterations below the checkpoint's
+                    check_resume(run, trainer.iteration, config.iterations)
+                # metrics.csv holds a row every LOG_EVERY iterations: it must reach the checkpoint's last
+                # row, not the checkpoint's iteration (an interrupted run stops between rows).
+                check_resume(run, int(trainer.history[-1]["iteration"]) if trainer.history else 0, config.iterations)
             else:
                 check_resume(run, None, config.iterations)
         run.write_config(document)
-
-        def save() -> None:
-            save_checkpoint(run.checkpoint_path, *trainer.state())
-
-        save()
-        logger = MetricsLogger(run, start_iteration=trainer.iteration)
-
-        def log(iteration: int, metrics: dict[str, float]) -> None:
-            logger.log(iteration, metrics)
-            if iteration % checkpoint_every == 0:
-                save()
-
-        with deferred_interrupts() as stop:
-            try:
-                trainer.train(config.iterations, log=log, should_stop=lambda: bool(stop), progress=progress)
-            finally:
-                logger.close()
-            save()
-        if stop:
-            print(f"\ninterrupted: saved iteration {trainer.iteration} in {run.checkpoint_path}; continue with "
-                  "--resume", file=sys.stderr)
-            raise stop.interrupt(f"stopped after iteration {trainer.iteration}; continue with --resume")
+        train_loop(run, trainer, LoopOptions(
+            iterations=config.iterations, desc=f"protonet {config.family}", checkpoint_every=checkpoint_every,
+            progress=progress, tensorboard=True, postfix=progress_postfix,
+        ))
     return run
 
 

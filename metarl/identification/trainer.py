@@ -6,6 +6,11 @@ prototype of a variant is the mean embedding of its support contexts; a query
 is scored by the negative squared Euclidean distance to every prototype and
 the loss is the cross-entropy of the true variant (:mod:`metarl.identification.encoder`).
 The variants are those of :mod:`metarl.identification.variants`.
+
+:class:`ProtoNetTrainer` is a :class:`metarl.training.loop.Trainer`: a run
+directory trains through :func:`metarl.training.loop.train_loop`
+(:func:`metarl.identification.run.train_run`); :func:`train_protonet` trains
+in memory.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -34,6 +39,9 @@ from metarl.storage.checkpoint import (
     unflatten_state,
 )
 from metarl_envs.tasks import Task
+
+#: Iterations per metrics row: a row holds the means of ``train/loss`` and ``train/accuracy`` over them.
+LOG_EVERY = 50
 
 
 @dataclasses.dataclass
@@ -56,7 +64,8 @@ class ProtoNetTrainer:
     encoder and fits the feature normalisation. :meth:`step` then runs one
     Adam step on ``episodes_per_iteration`` random episodes. :meth:`state` /
     :meth:`load_state` hold what changes between steps (weights, Adam, the
-    episode stream), so a resumed run continues exactly as an uninterrupted one.
+    episode stream, the metrics summed since the last row), so a resumed run
+    continues exactly as an uninterrupted one.
 
     Args:
         config: hyperparameters.
@@ -108,8 +117,34 @@ class ProtoNetTrainer:
         self.episode_rng = rng  # the stream of training episodes, from here on
         self.iteration = 0
         self.history: list[dict[str, float]] = []
+        self._sums = np.zeros(2)  # train loss and accuracy summed since the last metrics row
+        self._count = 0  # iterations in those sums
+        self._start: float | None = None  # perf_counter() of time/seconds = 0, set by the first step
+        # What every checkpoint repeats, built once: state() runs after every iteration.
+        self._config_dict = config.to_dict()
+        self._train_task_dicts = [task.to_dict() for task in self.pool.tasks]
 
-    def step(self) -> tuple[float, float]:
+    def step(self) -> dict[str, float]:
+        """Iteration ``iteration + 1``: one Adam step on a batch of episodes.
+
+        Returns the metrics row every :data:`LOG_EVERY` iterations and at
+        ``config.iterations``: ``train/loss`` and ``train/accuracy`` (means over
+        the iterations since the previous row) and ``time/seconds``; the same row
+        goes to :attr:`history`. Returns ``{}`` (no row) in between.
+        """
+        if self._start is None:
+            self._start = time.perf_counter() - (self.history[-1]["time/seconds"] if self.history else 0.0)
+        self._sums += self._adam_step()
+        self._count += 1
+        if self.iteration % LOG_EVERY != 0 and self.iteration != self.config.iterations:
+            return {}
+        metrics = {"train/loss": self._sums[0] / self._count, "train/accuracy": self._sums[1] / self._count,
+                   "time/seconds": time.perf_counter() - self._start}
+        self.history.append({"iteration": self.iteration, **metrics})
+        self._sums, self._count = np.zeros(2), 0
+        return metrics
+
+    def _adam_step(self) -> tuple[float, float]:
         """One Adam step on a batch of episodes; returns (loss, accuracy) of the batch."""
         config = self.config
         per_variant = config.shot + config.query
@@ -130,39 +165,15 @@ class ProtoNetTrainer:
         self.iteration += 1
         return float(loss.detach()), float(accuracy)
 
-    def train(
-        self,
-        iterations: int,
-        log: Callable[[int, dict[str, float]], None] | None = None,
-        log_every: int = 50,
-        should_stop: Callable[[], bool] = lambda: False,
-        progress: bool = True,
-    ) -> None:
-        """Step until ``iterations`` are done (or ``should_stop()`` after a step).
-
-        ``log(iteration, metrics)`` gets ``train/loss``, ``train/accuracy``
-        (means since the last call) and ``time/seconds`` every ``log_every``
-        iterations and at the end; the same rows go to :attr:`history`.
-        """
-        sums = np.zeros(2)
-        count = 0
-        start = time.perf_counter() - (self.history[-1]["time/seconds"] if self.history else 0.0)
-        bar = tqdm(total=iterations, initial=self.iteration, desc=f"protonet {self.config.family}",
+    def train(self, progress: bool = True) -> None:
+        """Step until ``config.iterations`` are done (in memory: no run directory, no checkpoints)."""
+        bar = tqdm(total=self.config.iterations, initial=self.iteration, desc=f"protonet {self.config.family}",
                    disable=not progress)
-        while self.iteration < iterations:
-            sums += self.step()
-            count += 1
+        while self.iteration < self.config.iterations:
+            metrics = self.step()
             bar.update(1)
-            if self.iteration % log_every == 0 or self.iteration == iterations:
-                metrics = {"train/loss": sums[0] / count, "train/accuracy": sums[1] / count,
-                           "time/seconds": time.perf_counter() - start}
-                self.history.append({"iteration": self.iteration, **metrics})
-                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
-                if log is not None:
-                    log(self.iteration, metrics)
-                sums, count = np.zeros(2), 0
-            if should_stop():
-                break
+            if metrics:
+                bar.set_postfix(progress_postfix(metrics))
         bar.close()
 
     def trained(self) -> TrainedProtoNet:
@@ -176,23 +187,33 @@ class ProtoNetTrainer:
                                tuple(self.pool.tasks), list(self.history))
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Checkpoint contents: ``(tensors, metadata)`` for :func:`metarl.storage.checkpoint.save_checkpoint`."""
+        """Checkpoint contents: ``(tensors, metadata)`` for :func:`metarl.storage.checkpoint.save_checkpoint`.
+
+        Later steps leave it unchanged (the training loop keeps the last one to save
+        when the next iteration is interrupted): the tensors and history are copies; the
+        configuration and train tasks, which never change, are shared (read them only).
+        """
         tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
         tensors["handmade.mean"] = torch.as_tensor(self.handmade_mean, dtype=torch.float64)
         tensors["handmade.std"] = torch.as_tensor(self.handmade_std, dtype=torch.float64)
         optimiser_tensors, optimiser_tree = flatten_state(self.optimiser.state_dict(), "optimiser.")
         tensors.update(optimiser_tensors)
+        tensors = {key: value.detach().clone() for key, value in tensors.items()}
         metadata = {
             "method": "protonet",
             "family": self.config.family,
             "obs_dim": self.obs_dim,
             "act_dim": self.act_dim,
-            "config": self.config.to_dict(),
+            "config": self._config_dict,
             "iteration": self.iteration,
             "episode_rng": self.episode_rng.bit_generator.state,
             "optimiser": optimiser_tree,
-            "train_tasks": [task.to_dict() for task in self.pool.tasks],
-            "history": self.history,
+            "train_tasks": self._train_task_dicts,
+            "history": [dict(row) for row in self.history],
+            # The metrics of the iterations since the last row, so that a run resumed between rows
+            # writes the rows of an uninterrupted one (absent from older checkpoints: none pending).
+            "metric_sums": [float(value) for value in self._sums],
+            "metric_count": self._count,
         }
         return tensors, metadata
 
@@ -211,6 +232,13 @@ class ProtoNetTrainer:
         ):
             raise CheckpointError(f"checkpoint {where}: metadata field 'history' must be a list of "
                                   "{metric name: number} rows")
+        sums = metadata.get("metric_sums", [0.0, 0.0])
+        if not isinstance(sums, list) or len(sums) != 2 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in sums
+        ):
+            raise CheckpointError(f"checkpoint {where}: metadata field 'metric_sums' must be a list of 2 finite "
+                                  f"numbers (summed train loss and accuracy), got {sums!r}")
+        count = read_int(metadata, "metric_count", where) if "metric_count" in metadata else 0
         try:
             self.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items()
                                           if k.startswith("encoder.")})
@@ -224,6 +252,13 @@ class ProtoNetTrainer:
         self.episode_rng.bit_generator.state = episode_rng.bit_generator.state
         self.iteration = iteration
         self.history = list(history)
+        self._sums, self._count = np.array(sums, dtype=np.float64), count
+        self._start = None
+
+
+def progress_postfix(metrics: Mapping[str, float]) -> dict[str, str]:
+    """The progress bar's postfix of a metrics row: loss and accuracy, 3 decimals."""
+    return {"loss": f"{metrics['train/loss']:.3f}", "acc": f"{metrics['train/accuracy']:.3f}"}
 
 
 def train_protonet(
@@ -234,5 +269,5 @@ def train_protonet(
 ) -> TrainedProtoNet:
     """Collect the training pool and train for ``config.iterations`` (no run directory)."""
     trainer = ProtoNetTrainer(config, device, behaviour, progress)
-    trainer.train(config.iterations, progress=progress)
+    trainer.train(progress=progress)
     return trainer.trained()

@@ -52,7 +52,7 @@ class Trainer(Protocol):
         ...
 
     def step(self) -> Mapping[str, float]:
-        """Run iteration ``iteration + 1`` (and count it); return its metrics row."""
+        """Run iteration ``iteration + 1`` (and count it); return its metrics row (``{}``: no row)."""
         ...
 
     def state(self) -> Payload:
@@ -113,12 +113,13 @@ def train_loop(run: RunDir, trainer: Trainer, options: LoopOptions) -> None:
         while trainer.iteration < options.iterations:
             metrics = trainer.step()
             iteration = trainer.iteration
-            logger.log(iteration, metrics)
+            if metrics:  # {}: no row for this iteration (a trainer that reports every few iterations)
+                logger.log(iteration, metrics)
             snapshot = trainer.state()
             if iteration % options.checkpoint_every == 0 or iteration == options.iterations:
                 save_checkpoint(run.checkpoint_path, *snapshot)
             bar.update(1)
-            if options.postfix is not None:
+            if options.postfix is not None and metrics:
                 bar.set_postfix(options.postfix(metrics))
     except KeyboardInterrupt:
         save_checkpoint(run.checkpoint_path, *snapshot)

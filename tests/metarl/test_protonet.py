@@ -144,17 +144,22 @@ def test_interrupted_training_resumes_exactly_through_the_checkpoint(tmp_path) -
     torch.set_num_threads(1)
     config = tiny(iterations=40)
     straight = ProtoNetTrainer(config, progress=False)
-    straight.train(40, progress=False)
+    straight.train(progress=False)
     first = ProtoNetTrainer(config, progress=False)
-    first.train(40, should_stop=lambda: first.iteration >= 17, progress=False)  # "Ctrl-C" after 17
+    while first.iteration < 17:  # "Ctrl-C" after 17
+        assert first.step() == {}  # the only metrics row is the last iteration's
     save_checkpoint(tmp_path / "latest.safetensors", *first.state())
     resumed = ProtoNetTrainer(config, progress=False)
     resumed.load_state(*load_checkpoint(tmp_path / "latest.safetensors"))
     assert resumed.iteration == 17
-    resumed.train(40, progress=False)
+    resumed.train(progress=False)
     a, b = straight.encoder.state_dict(), resumed.encoder.state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    # The row at 40 averages iterations 1..40, 17 of them before the checkpoint.
+    rows = [[{k: v for k, v in row.items() if not k.startswith("time/")} for row in trainer.history]
+            for trainer in (straight, resumed)]
+    assert rows[0] == rows[1] and [row["iteration"] for row in rows[0]] == [40]
 
 
 def test_bad_input_raises_clear_errors(trained_run: str) -> None:
