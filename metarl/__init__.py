@@ -41,7 +41,7 @@ _LAZY: dict[str, str] = {
     "train_maml": "metarl.commands.train_maml",
     "train_pretrain": "metarl.algorithms.pretrain",
     "FinetuneConfig": "metarl.algorithms.finetune.sb3",
-    "ProtoNetConfig": "metarl.identification.protonet",
+    "ProtoNetConfig": "metarl.identification.config",
     # runs, adaptation and evaluation
     "RunDir": "metarl.storage.runs",
     "AdaptiveRun": "metarl.api",
@@ -53,12 +53,12 @@ _LAZY: dict[str, str] = {
     "evaluate": "metarl.commands.evaluate_cmd",
     "summarize": "metarl.evaluation.stats",
     # task identification
-    "TaskIdentifier": "metarl.identification.protonet",
+    "TaskIdentifier": "metarl.identification.identifier",
 }
 # public name -> (module, attribute) where the public name differs from the attribute
 _RENAMED: dict[str, tuple[str, str]] = {
     "train_finetune": ("metarl.algorithms.finetune.sb3", "train_run"),
-    "train_protonet": ("metarl.identification.protonet", "train_run"),
+    "train_protonet": ("metarl.identification.run", "train_run"),
 }
 
 __all__ = sorted([*_LAZY, *_RENAMED, "__version__"])

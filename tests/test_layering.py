@@ -42,7 +42,6 @@ RANKS: dict[str, int] = {
 KNOWN: dict[tuple[str, str], str] = {
     ("core", "cluster"): "core.sampler.make_sampler builds the Ray sampler",
     ("algorithms", "evaluation"): "finetune evaluates itself",
-    ("identification", "evaluation"): "protonet writes its evaluation document",
 }
 
 

@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
     )
     document = evaluate(args.run_dir, options, progress=not args.no_progress, allow_large=args.allow_large)
     if "accuracy" in document:  # task identification (protonet): accuracy per context size, no returns
-        print(importlib.import_module("metarl.identification.protonet").format_accuracy_report(document))
+        print(importlib.import_module("metarl.evaluation.identification").format_accuracy_report(document))
         print(f"wrote {RunDir(args.run_dir).eval_path(options.split)}")
         return 0
     budget = (f"whole episodes up to {options.samples_per_step} steps" if options.samples_per_step is not None

@@ -6,9 +6,9 @@ METHOD = Method(
     name="protonet",
     train_word="protonet",
     summary="train a ProtoNet encoder that identifies the task variant from a few transitions",
-    train_args="metarl.commands.train_protonet:TrainProtoNetArgs",
-    train="metarl.commands.train_protonet:run",
-    evaluate="metarl.identification.protonet:evaluate_protonet_run",
+    train_args="metarl.identification.run:TrainProtoNetArgs",
+    train="metarl.identification.run:train_from_args",
+    evaluate="metarl.evaluation.identification:evaluate_protonet_run",
     policies=None,
     kind="identification",
 )

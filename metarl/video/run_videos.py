@@ -360,7 +360,8 @@ def protonet_panel(run: Any, task: Any, options: RenderOptions) -> render.Panel:
     nearest prototype.
     """
     from metarl.identification.contexts import collect_contexts
-    from metarl.identification.protonet import TaskIdentifier, behaviour_from_run, load_trained
+    from metarl.identification.identifier import TaskIdentifier, load_trained
+    from metarl.identification.run import behaviour_from_run
 
     trained = load_trained(run.path)
     config = trained.config

@@ -15,7 +15,7 @@ import metarl_envs as envs
 from metarl import cli
 from metarl.core.validation import check_memory, check_number
 from metarl.evaluation.protocol import EvalOptions, load_tasks_file
-from metarl.identification.protonet import VariantPool, check_way
+from metarl.identification.variants import VariantPool, check_way
 from tests.metarl.cli_helpers import assert_one_line, run_cli
 
 MAML = ["train", "maml", "--env", "Point2DNav", "--preset", "tiny", "--no-progress", "--no-tensorboard",

@@ -20,7 +20,6 @@ KNOWN_COMMAND_TARGETS: dict[str, str] = {
     "maml": "TrainMAMLArgs and run live in commands/train_maml.py",
     "pretrain": "TrainPretrainArgs and run live in commands/train_pretrain.py",
     "finetune": "TrainFinetuneArgs and run live in commands/train_finetune.py",
-    "protonet": "TrainProtoNetArgs and run live in commands/train_protonet.py",
 }
 
 

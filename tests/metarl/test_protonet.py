@@ -11,26 +11,19 @@ import torch
 
 from metarl.cli import main as cli_main
 from metarl.core.policy import GaussianMLPPolicy
+from metarl.evaluation.identification import evaluate_identification
+from metarl.identification.config import ProtoNetConfig, preset
 from metarl.identification.contexts import (
     collect_contexts,
     distinct_variants,
     sample_contexts,
     transition_dim,
 )
-from metarl.identification.protonet import (
-    ContextEncoder,
-    ProtoNetConfig,
-    ProtoNetTrainer,
-    TaskIdentifier,
-    behaviour_from_run,
-    evaluate_identification,
-    handmade_statistics,
-    load_trained,
-    preset,
-    train_protonet,
-    train_run,
-    variant_pool,
-)
+from metarl.identification.encoder import ContextEncoder, handmade_statistics
+from metarl.identification.identifier import TaskIdentifier, load_trained
+from metarl.identification.run import behaviour_from_run, train_run
+from metarl.identification.trainer import ProtoNetTrainer, train_protonet
+from metarl.identification.variants import variant_pool
 from metarl.storage.checkpoint import load_checkpoint, save_checkpoint
 from metarl.storage.runs import RunDir, policy_config, policy_tensors
 from metarl_envs.point2d import Point2DNavTask
@@ -151,17 +144,22 @@ def test_interrupted_training_resumes_exactly_through_the_checkpoint(tmp_path) -
     torch.set_num_threads(1)
     config = tiny(iterations=40)
     straight = ProtoNetTrainer(config, progress=False)
-    straight.train(40, progress=False)
+    straight.train(progress=False)
     first = ProtoNetTrainer(config, progress=False)
-    first.train(40, should_stop=lambda: first.iteration >= 17, progress=False)  # "Ctrl-C" after 17
+    while first.iteration < 17:  # "Ctrl-C" after 17
+        assert first.step() == {}  # the only metrics row is the last iteration's
     save_checkpoint(tmp_path / "latest.safetensors", *first.state())
     resumed = ProtoNetTrainer(config, progress=False)
     resumed.load_state(*load_checkpoint(tmp_path / "latest.safetensors"))
     assert resumed.iteration == 17
-    resumed.train(40, progress=False)
+    resumed.train(progress=False)
     a, b = straight.encoder.state_dict(), resumed.encoder.state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    # The row at 40 averages iterations 1..40, 17 of them before the checkpoint.
+    rows = [[{k: v for k, v in row.items() if not k.startswith("time/")} for row in trainer.history]
+            for trainer in (straight, resumed)]
+    assert rows[0] == rows[1] and [row["iteration"] for row in rows[0]] == [40]
 
 
 def test_bad_input_raises_clear_errors(trained_run: str) -> None:
@@ -225,8 +223,8 @@ def test_contexts_can_be_collected_with_the_policy_of_a_run(tmp_path) -> None:
 
 
 def test_protonet_evaluation_refuses_explicit_tasks(tmp_path) -> None:
+    from metarl.evaluation.identification import evaluate_protonet_run
     from metarl.evaluation.protocol import EvalOptions
-    from metarl.identification.protonet import evaluate_protonet_run
 
     options = EvalOptions(split="custom", num_tasks=1, tasks=(Point2DNavTask(0.1, 0.2),), tasks_source="t.json")
     with pytest.raises(ValueError, match="identifies among the variants of a split"):

@@ -178,7 +178,8 @@ def test_render_finetune_run(tmp_path: Path) -> None:
 
 
 def test_render_protonet_run_overlays_the_identified_variant(tmp_path: Path) -> None:
-    from metarl.identification.protonet import ProtoNetConfig, train_run
+    from metarl.identification.config import ProtoNetConfig
+    from metarl.identification.run import train_run
 
     config = ProtoNetConfig(
         family="Point2DNav", way=3, shot=2, query=2, context_size=4, hidden_sizes=(16, 16),
