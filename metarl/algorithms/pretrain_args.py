@@ -1,8 +1,10 @@
-"""``metarl train pretrain``: the MAML paper's "pretrained" baseline (TRPO on the task mixture).
+"""The flags of ``metarl train pretrain`` (:class:`TrainPretrainArgs`) and the run they ask for.
 
-Takes the MAML preset of the same name, so that a pretrain run and a MAML run
-of one preset share the architecture, the training budget and, at
-evaluation, the adaptation (inner lr, steps, episodes). See :mod:`metarl.algorithms.pretrain`.
+The run takes the MAML preset of the same name, so that a pretrain run and a MAML run
+of one preset share the architecture, the training budget and, at evaluation, the
+adaptation (inner lr, steps, episodes). See :mod:`metarl.algorithms.pretrain`.
+:func:`run` is the method registry's ``train`` entry (:mod:`metarl.methods.pretrain`);
+the command (``metarl.commands.train_pretrain``) only parses the flags.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import metarl_envs as envs
 from metarl.algorithms.presets import PRESETS, MAMLRunConfig, maml_preset
 from metarl.algorithms.pretrain import run_config_from_document, train_pretrain
 from metarl.core.errors import UserError
-from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
+from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, optional
 from metarl.core.policy import NONLINEARITIES
 from metarl.storage.runs import RunDir
 
@@ -72,10 +74,6 @@ def resolve_run_config(args: TrainPretrainArgs) -> tuple[MAMLRunConfig, str | No
                for name in ("iterations", "meta_batch_size", "episodes_per_task", "horizon", "nonlinearity")
                if getattr(args, name) is not None}
     return base.replace(**changes), preset, seed
-
-
-def main(argv: list[str]) -> int:
-    return run(parse(TrainPretrainArgs, argv, prog="metarl train pretrain"))
 
 
 def run(args: TrainPretrainArgs) -> int:
