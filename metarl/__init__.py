@@ -38,7 +38,7 @@ _LAZY: dict[str, str] = {
     "MAMLConfig": "metarl.algorithms.maml.learner",
     "MAMLRunConfig": "metarl.algorithms.presets",
     "maml_preset": "metarl.algorithms.presets",
-    "train_maml": "metarl.commands.train_maml",
+    "train_maml": "metarl.algorithms.maml.training",
     "train_pretrain": "metarl.algorithms.pretrain",
     "FinetuneConfig": "metarl.algorithms.finetune.sb3",
     "ProtoNetConfig": "metarl.identification.protonet",
@@ -50,7 +50,7 @@ _LAZY: dict[str, str] = {
     "Episodes": "metarl.core.episodes",
     "adapt": "metarl.algorithms.adaptation",
     "EvalOptions": "metarl.evaluation.protocol",
-    "evaluate": "metarl.commands.evaluate_cmd",
+    "evaluate": "metarl.methods.evaluate",
     "summarize": "metarl.evaluation.stats",
     # task identification
     "TaskIdentifier": "metarl.identification.protonet",

@@ -18,25 +18,20 @@ from typing import Annotated, Any
 
 import tyro
 
-import metarl_envs as envs
 from metarl.core.errors import UserError
 from metarl.core.flags import OffSwitch, choice, device_choice, optional, parse
-from metarl.core.interrupts import sigterm_as_interrupt
-from metarl.core.sampler import env_dims
-from metarl.core.validation import check_memory, step_bytes
 from metarl.evaluation.protocol import (
     ADAPT_STEPS,
     CUSTOM_SPLIT,
     EPISODES_PER_STEP,
     EVAL_SEED,
     NUM_TASKS,
-    SAMPLE_BUDGET_MAX_ROUNDS,
     EvalOptions,
-    check_writable,
     format_returns_table,
     load_tasks_file,
 )
-from metarl.storage.runs import ENV_BYTES, RunDir, run_dir_lock
+from metarl.methods.evaluate import evaluate
+from metarl.storage.runs import RunDir
 
 # method (config.json["method"]) -> "module:function" of its evaluator
 EVALUATORS: dict[str, str] = {
@@ -90,41 +85,6 @@ def resolve_evaluator(method: str) -> Any:
         )
     module_name, function_name = EVALUATORS[method].split(":")
     return getattr(importlib.import_module(module_name), function_name)
-
-
-def check_evaluation_memory(config: dict[str, Any], options: EvalOptions, allow_large: bool = False) -> None:
-    """Refuse an evaluation whose episode batches would need more than half the machine's memory."""
-    family = config["family"]
-    obs_dim, act_dim = env_dims(family)
-    horizon = config.get("horizon") or envs.family_spec(family).horizon
-    policy = config.get("policy") if isinstance(config.get("policy"), dict) else {}
-    hidden = tuple(h for h in policy.get("hidden_sizes", config.get("hidden_sizes", ())) if isinstance(h, int))
-    if options.samples_per_step is not None:
-        steps_per_task = SAMPLE_BUDGET_MAX_ROUNDS * (options.samples_per_step + horizon)
-        flags = f"--num-tasks {options.num_tasks} x --samples-per-step {options.samples_per_step}"
-    else:
-        steps_per_task = options.episodes_per_step * horizon
-        flags = f"--num-tasks {options.num_tasks} x --episodes-per-step {options.episodes_per_step} x horizon {horizon}"
-    estimate = options.num_tasks * (steps_per_task * 2 * step_bytes(obs_dim, act_dim, hidden)
-                                    + options.episodes_per_step * ENV_BYTES)
-    check_memory("the evaluation", estimate, flags, allow_large)
-
-
-def evaluate(run_dir: Path | str, options: EvalOptions, progress: bool = True,
-             allow_large: bool = False) -> dict[str, Any]:
-    """Evaluate the run in ``run_dir`` and write its ``eval_<split>.json``; returns the document.
-
-    Before any work: the sizes are bounded (:func:`check_evaluation_memory`), the run
-    directory must be writable and is then locked (:func:`metarl.storage.runs.run_dir_lock`) for
-    the evaluation; SIGTERM is handled as Ctrl-C.
-    """
-    run = RunDir(run_dir)
-    config = run.read_config()
-    evaluator = resolve_evaluator(config["method"])
-    check_evaluation_memory(config, options, allow_large)
-    check_writable(run.path, run.eval_path(options.split).name)
-    with run_dir_lock(run.path, create=False), sigterm_as_interrupt():
-        return evaluator(run, config, options, progress)
 
 
 def main(argv: list[str]) -> int:
