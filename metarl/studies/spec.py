@@ -276,12 +276,16 @@ class RunPlan:
         args = tyro.cli(trainer.args_type(), args=self.train_argv(root, resume=False), prog=f"metarl train {self.train}")
         module = importlib.import_module(f"metarl.commands.{trainer.module}")
         if self.train == "maml":
-            run_config, preset, seed = module.resolve_run_config(args)
-            return module.config_document(run_config, seed, args.device, preset)
+            from metarl.algorithms.maml.train_args import resolve_run_config as maml_run_config
+            from metarl.algorithms.maml.training import config_document as maml_document
+
+            run_config, preset, seed = maml_run_config(args)
+            return maml_document(run_config, seed, args.device, preset)
         if self.train == "pretrain":
             from metarl.algorithms.pretrain import config_document
+            from metarl.algorithms.pretrain_args import resolve_run_config
 
-            run_config, preset, seed = module.resolve_run_config(args)
+            run_config, preset, seed = resolve_run_config(args)
             return config_document(run_config, seed, args.device, preset)
         if self.train == "finetune":
             return args.to_config().to_config(args.device)
