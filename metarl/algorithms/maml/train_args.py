@@ -1,7 +1,9 @@
 """The flags of ``metarl train maml`` (:class:`TrainMAMLArgs`) and the run they ask for.
 
 :func:`resolve_run_config` turns the flags into a :class:`~metarl.algorithms.presets.MAMLRunConfig`
-(the preset's, or with ``--resume`` the stored run's, with the flags given on top);
+(the preset's, or with ``--resume`` the stored run's, with the flags given on top), whose
+``config.json`` is :func:`~metarl.algorithms.maml.training.config_document` (also here, so the
+module of the flags answers both, as the studies ask it);
 :func:`run` trains from parsed flags (the method registry's ``train`` entry,
 :mod:`metarl.methods.maml`); the command itself only parses them
 (``metarl.commands.train_maml``).
@@ -18,7 +20,7 @@ import torch
 import metarl_envs as envs
 from metarl.algorithms.adaptation import OBJECTIVES
 from metarl.algorithms.maml.learner import OUTER_ALGORITHMS, MAMLConfig
-from metarl.algorithms.maml.training import run_config_from_document, train_maml
+from metarl.algorithms.maml.training import config_document, run_config_from_document, train_maml
 from metarl.algorithms.presets import PRESETS, MAMLRunConfig, maml_preset
 from metarl.core.device import DEVICE_CHOICES
 from metarl.core.errors import UserError
@@ -26,6 +28,8 @@ from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, o
 from metarl.core.policy import NONLINEARITIES, WEIGHT_INITS
 from metarl.core.sampler import SAMPLER_BACKENDS, SamplerChoice
 from metarl.storage.runs import RunDir
+
+__all__ = ["TrainMAMLArgs", "config_document", "resolve_run_config", "run"]
 
 _PRESET = "the preset's"
 
