@@ -38,7 +38,7 @@ _LAZY: dict[str, str] = {
     "MAMLConfig": "metarl.algorithms.maml.learner",
     "MAMLRunConfig": "metarl.algorithms.presets",
     "maml_preset": "metarl.algorithms.presets",
-    "train_maml": "metarl.commands.train_maml",
+    "train_maml": "metarl.algorithms.maml.training",
     "train_pretrain": "metarl.algorithms.pretrain",
     "FinetuneConfig": "metarl.algorithms.finetune.sb3",
     "ProtoNetConfig": "metarl.identification.config",
@@ -50,13 +50,13 @@ _LAZY: dict[str, str] = {
     "Episodes": "metarl.core.episodes",
     "adapt": "metarl.algorithms.adaptation",
     "EvalOptions": "metarl.evaluation.protocol",
-    "evaluate": "metarl.commands.evaluate_cmd",
     "summarize": "metarl.evaluation.stats",
     # task identification
     "TaskIdentifier": "metarl.identification.identifier",
 }
 # public name -> (module, attribute) where the public name differs from the attribute
 _RENAMED: dict[str, tuple[str, str]] = {
+    "evaluate": ("metarl.methods.dispatch", "evaluate_run"),
     "train_finetune": ("metarl.algorithms.finetune.sb3", "train_run"),
     "train_protonet": ("metarl.identification.run", "train_run"),
 }

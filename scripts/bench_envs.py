@@ -5,7 +5,7 @@ Usage: python scripts/bench_envs.py [--repeats 3] [--robots half_cheetah ant hop
 
 import sys
 
-from metarl.commands.bench.envs import main
+from metarl.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["bench", "envs", *sys.argv[1:]]))

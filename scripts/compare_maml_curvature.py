@@ -39,8 +39,8 @@ from metarl.algorithms.maml.learner import (
     _gauss_newton_product_fn,
     _per_task_weights,
 )
+from metarl.algorithms.maml.training import initial_policy
 from metarl.algorithms.presets import MAMLRunConfig, maml_preset
-from metarl.commands.train_maml import initial_policy
 from metarl.core.policy import (
     GaussianMLPPolicy,
     batched_policy_forward,

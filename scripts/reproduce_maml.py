@@ -37,12 +37,12 @@ from typing import Annotated
 import numpy as np
 import torch
 
+from metarl.algorithms.maml.training import train_maml
 from metarl.algorithms.presets import maml_preset
-from metarl.commands.demo_cmd import paper_returns
-from metarl.commands.evaluate_cmd import evaluate
-from metarl.commands.train_maml import train_maml
 from metarl.core.flags import OffSwitch, device_choice, optional, parse
+from metarl.evaluation.paper import paper_returns
 from metarl.evaluation.protocol import CUSTOM_SPLIT, EvalOptions
+from metarl.methods.dispatch import evaluate_run as evaluate
 from metarl.storage.runs import RunDir, read_metrics
 from metarl_envs.point2d import Point2DNavTask
 

@@ -80,12 +80,7 @@ def test_metarl_packages_import_only_downwards() -> None:
 
 
 # modules outside commands/ that still import it -> why. Empty when done.
-KNOWN_COMMAND_USERS: dict[str, str] = {
-    "scripts/bench_envs.py": "runs the envs benchmark's main",
-    "scripts/compare_maml_curvature.py": "initial_policy lives in commands/train_maml.py",
-    "scripts/reproduce_maml.py": "the MAML training loop and evaluate live in commands/",
-    "metarl/__init__.py": "train_maml and evaluate live in commands/",
-}
+KNOWN_COMMAND_USERS: dict[str, str] = {}
 
 
 def test_only_the_cli_entry_point_imports_commands() -> None:

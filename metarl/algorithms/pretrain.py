@@ -38,14 +38,12 @@ Schulman et al. 2015 (TRPO); Duan et al. 2016 (rllab).
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 import metarl_envs as envs
 from metarl.algorithms.adaptation import estimate_advantages, masked_mean
@@ -76,11 +74,9 @@ from metarl.storage.checkpoint import (
     read_generator,
     read_int,
     restore_numpy_generator,
-    save_checkpoint,
 )
 from metarl.storage.runs import (
     IterationState,
-    MetricsLogger,
     RunDir,
     RunDirError,
     check_batch_memory,
@@ -90,6 +86,7 @@ from metarl.storage.runs import (
     policy_tensors,
     writing_run,
 )
+from metarl.training.loop import LoopOptions, Payload, train_loop
 
 METHOD = "pretrain"
 _TASK_STREAM = 0x9E7A  # child stream of the run seed for the training tasks
@@ -224,12 +221,40 @@ def pretrain_iteration(policy: GaussianMLPPolicy, sampler: VectorEnvSampler, run
     return metrics
 
 
+class PretrainTrainer:
+    """Pretrain's :class:`metarl.training.loop.Trainer`: one :func:`pretrain_iteration` per step."""
+
+    def __init__(self, policy: GaussianMLPPolicy, sampler: VectorEnvSampler, run_config: MAMLRunConfig,
+                 state: IterationState) -> None:
+        self.policy = policy
+        self.sampler = sampler
+        self.run_config = run_config
+        self.progress = state
+
+    @property
+    def iteration(self) -> int:
+        return self.progress.iteration
+
+    def step(self) -> dict[str, float]:
+        metrics = pretrain_iteration(self.policy, self.sampler, self.run_config, self.progress)
+        self.progress.iteration += 1
+        return metrics
+
+    def state(self) -> Payload:
+        return _payload(self.policy, self.progress, self.run_config.family)
+
+
+def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:
+    return {"ret": f"{metrics['train/return']:.1f}"}
+
+
 def train_pretrain(run_config: MAMLRunConfig, out: str | Path, *, seed: int = 0, device: str = "auto",
                    preset: str | None = None, resume: bool = False, progress: bool = True,
                    allow_large: bool = False) -> RunDir:
     """Train the pretrained baseline into ``out`` (see the module docstring).
 
-    The directory is locked while it is written; SIGTERM is handled as Ctrl-C.
+    The directory is locked while it is written; SIGTERM is handled as Ctrl-C. The
+    iterations run in :func:`metarl.training.loop.train_loop`.
 
     Raises:
         ValueError / RunDirError / CheckpointError: bad input, before anything is written.
@@ -240,6 +265,9 @@ def train_pretrain(run_config: MAMLRunConfig, out: str | Path, *, seed: int = 0,
     check_batch_memory(run_config, allow_large, batches=run_config.maml.inner_steps + 1)
     torch_device = resolve_device(device)
     document = config_document(run_config, seed, device, preset)
+    options = LoopOptions(iterations=run_config.iterations, desc=f"pretrain {run_config.family}",
+                          checkpoint_every=run_config.checkpoint_every, progress=progress, tensorboard=True,
+                          postfix=_postfix)
     with writing_run(out, document, resume) as run_dir, sigterm_as_interrupt():
         obs_dim, act_dim = env_dims(run_config.family)
         with torch.random.fork_rng(devices=[]):
@@ -254,32 +282,12 @@ def train_pretrain(run_config: MAMLRunConfig, out: str | Path, *, seed: int = 0,
             else:
                 check_resume(run_dir, None, run_config.iterations)
         policy = policy.to(torch_device)
-        run_dir.write_config(document)
-        save_checkpoint(run_dir.checkpoint_path, *_payload(policy, state, run_config.family))
-        logger = MetricsLogger(run_dir, state.iteration)
         sampler = VectorEnvSampler(run_config.family, run_config.meta_batch_size, torch_device, seed,
                                    horizon=run_config.horizon)
-        snapshot = _payload(policy, state, run_config.family)
-        bar = tqdm(total=run_config.iterations, initial=state.iteration, desc=f"pretrain {run_config.family}",
-                   disable=not progress, unit="it")
         try:
-            while state.iteration < run_config.iterations:
-                snapshot = _payload(policy, state, run_config.family)
-                metrics = pretrain_iteration(policy, sampler, run_config, state)
-                state.iteration += 1
-                logger.log(state.iteration, metrics)
-                if state.iteration % run_config.checkpoint_every == 0 or state.iteration == run_config.iterations:
-                    save_checkpoint(run_dir.checkpoint_path, *_payload(policy, state, run_config.family))
-                bar.update(1)
-                bar.set_postfix(ret=f"{metrics['train/return']:.1f}")
-        except KeyboardInterrupt:
-            save_checkpoint(run_dir.checkpoint_path, *snapshot)
-            print(f"\ninterrupted: saved iteration {snapshot[1]['iteration']} in {run_dir.checkpoint_path}; "
-                  f"continue with --resume", file=sys.stderr)
-            raise
+            run_dir.write_config(document)
+            train_loop(run_dir, PretrainTrainer(policy, sampler, run_config, state), options)
         finally:
-            bar.close()
-            logger.close()
             sampler.close()
     return run_dir
 

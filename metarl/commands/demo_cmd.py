@@ -22,7 +22,6 @@ paper's configuration is ``metarl train maml --env Point2DNav --preset paper``
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,11 +29,12 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
+from metarl.algorithms.maml.training import initial_policy, train_maml
 from metarl.algorithms.presets import MAMLRunConfig, maml_preset
-from metarl.commands.train_maml import initial_policy, train_maml
 from metarl.core.device import DEVICE_CHOICES
 from metarl.core.errors import UserError
 from metarl.core.flags import OffSwitch, device_choice, parse
+from metarl.evaluation.paper import paper_returns
 from metarl.evaluation.protocol import (
     EvalOptions,
     eval_document,
@@ -45,13 +45,6 @@ from metarl.storage.runs import RunDir, load_policy, run_dir_lock
 
 FAMILY = "Point2DNav"
 PLOT_NAME = "demo_returns.png"
-
-
-def paper_returns() -> dict[str, Any]:
-    """The MAML paper's figures shipped with metarl (``{"source", "protocol", "returns": {family: ...}}``)."""
-    # Next to this package (not importlib.resources: it fails when metarl is
-    # resolved as a namespace package, as some editable installs do).
-    return json.loads((Path(__file__).resolve().parents[1] / "data" / "maml_paper_returns.json").read_text())
 
 
 def demo_config(iterations: int) -> MAMLRunConfig:

@@ -6,8 +6,8 @@ METHOD = Method(
     name="maml",
     train_word="maml",
     summary="meta-train a policy with MAML (TRPO or ProMP outer loop)",
-    train_args="metarl.commands.train_maml:TrainMAMLArgs",
-    train="metarl.commands.train_maml:run",
+    train_args="metarl.algorithms.maml.train_args:TrainMAMLArgs",
+    train="metarl.algorithms.maml.train_args:run",
     evaluate="metarl.evaluation.protocol:evaluate_maml_run",
     policies="metarl.video.run_videos:gradient_run_policies",
 )

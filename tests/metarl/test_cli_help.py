@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from metarl import cli
+from metarl.algorithms.maml.train_args import TrainMAMLArgs
 from metarl.commands import bench_cmd
-from metarl.commands.train_maml import TrainMAMLArgs
 from metarl.core.flags import parse
 
 COMMANDS = [list(words) for words in cli.COMMANDS if words != ("bench",)]

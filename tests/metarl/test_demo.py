@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from metarl.commands.demo_cmd import DemoArgs, paper_returns, run_demo
+from metarl.commands.demo_cmd import DemoArgs, run_demo
+from metarl.evaluation.paper import paper_returns
 
 
 def test_paper_figures_ship_with_the_package() -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from metarl.algorithms.maml.training import initial_policy, train_maml
 from metarl.algorithms.presets import maml_preset
-from metarl.commands.train_maml import initial_policy, train_maml
 from metarl.evaluation.protocol import EvalOptions, evaluate_gradient_adaptation
 
 

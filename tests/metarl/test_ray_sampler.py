@@ -19,9 +19,9 @@ import torch
 
 import metarl_envs as envs
 from metarl import cli
+from metarl.algorithms.maml import training as train_module
 from metarl.algorithms.presets import maml_preset
 from metarl.cluster.ray_sampler import BlockSampler, alignment_padding, task_blocks
-from metarl.commands import train_maml as train_module
 from metarl.core.episodes import Episodes
 from metarl.core.policy import GaussianMLPPolicy, stack_params
 from metarl.core.sampler import SamplerChoice, VectorEnvSampler, env_dims

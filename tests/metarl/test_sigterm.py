@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from metarl.algorithms.maml import training as train_module
 from metarl.algorithms.presets import MAMLRunConfig, maml_preset
-from metarl.commands import train_maml as train_module
 from metarl.core.interrupts import (
     Terminated,
     deferred_interrupts,
@@ -43,7 +43,7 @@ def test_sigterm_saves_the_checkpoint_and_exits_143(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert "Traceback" not in stderr
-    assert "interrupted: saved the checkpoint of iteration" in stderr and "(SIGTERM)" in stderr
+    assert "interrupted: saved iteration" in stderr and "(SIGTERM)" in stderr
     _, metadata = load_checkpoint(out / "checkpoint" / "latest.safetensors")
     saved = metadata["iteration"]
     assert saved >= 1

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from metarl import cli
+from metarl.algorithms.maml import training as train_module
 from metarl.algorithms.maml.learner import MAMLLearner
 from metarl.algorithms.presets import PRESETS, MAMLRunConfig, maml_preset
-from metarl.commands import train_maml as train_module
-from metarl.commands.evaluate_cmd import evaluate
 from metarl.evaluation.protocol import EvalOptions
+from metarl.methods.dispatch import evaluate_run as evaluate
 from metarl.storage.checkpoint import save_checkpoint
 from metarl.storage.runs import RunDir, load_policy, read_metrics
 

@@ -15,7 +15,7 @@ Measured side by side in one process:
    episodes x horizon 200) and the share of it spent outside the simulator
    (``1 - env time / iteration time``). Goal: <= 30%.
 
-A meta-iteration is exactly the trainer's (:func:`metarl.commands.train_maml.meta_iteration`):
+A meta-iteration is exactly the trainer's (:func:`metarl.algorithms.maml.training.meta_iteration`):
 sample support, adapt, sample query, outer update. Seconds per iteration are
 the median over ``iterations`` iterations after one warm-up iteration.
 """
@@ -36,13 +36,13 @@ import tyro
 
 import metarl_envs as envs
 from metarl.algorithms.maml.learner import OUTER_ALGORITHMS, MAMLLearner
-from metarl.algorithms.presets import maml_preset
-from metarl.commands.train_maml import (
+from metarl.algorithms.maml.training import (
     SAMPLING_STREAM,
     TASK_STREAM,
     initial_policy,
     meta_iteration,
 )
+from metarl.algorithms.presets import maml_preset
 from metarl.core.device import resolve_device
 from metarl.core.flags import choice, device_choice, optional, parse
 from metarl.core.policy import stack_params

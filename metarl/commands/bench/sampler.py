@@ -40,9 +40,9 @@ import tyro
 
 import metarl_envs as envs
 from metarl.algorithms.maml.learner import MAMLLearner
+from metarl.algorithms.maml.training import initial_policy
 from metarl.algorithms.presets import maml_preset
 from metarl.cluster.ray_support import init_ray, require_ray
-from metarl.commands.train_maml import initial_policy
 from metarl.core.policy import stack_params
 from metarl.core.sampler import Sampler, VectorEnvSampler
 
