@@ -40,7 +40,6 @@ RANKS: dict[str, int] = {
 }
 # imports that still point the wrong way: (importing package, imported package) -> why. Empty when done.
 KNOWN: dict[tuple[str, str], str] = {
-    ("core", "cluster"): "core.sampler.make_sampler builds the Ray sampler",
     ("algorithms", "evaluation"): "pretrain, random_init and finetune evaluate themselves",
     ("identification", "evaluation"): "protonet writes its evaluation document",
     ("studies", "cli"): "the study runner runs commands through cli.COMMANDS",

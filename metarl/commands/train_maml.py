@@ -40,12 +40,13 @@ import metarl_envs as envs
 from metarl.algorithms.adaptation import OBJECTIVES
 from metarl.algorithms.maml.learner import OUTER_ALGORITHMS, MAMLConfig, MAMLLearner
 from metarl.algorithms.presets import PRESETS, MAMLRunConfig, maml_preset
+from metarl.cluster.backends import SAMPLER_BACKENDS, SamplerChoice
 from metarl.core.device import DEVICE_CHOICES, resolve_device
 from metarl.core.errors import UserError
 from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, optional, parse
 from metarl.core.interrupts import sigterm_as_interrupt
 from metarl.core.policy import NONLINEARITIES, WEIGHT_INITS, GaussianMLPPolicy, stack_params
-from metarl.core.sampler import SAMPLER_BACKENDS, Sampler, SamplerChoice, env_dims
+from metarl.core.sampler import Sampler, env_dims
 from metarl.storage.checkpoint import (
     CheckpointError,
     check_compatible,

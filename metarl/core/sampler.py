@@ -4,7 +4,7 @@
 ``sample(policy, task_params, tasks, episodes_per_task, generator) -> Episodes``.
 Another backend implements the same method and the trainers do not change:
 :class:`metarl.cluster.ray_sampler.RaySampler` runs blocks of the tasks on Ray actors and
-returns the same episodes (:class:`SamplerChoice` picks the backend).
+returns the same episodes (:class:`metarl.cluster.backends.SamplerChoice` picks the backend).
 
 :class:`VectorEnvSampler` is the in-process backend built on the suite's batched
 vector env (docs/design.md, "Batched environments and the sampler"). For ``T`` tasks and ``E`` episodes per task it keeps
@@ -343,42 +343,3 @@ class VectorEnvSampler(Sampler):
         if self._env is not None:
             self._env.close()
             self._env = None
-
-
-SAMPLER_BACKENDS: tuple[str, ...] = ("local", "ray")
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplerChoice:
-    """Which sampler backend a trainer uses; it does not change the episodes (only where they run)."""
-
-    backend: str = "local"
-    """local (:class:`VectorEnvSampler` in this process) or ray (:class:`metarl.cluster.ray_sampler.RaySampler`)."""
-    workers: int = 1
-    """Ray actors, each with a block of the meta-batch's tasks (ray only)."""
-    ray_address: str | None = None
-    """An existing Ray cluster to connect to (ray only); None starts a local instance on this machine."""
-
-    def __post_init__(self) -> None:
-        if self.backend not in SAMPLER_BACKENDS:
-            raise ValueError(f"sampler backend must be one of {', '.join(SAMPLER_BACKENDS)}, got {self.backend!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers must be a positive int, got {self.workers!r}")
-        if self.backend == "local" and (self.workers != 1 or self.ray_address is not None):
-            raise ValueError("workers and ray_address apply to the ray sampler only; pass --sampler ray")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def build(
-        self, family: str, num_tasks: int, device: torch.device | str, seed: int, horizon: int | None
-    ) -> Sampler:
-        """The sampler for ``num_tasks`` tasks of ``family`` (starts Ray's actors for ``ray``)."""
-        if self.backend == "local":
-            return VectorEnvSampler(family, num_tasks, device, seed, horizon=horizon)
-        from metarl.cluster.ray_sampler import (
-            RaySampler,  # Ray is optional: import only when asked for
-        )
-
-        return RaySampler(family, num_tasks, self.workers, device, seed, horizon=horizon, address=self.ray_address)
-

@@ -20,11 +20,12 @@ import torch
 import metarl_envs as envs
 from metarl import cli
 from metarl.algorithms.presets import maml_preset
+from metarl.cluster.backends import SamplerChoice
 from metarl.cluster.ray_sampler import BlockSampler, alignment_padding, task_blocks
 from metarl.commands import train_maml as train_module
 from metarl.core.episodes import Episodes
 from metarl.core.policy import GaussianMLPPolicy, stack_params
-from metarl.core.sampler import SamplerChoice, VectorEnvSampler, env_dims
+from metarl.core.sampler import VectorEnvSampler, env_dims
 from metarl_envs.point2d import Point2DNavTask
 
 FIELDS = ("observations", "actions", "rewards", "mask")
