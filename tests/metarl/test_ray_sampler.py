@@ -25,7 +25,8 @@ from metarl.cluster.ray_sampler import BlockSampler, alignment_padding, task_blo
 from metarl.commands import train_maml as train_module
 from metarl.core.episodes import Episodes
 from metarl.core.policy import GaussianMLPPolicy, stack_params
-from metarl.core.sampler import VectorEnvSampler, env_dims
+from metarl.core.rollout import env_dims
+from metarl.core.sampler import VectorEnvSampler
 from metarl_envs.point2d import Point2DNavTask
 
 FIELDS = ("observations", "actions", "rewards", "mask")
