@@ -49,13 +49,13 @@ from metarl.cluster.ray_support import init_ray, require_ray
 from metarl.core.episodes import Episodes
 from metarl.core.errors import UserError
 from metarl.core.policy import GaussianMLPPolicy, Params
+from metarl.core.rollout import env_dims
 from metarl.core.sampler import (
     Sampler,
     TaskBlock,
     VectorEnvSampler,
     check_sample_args,
     draw_randomness,
-    env_dims,
 )
 
 FIELDS = ("observations", "actions", "rewards", "mask")

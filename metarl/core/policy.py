@@ -187,13 +187,34 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
     return (log_std + 0.5 * (1.0 + LOG_2PI)).sum(dim=-1)
 
 
+ACTION_MAP_KINDS: tuple[str, ...] = ("normalized", "clip_then_rescale", "env_units")
+"""How :class:`ActionMap` turns an action into the env's: see its ``kind``."""
+
+
+def clip_then_rescale(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``action  # [..., act_dim]`` clipped to [-1, 1], then mapped affinely onto [low, high] (float64).
+
+    stable-baselines3's convention (its policies act in [-1, 1]); the fine-tuned models use it.
+    """
+    action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    return low + (action + 1.0) * 0.5 * (high - low)
+
+
 @dataclasses.dataclass(frozen=True)
 class ActionMap:
-    """Map from the policy's normalised actions to an env's action box, clipped to it.
+    """Map from a policy's actions to an env's action box, clipped to it.
 
-    ``env_action = clip(offset + scale * action, low, high)`` per dimension, with
-    ``offset`` the box's centre and ``scale`` its half-width; unbounded
-    dimensions pass through unchanged (offset 0, scale 1, no clipping).
+    ``kind`` says what the policy's actions mean (:data:`ACTION_MAP_KINDS`); the three
+    conventions round differently, so each keeps its own arithmetic:
+
+    - ``normalized`` (the Gaussian MLP policies of every method but fine-tuning):
+      ``env_action = clip(offset + scale * action, low, high)`` per dimension, with
+      ``offset`` the box's centre and ``scale`` its half-width; unbounded dimensions pass
+      through unchanged (offset 0, scale 1, no clipping). Same dtype as the action.
+    - ``clip_then_rescale`` (stable-baselines3's models, fine-tuning):
+      :func:`clip_then_rescale`, float64; the box must be bounded.
+    - ``env_units`` (actions already in the env's units: task identification's
+      behaviours): ``clip(action, low, high)`` in float64.
 
     Clipping here, before the env sees the action, is what rllab's ``normalize``
     wrapper (the MAML paper's) and stable-baselines3 do: a Gaussian policy's
@@ -207,26 +228,41 @@ class ActionMap:
     scale: np.ndarray  # [act_dim]
     low: np.ndarray  # [act_dim], -inf where unbounded
     high: np.ndarray  # [act_dim], +inf where unbounded
+    kind: str = "normalized"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTION_MAP_KINDS:
+            raise ValueError(f"ActionMap kind must be one of {', '.join(ACTION_MAP_KINDS)}, got {self.kind!r}")
 
     @classmethod
-    def from_space(cls, space: Any) -> ActionMap:
+    def from_space(cls, space: Any, kind: str = "normalized") -> ActionMap:
         """The map for a gymnasium ``Box`` action space (single, not batched)."""
         low = np.asarray(space.low, dtype=np.float64).reshape(-1)
         high = np.asarray(space.high, dtype=np.float64).reshape(-1)
         bounded = np.isfinite(low) & np.isfinite(high)
-        offset = np.where(bounded, (high + low) / 2.0, 0.0)
-        scale = np.where(bounded, (high - low) / 2.0, 1.0)
-        return cls(offset, scale, np.where(bounded, low, -np.inf), np.where(bounded, high, np.inf))
+        if kind == "clip_then_rescale" and not bounded.all():
+            raise ValueError(f"ActionMap kind 'clip_then_rescale' needs a bounded box, got low={low}, high={high}")
+        # Only bounded dimensions enter the arithmetic: -inf + inf would be nan (and warn).
+        bounded_low, bounded_high = np.where(bounded, low, 0.0), np.where(bounded, high, 0.0)
+        offset = np.where(bounded, (bounded_high + bounded_low) / 2.0, 0.0)
+        scale = np.where(bounded, (bounded_high - bounded_low) / 2.0, 1.0)
+        if kind == "normalized":
+            low, high = np.where(bounded, low, -np.inf), np.where(bounded, high, np.inf)
+        return cls(offset, scale, low, high, kind)
 
     @functools.cached_property
     def is_identity(self) -> bool:
-        """True for boxes that are already [-1, 1] (the locomotion robots): clipping only."""
-        return bool(np.all(self.offset == 0.0) and np.all(self.scale == 1.0))
+        """True for ``normalized`` maps of boxes that are already [-1, 1] (the locomotion robots): clipping only."""
+        return bool(self.kind == "normalized" and np.all(self.offset == 0.0) and np.all(self.scale == 1.0))
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
-        """Env actions ``[..., act_dim]`` (a new array, same dtype) for policy actions ``[..., act_dim]``.
+        """Env actions ``[..., act_dim]`` (a new array) for policy actions ``[..., act_dim]``.
 
-        Called once per env step by the sampler: no per-call casts of the bounds.
+        Called once per env step by the rollout loop: no per-call casts of the bounds.
         """
+        if self.kind == "clip_then_rescale":
+            return clip_then_rescale(action, self.low, self.high)
+        if self.kind == "env_units":
+            return np.clip(np.asarray(action, dtype=np.float64), self.low, self.high)
         mapped = action if self.is_identity else self.offset + self.scale * action
         return np.clip(mapped, self.low, self.high, out=np.empty_like(action))

@@ -4,12 +4,13 @@
 ``sample(policy, task_params, tasks, episodes_per_task, generator) -> Episodes``.
 Another backend implements the same method and the trainers do not change:
 :class:`metarl.cluster.ray_sampler.RaySampler` runs blocks of the tasks on Ray actors and
-returns the same episodes (:class:`SamplerChoice` picks the backend).
+returns the same episodes (:class:`metarl.cluster.backends.SamplerChoice` picks the backend).
 
 :class:`VectorEnvSampler` is the in-process backend built on the suite's batched
 vector env (docs/design.md, "Batched environments and the sampler"). For ``T`` tasks and ``E`` episodes per task it keeps
 one vector env of ``T * E`` sub-envs, laid out task-major (sub-env ``t * E + e``
-runs episode ``e`` of task ``t``), and per env step does exactly one batched
+runs episode ``e`` of task ``t``), steps it through the one rollout loop
+(:class:`metarl.core.rollout.Rollout`), and per env step does exactly one batched
 policy forward (:func:`metarl.core.policy.batched_policy_forward`, one parameter set
 per task) under ``torch.no_grad``.
 
@@ -60,8 +61,7 @@ import torch
 import metarl_envs as envs
 from metarl.core.episodes import Episodes
 from metarl.core.policy import ActionMap, GaussianMLPPolicy, Params, batched_policy_forward
-
-_SEED_LIMIT = 2**31 - 1
+from metarl.core.rollout import Rollout, draw_seed, env_dims
 
 
 @contextlib.contextmanager
@@ -76,22 +76,6 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def env_dims(family: str) -> tuple[int, int]:
-    """Observation and action sizes of ``family`` (``ValueError`` listing families if unknown)."""
-    vector_env = gym.make_vec(envs.env_id(family), num_envs=1, vectorization_mode="vector_entry_point")
-    try:
-        obs_shape = vector_env.single_observation_space.shape
-        act_shape = vector_env.single_action_space.shape
-    finally:
-        vector_env.close()
-    return int(np.prod(obs_shape)), int(np.prod(act_shape))
-
-
-def draw_seed(generator: torch.Generator) -> int:
-    """A non-negative int seed drawn from ``generator`` (for env resets and numpy streams)."""
-    return int(torch.randint(0, _SEED_LIMIT, (1,), generator=generator).item())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,31 +298,23 @@ class VectorEnvSampler(Sampler):
         obs_torch = torch.from_numpy(obs_buffer)  # shares memory: [horizon, all envs, obs_dim]
         obs_window = obs_torch.view(horizon, block.total_tasks, per_task, obs_dim)[:, first - pad:first + num_tasks]
         action_torch = torch.from_numpy(action_buffer)  # [horizon, envs, act_dim]
-        alive = np.ones(num_envs, dtype=bool)
 
-        env_seconds = 0.0
-        tick = time.perf_counter()
-        obs, _ = vector_env.reset(seed=reset_seed)
-        env_seconds += time.perf_counter() - tick
-        steps = 0
+        def act(t: int, obs: np.ndarray) -> np.ndarray:
+            obs_buffer[t, own_envs] = obs.reshape(num_envs, obs_dim)
+            obs_t = obs_window[t].to(device)  # [padding + T, E, obs_dim]
+            mean, log_std = batched_policy_forward(policy, params, obs_t)  # [pad + T, E, act], [pad + T, act]
+            mean, log_std = mean[pad:], log_std[pad:]
+            action = mean + torch.exp(log_std).unsqueeze(1) * noise[t]  # [T, E, act_dim]
+            action_torch[t].copy_(action.reshape(num_envs, act_dim))
+            return action_buffer[t]
+
+        rollout = Rollout(vector_env, act, action_map, reset_seed, horizon)
         threads = torch_threads(1) if device.type == "cpu" else contextlib.nullcontext()
         with torch.no_grad(), threads:
-            for t in range(horizon):
-                obs_buffer[t, own_envs] = obs.reshape(num_envs, obs_dim)
-                obs_t = obs_window[t].to(device)  # [padding + T, E, obs_dim]
-                mean, log_std = batched_policy_forward(policy, params, obs_t)  # [pad + T, E, act], [pad + T, act]
-                mean, log_std = mean[pad:], log_std[pad:]
-                action = mean + torch.exp(log_std).unsqueeze(1) * noise[t]  # [T, E, act_dim]
-                action_torch[t].copy_(action.reshape(num_envs, act_dim))
-                mask_buffer[t] = alive
-                tick = time.perf_counter()
-                obs, reward, terminated, truncated, _ = vector_env.step(action_map(action_buffer[t]))
-                env_seconds += time.perf_counter() - tick
-                reward_buffer[t] = reward
-                alive &= ~(terminated | truncated)
-                steps = t + 1
-                if not alive.any():
-                    break
+            for step in rollout:
+                mask_buffer[step.t] = step.alive
+                reward_buffer[step.t] = step.rewards
+        steps = rollout.steps
 
         # Steps after an episode ended are padding: zero everything there.
         mask = torch.from_numpy(mask_buffer[:steps]).T.reshape(num_tasks, per_task, steps)
@@ -346,11 +322,11 @@ class VectorEnvSampler(Sampler):
         actions = action_torch[:steps].transpose(0, 1).reshape(num_tasks, per_task, steps, act_dim)
         rewards = torch.from_numpy(reward_buffer[:steps]).T.reshape(num_tasks, per_task, steps)
         if steps < horizon:  # every episode ended early: pad to the horizon
-            pad = horizon - steps
-            mask = torch.nn.functional.pad(mask, (0, pad))
-            rewards = torch.nn.functional.pad(rewards, (0, pad))
-            observations = torch.nn.functional.pad(observations, (0, 0, 0, pad))
-            actions = torch.nn.functional.pad(actions, (0, 0, 0, pad))
+            missing = horizon - steps
+            mask = torch.nn.functional.pad(mask, (0, missing))
+            rewards = torch.nn.functional.pad(rewards, (0, missing))
+            observations = torch.nn.functional.pad(observations, (0, 0, 0, missing))
+            actions = torch.nn.functional.pad(actions, (0, 0, 0, missing))
         episodes = Episodes(
             observations=(observations * mask.unsqueeze(-1)).to(device),  # [T, E, H, obs_dim]
             actions=(actions * mask.unsqueeze(-1)).to(device),  # [T, E, H, act_dim]
@@ -358,7 +334,7 @@ class VectorEnvSampler(Sampler):
             mask=mask.contiguous().to(device),  # [T, E, H]
             tasks=list(tasks),
         )
-        self.last_env_seconds = env_seconds
+        self.last_env_seconds = rollout.env_seconds
         self.last_seconds = time.perf_counter() - start
         return episodes
 
@@ -367,42 +343,3 @@ class VectorEnvSampler(Sampler):
         if self._env is not None:
             self._env.close()
             self._env = None
-
-
-SAMPLER_BACKENDS: tuple[str, ...] = ("local", "ray")
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplerChoice:
-    """Which sampler backend a trainer uses; it does not change the episodes (only where they run)."""
-
-    backend: str = "local"
-    """local (:class:`VectorEnvSampler` in this process) or ray (:class:`metarl.cluster.ray_sampler.RaySampler`)."""
-    workers: int = 1
-    """Ray actors, each with a block of the meta-batch's tasks (ray only)."""
-    ray_address: str | None = None
-    """An existing Ray cluster to connect to (ray only); None starts a local instance on this machine."""
-
-    def __post_init__(self) -> None:
-        if self.backend not in SAMPLER_BACKENDS:
-            raise ValueError(f"sampler backend must be one of {', '.join(SAMPLER_BACKENDS)}, got {self.backend!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers must be a positive int, got {self.workers!r}")
-        if self.backend == "local" and (self.workers != 1 or self.ray_address is not None):
-            raise ValueError("workers and ray_address apply to the ray sampler only; pass --sampler ray")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def build(
-        self, family: str, num_tasks: int, device: torch.device | str, seed: int, horizon: int | None
-    ) -> Sampler:
-        """The sampler for ``num_tasks`` tasks of ``family`` (starts Ray's actors for ``ray``)."""
-        if self.backend == "local":
-            return VectorEnvSampler(family, num_tasks, device, seed, horizon=horizon)
-        from metarl.cluster.ray_sampler import (
-            RaySampler,  # Ray is optional: import only when asked for
-        )
-
-        return RaySampler(family, num_tasks, self.workers, device, seed, horizon=horizon, address=self.ray_address)
-

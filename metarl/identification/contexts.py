@@ -19,7 +19,8 @@ the transitions of its current episode, consecutive or not.
 
 Collection is in bulk from the family's batched vector env: one task per group
 of ``envs_per_task`` sub-envs, every sub-env stepped in one call, with one
-batched behaviour call per step (:func:`collect_transitions`). Behaviours are
+batched behaviour call per step (:func:`collect_transitions`, through the one rollout
+loop :class:`metarl.core.rollout.Rollout`). Behaviours are
 uniform random actions by default (:class:`UniformRandomBehaviour`) or a
 Gaussian MLP policy (:class:`GaussianPolicyBehaviour`, e.g. the meta-policy of
 a MAML run).
@@ -43,7 +44,7 @@ from tqdm.auto import tqdm
 
 import metarl_envs as envs
 from metarl.core.policy import ActionMap, GaussianMLPPolicy, Params, policy_forward
-from metarl.core.sampler import env_dims
+from metarl.core.rollout import Rollout, env_dims, space_dims
 from metarl_envs.tasks import Task, check_split
 
 #: How many tasks :func:`distinct_variants` draws to decide whether a split is finite.
@@ -222,34 +223,31 @@ def _collect_chunk(
         vector_env.set_tasks([task for task in tasks for _ in range(envs_per_task)])
         if behaviour is None:
             behaviour = UniformRandomBehaviour(vector_env.single_action_space)
-        low = vector_env.single_action_space.low
-        high = vector_env.single_action_space.high
-        obs, _ = vector_env.reset(seed=int(rng.integers(2**31 - num_envs)))
-        obs_dim = obs.shape[1]
-        act_dim = low.size
+        # The behaviours act in the env's units: the env gets their actions clipped to the box.
+        action_map = ActionMap.from_space(vector_env.single_action_space, kind="env_units")
+        obs_dim, act_dim = space_dims(vector_env.single_observation_space, vector_env.single_action_space)
+        reset_seed = int(rng.integers(2**31 - num_envs))
         rows = np.zeros((num_envs, length, transition_dim(obs_dim, act_dim)), dtype=np.float32)
         filled = np.zeros(num_envs, dtype=np.int64)
-        resetting = np.zeros(num_envs, dtype=bool)  # the next step only resets these sub-envs
         # A sub-env with length transitions never needs more than this many steps, unless it
         # terminates every few steps; the bound turns a runaway loop into a clear error.
         max_steps = 50 * length + 1000
-        for _ in range(max_steps):
-            if np.all(filled >= length):
-                break
-            actions = np.clip(np.asarray(behaviour(obs, rng), dtype=np.float64), low, high)  # [n, act]
-            next_obs, rewards, terminated, truncated, info = vector_env.step(actions)
-            unstable = np.asarray(info.get("sim_unstable", np.zeros(num_envs, dtype=bool)), dtype=bool)
-            keep = ~resetting & ~unstable & (filled < length)
-            keep &= np.all(np.isfinite(next_obs), axis=1) & np.isfinite(rewards)
+        rollout = Rollout(vector_env, lambda t, obs: behaviour(obs, rng), action_map, reset_seed, max_steps,
+                          first_episodes_only=False)
+        for step in rollout:
+            unstable = np.asarray(step.info.get("sim_unstable", np.zeros(num_envs, dtype=bool)), dtype=bool)
+            keep = ~step.resetting & ~unstable & (filled < length)
+            keep &= np.all(np.isfinite(step.next_observations), axis=1) & np.isfinite(step.rewards)
             index = np.flatnonzero(keep)
             if index.size:
                 rows[index, filled[index]] = np.concatenate(
-                    [obs[index], actions[index], rewards[index, None], next_obs[index]], axis=1
+                    [step.observations[index], step.env_actions[index], step.rewards[index, None],
+                     step.next_observations[index]], axis=1,
                 )
                 filled[index] += 1
                 bar.update(int(index.size))
-            resetting = terminated | truncated
-            obs = next_obs
+            if np.all(filled >= length):
+                break
         else:
             raise RuntimeError(
                 f"{family}: sub-envs produced only {int(filled.min())} of {length} real transitions "

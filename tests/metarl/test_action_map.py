@@ -1,7 +1,10 @@
 """The policy acts in normalised units; ActionMap takes its actions to the env's box."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 import metarl_envs as envs
@@ -78,3 +81,47 @@ def test_the_env_sees_and_charges_only_the_clipped_action() -> None:
         actions.append(episodes.actions)
     torch.testing.assert_close(rewards[0], rewards[1])
     assert float(actions[0].min()) > 4.9 and float(actions[1].max()) < 1.1
+
+
+def test_unbounded_boxes_map_without_numpy_warnings() -> None:
+    # -inf + inf is nan: the bounds of an unbounded dimension must stay out of the arithmetic.
+    space = gym.spaces.Box(low=np.array([-np.inf, -1.0, 0.0]), high=np.array([np.inf, 1.0, np.inf]), dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        action_map = ActionMap.from_space(space)
+        mapped = action_map(np.array([[-7.0, 3.0, -2.0]]))
+    np.testing.assert_array_equal(action_map.offset, [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(action_map.scale, [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(mapped, [[-7.0, 1.0, -2.0]])  # half-bounded: passes through
+
+
+def test_the_three_kinds_keep_their_own_arithmetic() -> None:
+    # The sampler (normalized), the fine-tuned models (clip_then_rescale) and the context
+    # behaviours (env_units) round differently; each kind must reproduce its caller exactly.
+    space = gym.spaces.Box(low=np.array([-0.1, 0.3], dtype=np.float32), high=np.array([0.7, 2.9], dtype=np.float32))
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    actions = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
+
+    rescaled = ActionMap.from_space(space, kind="clip_then_rescale")(actions)
+    clipped = np.clip(actions.astype(np.float64), -1.0, 1.0)
+    assert rescaled.dtype == np.float64
+    np.testing.assert_array_equal(rescaled, low + (clipped + 1.0) * 0.5 * (high - low))
+
+    normalized = ActionMap.from_space(space)(actions)
+    assert normalized.dtype == np.float32
+    expected = np.clip((high + low) / 2.0 + (high - low) / 2.0 * actions, low, high).astype(np.float32)
+    np.testing.assert_array_equal(normalized, expected)
+    assert not np.array_equal(normalized.astype(np.float64), rescaled)  # the conventions genuinely differ
+
+    env_units = ActionMap.from_space(space, kind="env_units")(actions)
+    assert env_units.dtype == np.float64
+    np.testing.assert_array_equal(env_units, np.clip(actions.astype(np.float64), space.low, space.high))
+
+
+def test_action_map_kinds_are_checked() -> None:
+    box = gym.spaces.Box(low=-1.0, high=1.0, shape=(2,))
+    with pytest.raises(ValueError, match="kind must be one of normalized, clip_then_rescale, env_units"):
+        ActionMap.from_space(box, kind="tanh")
+    with pytest.raises(ValueError, match="clip_then_rescale' needs a bounded box"):
+        ActionMap.from_space(gym.spaces.Box(low=-np.inf, high=np.inf, shape=(1,)), kind="clip_then_rescale")
+    assert not ActionMap.from_space(box, kind="clip_then_rescale").is_identity

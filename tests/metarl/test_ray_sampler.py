@@ -21,10 +21,12 @@ import metarl_envs as envs
 from metarl import cli
 from metarl.algorithms.maml import training as train_module
 from metarl.algorithms.presets import maml_preset
+from metarl.cluster.backends import SamplerChoice
 from metarl.cluster.ray_sampler import BlockSampler, alignment_padding, task_blocks
 from metarl.core.episodes import Episodes
 from metarl.core.policy import GaussianMLPPolicy, stack_params
-from metarl.core.sampler import SamplerChoice, VectorEnvSampler, env_dims
+from metarl.core.rollout import env_dims
+from metarl.core.sampler import VectorEnvSampler
 from metarl_envs.point2d import Point2DNavTask
 
 FIELDS = ("observations", "actions", "rewards", "mask")

@@ -8,7 +8,8 @@ import torch
 
 import metarl_envs as envs
 from metarl.core.policy import GaussianMLPPolicy, stack_params
-from metarl.core.sampler import Sampler, VectorEnvSampler, env_dims
+from metarl.core.rollout import env_dims
+from metarl.core.sampler import Sampler, VectorEnvSampler
 from metarl_envs.point2d import Point2DNavTask
 
 

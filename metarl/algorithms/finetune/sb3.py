@@ -113,9 +113,13 @@ _SEED_LIMIT = 2**31 - 1
 
 
 def rescale_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Map ``action  # [..., act_dim]`` from [-1, 1] affinely onto the box [low, high]."""
-    action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-    return low + (action + 1.0) * 0.5 * (high - low)
+    """Map ``action  # [..., act_dim]`` from [-1, 1] affinely onto the box [low, high] (clipped first).
+
+    The ``clip_then_rescale`` kind of :class:`metarl.core.policy.ActionMap`.
+    """
+    from metarl.core.policy import clip_then_rescale  # here: this function moves whole
+
+    return clip_then_rescale(action, low, high)
 
 
 class TaskMixtureEnv(gym.Wrapper):
@@ -599,29 +603,27 @@ def rollout_returns(
     vector env (one policy forward per step). Reset seeds and action noise come
     from ``generator``. Returns ``[len(tasks), episodes]``.
     """
+    from metarl.core.policy import ActionMap  # here: this function moves whole
+    from metarl.core.rollout import Rollout, draw_seed
+
     tasks = list(tasks)
     horizon = envs.family_spec(spec.family).horizon
     num = len(tasks) * episodes
     vector_env = gym.make_vec(envs.env_id(spec.family), num_envs=num, vectorization_mode="vector_entry_point")
     try:
-        box = vector_env.single_action_space
-        low, high = box.low.astype(np.float64), box.high.astype(np.float64)
+        action_map = ActionMap.from_space(vector_env.single_action_space, kind="clip_then_rescale")
         vector_env.set_tasks([task for task in tasks for _ in range(episodes)])
-        seed = int(torch.randint(_SEED_LIMIT, (1,), generator=generator))
-        obs, _ = vector_env.reset(seed=seed)
-        returns = np.zeros(num)
-        running = np.ones(num, dtype=bool)
         device = model.device
-        for _ in range(horizon):
+
+        def act(t: int, obs: np.ndarray) -> np.ndarray:
             if normalizer is not None:
                 obs = normalizer.normalize_obs(obs)
             obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)  # [num, obs_dim]
-            actions = policy_actions(model, obs_t, generator).cpu().numpy()  # [num, act_dim]
-            obs, rewards, terminated, truncated, _ = vector_env.step(rescale_action(actions, low, high))
-            returns += np.where(running, rewards, 0.0)
-            running &= ~(terminated | truncated)
-            if not running.any():
-                break
+            return policy_actions(model, obs_t, generator).cpu().numpy()  # [num, act_dim]
+
+        returns = np.zeros(num)
+        for step in Rollout(vector_env, act, action_map, draw_seed(generator), horizon):
+            returns += np.where(step.alive, step.rewards, 0.0)
     finally:
         vector_env.close()
     return returns.reshape(len(tasks), episodes)

@@ -22,11 +22,11 @@ from metarl.algorithms.adaptation import OBJECTIVES
 from metarl.algorithms.maml.learner import OUTER_ALGORITHMS, MAMLConfig
 from metarl.algorithms.maml.training import config_document, run_config_from_document, train_maml
 from metarl.algorithms.presets import PRESETS, MAMLRunConfig, maml_preset
+from metarl.cluster.backends import SAMPLER_BACKENDS, SamplerChoice
 from metarl.core.device import DEVICE_CHOICES
 from metarl.core.errors import UserError
 from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, optional
 from metarl.core.policy import NONLINEARITIES, WEIGHT_INITS
-from metarl.core.sampler import SAMPLER_BACKENDS, SamplerChoice
 from metarl.storage.runs import RunDir
 
 __all__ = ["TrainMAMLArgs", "config_document", "resolve_run_config", "run"]

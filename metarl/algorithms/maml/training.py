@@ -39,10 +39,11 @@ import torch
 import metarl_envs as envs
 from metarl.algorithms.maml.learner import MAMLLearner
 from metarl.algorithms.presets import MAMLRunConfig
+from metarl.cluster.backends import SamplerChoice
 from metarl.core.device import resolve_device
 from metarl.core.interrupts import sigterm_as_interrupt
 from metarl.core.policy import GaussianMLPPolicy, stack_params
-from metarl.core.sampler import Sampler, SamplerChoice, env_dims
+from metarl.core.sampler import Sampler, env_dims
 from metarl.storage.checkpoint import (
     CheckpointError,
     check_compatible,
