@@ -437,7 +437,7 @@ def resolve_run_config(args: TrainMAMLArgs) -> tuple[MAMLRunConfig, str, int]:
         if stored is not None:
             seed = stored.get("seed", 0)
     seed = seed if args.seed is None else args.seed
-    maml_fields = {f.name for f in dataclasses.fields(MAMLConfig)}
+    maml_fields = set(MAMLConfig.flat_keys())
     maml_changes = {
         name: getattr(args, name) for name in _MAML_FLAGS if getattr(args, name) is not None and name in maml_fields
     }

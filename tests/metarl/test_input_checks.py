@@ -25,7 +25,7 @@ MAML = ["train", "maml", "--env", "Point2DNav", "--preset", "tiny", "--no-progre
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        ([*MAML, "--outer", "promp", "--promp-lr", "inf"], "MAMLConfig.promp_lr must be a finite number > 0, got inf"),
+        ([*MAML, "--outer", "promp", "--promp-lr", "inf"], "ProMPConfig.lr must be > 0 (a finite number), got inf"),
         ([*MAML, "--inner-lr", "inf"], "inner_lr"),
         ([*MAML, "--init-std", "inf"], "init_std"),
         ([*MAML, "--max-kl", "nan"], "max_kl"),
