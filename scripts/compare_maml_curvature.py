@@ -5,10 +5,10 @@ gradient calls about eleven times per meta-update (one inner step, second
 order), computed
 
 1. by autograd double backward through the (cut) adaptation graph
-   (:func:`metarl.algorithms.maml.learner._gauss_newton_product_fn`, the reference the tests use),
+   (:func:`metarl.algorithms.maml.trpo.gauss_newton_product_fn`, the reference the tests use),
 2. with ``torch.func``: forward over reverse (``jvp`` of ``grad``) for the
    inner-loss Hessian, ``jvp``/``vjp`` of the adapted policy's mean for the Fisher,
-3. in closed form from cached forward passes (:class:`metarl.algorithms.maml.learner._ClosedFormTRPO`,
+3. in closed form from cached forward passes (:class:`metarl.algorithms.maml.trpo.ClosedFormTRPO`,
    what ``MAMLLearner`` uses).
 
 It samples one meta-batch at the family's paper config (initial policy, seed 0)
@@ -31,15 +31,14 @@ import torch
 from torch.func import grad, jvp, vjp
 
 import metarl_envs as envs
-from metarl.algorithms.maml.learner import (
-    MAMLLearner,
-    _Batch,
-    _ClosedFormTRPO,
-    _detached,
-    _gauss_newton_product_fn,
-    _per_task_weights,
-)
+from metarl.algorithms.maml.batch import MetaBatch as _Batch
+from metarl.algorithms.maml.batch import detached as _detached
+from metarl.algorithms.maml.batch import per_task_weights as _per_task_weights
+from metarl.algorithms.maml.batch import query_terms
+from metarl.algorithms.maml.learner import MAMLLearner
 from metarl.algorithms.maml.training import initial_policy
+from metarl.algorithms.maml.trpo import ClosedFormTRPO as _ClosedFormTRPO
+from metarl.algorithms.maml.trpo import gauss_newton_product_fn as _gauss_newton_product_fn
 from metarl.algorithms.presets import MAMLRunConfig, maml_preset
 from metarl.core.policy import (
     GaussianMLPPolicy,
@@ -66,17 +65,17 @@ def sample_batch(config: MAMLRunConfig) -> tuple[MAMLLearner, _Batch]:
     adapted = learner.adapted_params([support])
     query = sampler.sample(policy, adapted, tasks, config.episodes_per_task, generator)
     sampler.close()
-    return learner, learner._batch([support], query)
+    return learner, learner.batch([support], query)
 
 
 def autograd_product(learner: MAMLLearner, batch: _Batch) -> Product:
     """1: double backward through the adaptation graph (built once)."""
     params = learner.policy.params()
     names = list(params)
-    post = learner._post_adaptation(params, batch, True, cut_at_adapted=True)
-    _, kl = learner._query_terms(post, batch, _detached(post))
+    post = learner.post_adaptation(params, batch, True, cut_at_adapted=True)
+    _, kl = query_terms(post, batch, _detached(post))
     return _gauss_newton_product_fn(
-        post, names, [params[n] for n in names], kl, learner.config.cg_damping
+        post, names, [params[n] for n in names], kl, learner.config.trpo.cg_damping
     )
 
 
@@ -128,15 +127,15 @@ def torch_func_product(learner: MAMLLearner, batch: _Batch) -> Product:
         (fisher_u,) = pullback(mean_scale * mean_tangent)
         fisher_u["log_std"] = 2.0 * query_weights.sum(dim=(1, 2))[:, None] * u["log_std"]
         result = jacobian(fisher_u)
-        return torch.cat([result[k].sum(0).reshape(-1) for k in names]) + config.cg_damping * vector
+        return torch.cat([result[k].sum(0).reshape(-1) for k in names]) + config.trpo.cg_damping * vector
 
     return product
 
 
 def closed_form_product(learner: MAMLLearner, batch: _Batch) -> Product:
-    """3: :class:`metarl.algorithms.maml.learner._ClosedFormTRPO` on cached forward passes."""
+    """3: :class:`metarl.algorithms.maml.trpo.ClosedFormTRPO` on cached forward passes."""
     with torch.no_grad():
-        _, support_mlps, query_mlp = learner._adapt_closed_form(
+        _, support_mlps, query_mlp = learner.adapt_closed_form(
             learner.policy.params(),
             batch.support,
             batch.support_advantages,

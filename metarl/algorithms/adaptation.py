@@ -55,15 +55,14 @@ from metarl.core.policy import (
     stack_params,
 )
 from metarl.core.returns import gae, normalize_advantages
-from metarl.core.validation import check_number
+from metarl.core.validation import check_choice, check_number
 
 OBJECTIVES = ("vpg", "lvc")
 
 
 def check_objective(objective: str) -> None:
     """Raise ``ValueError`` unless ``objective`` is one of :data:`OBJECTIVES`."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"inner objective must be one of {OBJECTIVES}, got {objective!r}")
+    check_choice("inner objective", objective, OBJECTIVES)
 
 
 LATER_STEP_LR_FACTOR = 0.5
@@ -257,8 +256,7 @@ def inner_step_with_outputs(
     of ``task_params`` when those require grad.
     """
     check_objective(objective)
-    if not lr > 0:
-        raise ValueError(f"inner lr must be > 0, got {lr}")
+    check_number("inner lr", lr, 0, low_open=True)
     if advantages is None:
         advantages = estimate_advantages(episodes, discount, gae_lambda, normalize_advantages)
     names = list(task_params)

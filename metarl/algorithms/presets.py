@@ -3,8 +3,11 @@
 :class:`MAMLRunConfig` is everything a MAML run needs besides the seed and the
 device: the family, how many meta-iterations, the meta-batch (tasks x
 episodes x horizon), the policy architecture and the algorithm's
-:class:`~metarl.algorithms.maml.learner.MAMLConfig`. :func:`maml_preset` builds one per preset and
-family; tests, the CLI and the demo all call it.
+:class:`~metarl.algorithms.maml.config.MAMLConfig`. The presets are data:
+:data:`MAML_PRESETS` maps preset name x family group (a family's name, or ``"*"``
+for every other family) to the fields that differ from :class:`MAMLRunConfig`'s
+defaults; :func:`maml_preset` builds one per preset and family; tests, the CLI
+and the demo all call it.
 
 - ``paper``: the MAML paper's configurations (Finn et al. 2017, §5.3 and code
   cbfinn/maml_rl). Point2DNav: the paper code's point script
@@ -34,24 +37,23 @@ family; tests, the CLI and the demo all call it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any
 
 import metarl_envs as envs
-from metarl.algorithms.maml.learner import MAMLConfig
+from metarl.algorithms.maml.config import MAMLConfig
+from metarl.core.flags import choice
 from metarl.core.policy import (
     DEFAULT_NONLINEARITY,
     DEFAULT_WEIGHT_INIT,
+    NONLINEARITIES,
+    WEIGHT_INITS,
     check_nonlinearity,
     check_weight_init,
 )
-from metarl.core.validation import check_number
+from metarl.core.validation import check_int, check_number
 
-PRESETS: tuple[str, ...] = ("tiny", "fast", "paper")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+OTHER_FAMILIES = "*"
+"""The family group of :data:`MAML_PRESETS` that holds every family not named in a preset's row."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,22 +63,23 @@ class MAMLRunConfig:
     family: str
     """Task family (one of envs.FAMILIES)."""
     iterations: int
-    """Meta-iterations (one meta-batch and one outer update each)."""
+    """Meta-iterations in total (with --resume: extend the run to this many)."""
     meta_batch_size: int
     """Tasks per meta-batch."""
     episodes_per_task: int
-    """Episodes per task for each inner step (support) and for the query."""
+    """Episodes per task for each inner step and for the query."""
+    horizon: int | None = None
+    """Episode length."""
     hidden_sizes: tuple[int, ...] = (100, 100)
-    """Widths of the policy's hidden layers."""
+    """Widths of the policy's hidden layers, e.g. --hidden-sizes 100 100."""
     init_std: float = 1.0
     """Initial standard deviation of the Gaussian policy."""
-    nonlinearity: str = DEFAULT_NONLINEARITY
-    """The policy's hidden-layer nonlinearity: tanh or relu."""
-    weight_init: str = DEFAULT_WEIGHT_INIT
-    """The policy's initialisation: pytorch (nn.Linear's default), xavier (zero biases, as rllab) or
-    xavier_small_out (xavier with the output weights x 0.01)."""
-    horizon: int | None = None
-    """Episode length; None uses the family's registered horizon."""
+    nonlinearity: Annotated[str, choice(NONLINEARITIES)] = DEFAULT_NONLINEARITY
+    """The policy's hidden-layer nonlinearity: tanh, or relu (the MAML paper's code)."""
+    weight_init: Annotated[str, choice(WEIGHT_INITS)] = DEFAULT_WEIGHT_INIT
+    """The policy's initialisation: pytorch (nn.Linear's default), xavier (Xavier-uniform weights,
+    zero biases, as rllab's MAML policies) or xavier_small_out (xavier with the output weights x 0.01:
+    the initial mean is near 0 everywhere)."""
     checkpoint_every: int = 10
     """Save a checkpoint every this many iterations (and at the end)."""
     maml: MAMLConfig = dataclasses.field(default_factory=MAMLConfig)
@@ -84,14 +87,16 @@ class MAMLRunConfig:
 
     def __post_init__(self) -> None:
         envs.family_spec(self.family)  # ValueError listing the families
-        _positive_int("iterations", self.iterations)
-        _positive_int("meta_batch_size (tasks per meta-batch)", self.meta_batch_size)
-        _positive_int("episodes_per_task", self.episodes_per_task)
-        _positive_int("checkpoint_every", self.checkpoint_every)
+        check_int("iterations", self.iterations, 1)
+        check_int("meta_batch_size (tasks per meta-batch)", self.meta_batch_size, 1)
+        check_int("episodes_per_task", self.episodes_per_task, 1)
+        check_int("checkpoint_every", self.checkpoint_every, 1)
         if self.horizon is not None:
-            _positive_int("horizon", self.horizon)
-        if not self.hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden_sizes):
+            check_int("horizon", self.horizon, 1)
+        if not self.hidden_sizes:
             raise ValueError(f"hidden_sizes must be one or more positive integers, got {self.hidden_sizes!r}")
+        for size in self.hidden_sizes:
+            check_int("hidden_sizes (each width)", size, 1)
         check_number("init_std", self.init_std, 0, low_open=True)
         check_nonlinearity(self.nonlinearity)
         check_weight_init(self.weight_init)
@@ -99,9 +104,10 @@ class MAMLRunConfig:
             raise ValueError(f"maml must be a MAMLConfig, got {type(self.maml).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``from_dict`` inverts it)."""
-        out = dataclasses.asdict(self)
+        """JSON-ready dict (``from_dict`` inverts it); ``maml`` is the flat block of ``config.json``."""
+        out = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         out["hidden_sizes"] = list(self.hidden_sizes)
+        out["maml"] = self.maml.to_dict()
         return out
 
     @classmethod
@@ -109,61 +115,69 @@ class MAMLRunConfig:
         """Rebuild from :meth:`to_dict` output (validates)."""
         data = dict(data)
         data["hidden_sizes"] = tuple(data["hidden_sizes"])
-        data["maml"] = MAMLConfig(**data["maml"])
+        data["maml"] = MAMLConfig.from_dict(data["maml"])
         return cls(**data)
 
     def replace(self, **changes: Any) -> MAMLRunConfig:
-        """A copy with some fields (or ``maml`` fields, passed as ``maml={...}``) changed."""
+        """A copy with some fields (or ``maml`` flat keys, passed as ``maml={...}``) changed."""
         maml_changes = changes.pop("maml", None) or {}
-        maml = dataclasses.replace(self.maml, **maml_changes) if maml_changes else self.maml
+        maml = self.maml.replace(**maml_changes) if maml_changes else self.maml
         return dataclasses.replace(self, maml=maml, **changes)
 
 
-_CHEETAH_PAPER = {  # the paper code's ICML snapshots: iterations, episodes per task, max KL
-    "HalfCheetahDir": (100, 20, 0.02),
-    "HalfCheetahVel": (475, 10, 0.01),
+MAML_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # preset -> family group -> the fields that differ from MAMLRunConfig's defaults
+    # ("maml": flat MAMLConfig keys); see the module docstring for where each number comes from
+    "tiny": {
+        "Point2DNav": {
+            "iterations": 15, "meta_batch_size": 10, "episodes_per_task": 10, "hidden_sizes": (32, 32),
+            "checkpoint_every": 5, "maml": {"inner_lr": 0.1, "outer": "trpo", "max_kl": 0.01},
+        },
+        OTHER_FAMILIES: {
+            "iterations": 3, "meta_batch_size": 4, "episodes_per_task": 4, "hidden_sizes": (32, 32), "horizon": 50,
+            "checkpoint_every": 1, "maml": {"inner_lr": 0.1, "outer": "trpo", "max_kl": 0.01},
+        },
+    },
+    "fast": {
+        "Point2DNav": {
+            "iterations": 40, "meta_batch_size": 20, "episodes_per_task": 20, "hidden_sizes": (100, 100),
+            "checkpoint_every": 5, "maml": {"inner_lr": 0.1, "outer": "trpo", "max_kl": 0.01},
+        },
+        OTHER_FAMILIES: {
+            "iterations": 50, "meta_batch_size": 20, "episodes_per_task": 10, "hidden_sizes": (100, 100),
+            "checkpoint_every": 5, "maml": {"inner_lr": 0.1, "outer": "trpo", "max_kl": 0.01},
+        },
+    },
+    "paper": {
+        "Point2DNav": {
+            "iterations": 100, "meta_batch_size": 20, "episodes_per_task": 20, "hidden_sizes": (100, 100),
+            "nonlinearity": "relu", "weight_init": "xavier",
+            "maml": {"inner_lr": 0.5, "outer": "trpo", "max_kl": 0.01},
+        },
+        "HalfCheetahDir": {  # maml1_fbs20_mbs40_flr_0.1_mlr0.02/itr_100
+            "iterations": 100, "meta_batch_size": 40, "episodes_per_task": 20, "hidden_sizes": (100, 100),
+            "nonlinearity": "relu", "maml": {"inner_lr": 0.1, "outer": "trpo", "max_kl": 0.02},
+        },
+        "HalfCheetahVel": {  # maml1_fbs10_mbs40_flr_0.1_mlr0.01/itr_475
+            "iterations": 475, "meta_batch_size": 40, "episodes_per_task": 10, "hidden_sizes": (100, 100),
+            "nonlinearity": "relu", "maml": {"inner_lr": 0.1, "outer": "trpo", "max_kl": 0.01},
+        },
+        OTHER_FAMILIES: {
+            "iterations": 200, "meta_batch_size": 40, "episodes_per_task": 20, "hidden_sizes": (100, 100),
+            "maml": {"inner_lr": 0.1, "outer": "trpo", "max_kl": 0.01},
+        },
+    },
 }
+"""Preset name -> family group (a family's name, or :data:`OTHER_FAMILIES`) -> fields."""
+PRESETS: tuple[str, ...] = tuple(MAML_PRESETS)
 
 
 def maml_preset(name: str, family: str) -> MAMLRunConfig:
-    """The ``name`` preset (tiny, fast or paper) for ``family``."""
+    """The ``name`` preset (tiny, fast or paper) for ``family``: its row of :data:`MAML_PRESETS`."""
     envs.family_spec(family)
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(PRESETS)}")
-    point = family == "Point2DNav"
-    if name == "paper":
-        if point:
-            return MAMLRunConfig(
-                family, iterations=100, meta_batch_size=20, episodes_per_task=20, hidden_sizes=(100, 100),
-                nonlinearity="relu", weight_init="xavier", maml=MAMLConfig(inner_lr=0.5, outer="trpo", max_kl=0.01),
-            )
-        if family in _CHEETAH_PAPER:
-            iterations, episodes, max_kl = _CHEETAH_PAPER[family]
-            return MAMLRunConfig(
-                family, iterations=iterations, meta_batch_size=40, episodes_per_task=episodes,
-                hidden_sizes=(100, 100), nonlinearity="relu",
-                maml=MAMLConfig(inner_lr=0.1, outer="trpo", max_kl=max_kl),
-            )
-        return MAMLRunConfig(
-            family, iterations=200, meta_batch_size=40, episodes_per_task=20, hidden_sizes=(100, 100),
-            maml=MAMLConfig(inner_lr=0.1, outer="trpo", max_kl=0.01),
-        )
-    if name == "fast":
-        if point:
-            return MAMLRunConfig(
-                family, iterations=40, meta_batch_size=20, episodes_per_task=20, hidden_sizes=(100, 100),
-                checkpoint_every=5, maml=MAMLConfig(inner_lr=0.1, outer="trpo", max_kl=0.01),
-            )
-        return MAMLRunConfig(
-            family, iterations=50, meta_batch_size=20, episodes_per_task=10, hidden_sizes=(100, 100),
-            checkpoint_every=5, maml=MAMLConfig(inner_lr=0.1, outer="trpo", max_kl=0.01),
-        )
-    if point:
-        return MAMLRunConfig(
-            family, iterations=15, meta_batch_size=10, episodes_per_task=10, hidden_sizes=(32, 32),
-            checkpoint_every=5, maml=MAMLConfig(inner_lr=0.1, outer="trpo", max_kl=0.01),
-        )
-    return MAMLRunConfig(
-        family, iterations=3, meta_batch_size=4, episodes_per_task=4, hidden_sizes=(32, 32), horizon=50,
-        checkpoint_every=1, maml=MAMLConfig(inner_lr=0.1, outer="trpo", max_kl=0.01),
-    )
+    rows = MAML_PRESETS[name]
+    fields = dict(rows.get(family, rows[OTHER_FAMILIES]))
+    maml = MAMLConfig.flat(**fields.pop("maml", {}))
+    return MAMLRunConfig(family, maml=maml, **fields)

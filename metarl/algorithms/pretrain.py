@@ -105,8 +105,8 @@ def trpo_update(policy: GaussianMLPPolicy, episodes: Episodes, run_config: MAMLR
     Args:
         policy: the policy; its parameters change in place (under no_grad).
         episodes: ``[tasks, episodes, H, ...]`` sampled with the current parameters.
-        run_config: ``maml.max_kl``, ``cg_iters``, ``cg_damping``, line-search
-            settings, ``discount``, ``gae_lambda``, ``normalize_advantages``.
+        run_config: ``maml.trpo`` (``max_kl``, ``cg_iters``, ``cg_damping``, line search),
+            ``maml.discount``, ``gae_lambda``, ``normalize_advantages``.
 
     Returns:
         ``loss/`` and ``train/`` metrics of the step.
@@ -138,8 +138,8 @@ def trpo_update(policy: GaussianMLPPolicy, episodes: Episodes, run_config: MAMLR
     gradient = flatten(torch.autograd.grad(surrogate, params))
     _, kl = surrogate_and_kl(params)
     kl_gradient = torch.autograd.grad(kl, params, create_graph=True)
-    fisher_product = hessian_vector_product_fn(kl_gradient, params, damping=config.cg_damping)
-    step = trust_region_step(gradient, fisher_product, config.max_kl, config.cg_iters)
+    fisher_product = hessian_vector_product_fn(kl_gradient, params, damping=config.trpo.cg_damping)
+    step = trust_region_step(gradient, fisher_product, config.trpo.max_kl, config.trpo.cg_iters)
     start = [p.detach().clone() for p in params]
     step_parts = unflatten(step.step, params)
 
@@ -149,8 +149,8 @@ def trpo_update(policy: GaussianMLPPolicy, episodes: Episodes, run_config: MAMLR
             value, divergence = surrogate_and_kl(candidate)
         return float(value), float(divergence)
 
-    search = backtracking_line_search(evaluate, float(surrogate.detach()), config.max_kl,
-                                      config.line_search_backtrack, config.line_search_steps)
+    search = backtracking_line_search(evaluate, float(surrogate.detach()), config.trpo.max_kl,
+                                      config.trpo.line_search_backtrack, config.trpo.line_search_steps)
     with torch.no_grad():
         for parameter, origin, direction in zip(params, start, step_parts, strict=True):
             parameter.copy_(origin + search.step_fraction * direction)

@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from metarl.core.validation import check_int, check_number
+
 
 def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Concatenate tensors into one flat vector  # [sum of numels]."""
@@ -54,8 +56,7 @@ def hessian_vector_product_fn(
     Returns:
         A function of a flat vector ``[n]`` returning a flat vector ``[n]``.
     """
-    if damping < 0:
-        raise ValueError(f"damping must be >= 0, got {damping}")
+    check_number("damping", damping, 0)
     flat_gradient = flatten(gradient)
     params = list(params)
 
@@ -83,8 +84,7 @@ def conjugate_gradient(
     Returns:
         ``x  # [n]`` (starting from 0).
     """
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+    check_int("iters", iters, 1)
     x = torch.zeros_like(b)
     residual = b.clone()
     direction = b.clone()
@@ -138,8 +138,7 @@ def trust_region_step(
     Returns:
         The step (zero if the gradient or the curvature vanishes).
     """
-    if not max_kl > 0:
-        raise ValueError(f"max_kl must be > 0, got {max_kl}")
+    check_number("max_kl", max_kl, 0, low_open=True)
     direction = conjugate_gradient(hessian_vector_product, gradient, cg_iters)
     if quadratic_form is None:
         curvature = float(direction @ hessian_vector_product(direction))
@@ -190,10 +189,8 @@ def backtracking_line_search(
         The first fraction with ``objective > objective_before`` and
         ``kl <= max_kl`` (both finite), or ``accepted=False``.
     """
-    if not 0.0 < backtrack_ratio < 1.0:
-        raise ValueError(f"backtrack_ratio must be in (0, 1), got {backtrack_ratio}")
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    check_number("backtrack_ratio", backtrack_ratio, 0, 1, low_open=True, high_open=True)
+    check_int("max_steps", max_steps, 1)
     for attempt in range(max_steps):
         fraction = backtrack_ratio**attempt
         objective, kl = evaluate(fraction)

@@ -14,6 +14,13 @@ three things tyro would otherwise print:
   own validation, whose errors name the flag and the allowed values, so
   devices such as ``cuda:1`` and families registered after import keep working.
 
+A command whose flags set the fields of config dataclasses does not copy those
+fields: :func:`unset_flag` derives a flag (``T | None = None``, "unset: the
+preset's") from a config field, its docstring as the help and its metavar from
+the field's type or its :func:`choice`, and :func:`flag_dataclass` builds the
+command's flag dataclass from such flags and the command's own
+(:func:`own_flags`).
+
 :func:`parse` also reflows the field docstrings (tyro keeps the line breaks of a
 docstring that spans several source lines).
 """
@@ -24,6 +31,7 @@ import ast
 import dataclasses
 import inspect
 import textwrap
+import types
 import typing
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, TypeVar
@@ -96,6 +104,83 @@ def field_docstrings(cls: type) -> dict[str, str]:
                 and isinstance(next_node.value.value, str)):
             docs[field_node.target.id] = _reflow(next_node.value.value)
     return docs
+
+
+def _metavar(owner: type, name: str, annotation: Any) -> str:
+    """The metavar of a flag setting ``owner.name``: its own ``tyro.conf.arg`` metavar, else from its type."""
+    for meta in getattr(annotation, "__metadata__", ()):
+        if isinstance(getattr(meta, "metavar", None), str):
+            return meta.metavar
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    members = [a for a in typing.get_args(annotation) if a is not type(None)] if typing.get_origin(
+        annotation) in (typing.Union, types.UnionType) else [annotation]
+    if len(members) == 1:
+        member = members[0]
+        if member is bool:
+            return "{True,False}"
+        if member in _TYPE_METAVARS:
+            return _TYPE_METAVARS[member]
+        item = typing.get_args(member)
+        if typing.get_origin(member) is tuple and len(item) == 2 and item[1] is Ellipsis and item[0] in _TYPE_METAVARS:
+            return f"{_TYPE_METAVARS[item[0]]} [{_TYPE_METAVARS[item[0]]} ...]"
+    raise TypeError(f"no flag metavar for {owner.__name__}.{name}: {annotation!r}; give it a tyro.conf.arg metavar")
+
+
+_TYPE_METAVARS = {int: "INT", float: "FLOAT", str: "STR"}
+
+
+def unset_flag(owner: type, name: str, unset: str, flag: str | None = None) -> tuple[str, Any, Any]:
+    """A flag that sets the field ``name`` of the config dataclass ``owner`` when given.
+
+    The flag is ``T | None = None`` (``None``: leave the field to ``unset``, e.g. "the
+    preset's", shown as its default); its help text is the field's docstring and its
+    metavar the field's :func:`choice` (or ``{True,False}``, ``INT``, ``FLOAT``,
+    ``INT [INT ...]`` from its type).
+
+    Args:
+        owner: the config dataclass.
+        name: its field.
+        unset: what an unset flag means.
+        flag: the flag's field name (default ``name``), e.g. ``promp_lr`` for ``ProMPConfig.lr``.
+
+    Returns:
+        ``(field name, annotation, dataclasses.field)`` for :func:`flag_dataclass`.
+    """
+    annotation = typing.get_type_hints(owner, include_extras=True)[name]
+    metavar = _metavar(owner, name, annotation)
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    help_text = field_docstrings(owner).get(name)
+    config = tyro.conf.arg(metavar=metavar, help=help_text, help_behavior_hint=f"(default: {unset})")
+    return flag or name, Annotated[annotation | None, config], dataclasses.field(default=None)
+
+
+def own_flags(cls: type) -> list[tuple[str, Any, Any]]:
+    """The fields of the flag dataclass ``cls``, their docstrings as help texts, for :func:`flag_dataclass`."""
+    type_hints = typing.get_type_hints(cls, include_extras=True)
+    docs = field_docstrings(cls)
+    fields = []
+    for field in dataclasses.fields(cls):
+        annotation = type_hints[field.name]
+        if field.name in docs:
+            annotation = Annotated[annotation, tyro.conf.arg(help=docs[field.name])]
+        if field.default is not dataclasses.MISSING:
+            spec = dataclasses.field(default=field.default)
+        elif field.default_factory is not dataclasses.MISSING:
+            spec = dataclasses.field(default_factory=field.default_factory)
+        else:
+            spec = dataclasses.field()
+        fields.append((field.name, annotation, spec))
+    return fields
+
+
+def flag_dataclass(name: str, doc: str, flags: Sequence[tuple[str, Any, Any]], module: str) -> type:
+    """A frozen flag dataclass (for :func:`parse`) with these fields, in this order, and ``doc`` as its help."""
+    cls = dataclasses.make_dataclass(name, list(flags), frozen=True)
+    cls.__doc__ = doc
+    cls.__module__ = module
+    return cls
 
 
 def parse(cls: type[T], argv: Sequence[str], prog: str) -> T:

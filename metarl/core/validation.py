@@ -3,7 +3,9 @@
 - :func:`check_number` is the one place where a real-valued setting is checked:
   it must be a real number (not a bool), finite (``inf`` and ``nan`` are
   refused everywhere a number is taken) and inside the allowed range. The
-  error names the field and the allowed values.
+  error names the field and the allowed values. :func:`check_int`,
+  :func:`check_bool` and :func:`check_choice` do the same for counts, switches
+  and named options.
 - :func:`check_memory` bounds every size that allocates (horizon, tasks,
   episodes, batch): the caller gives an estimate of the bytes its arrays will
   hold, and a request for more than half of this machine's memory is refused
@@ -61,6 +63,33 @@ def check_number(
     if high is not None and (number > high or (high_open and number == high)):
         raise ValueError(f"{field} must be {allowed}, got {value!r}")
     return number
+
+
+def check_int(field: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value``; raise ``ValueError`` naming ``field`` unless it is an int (not a bool)
+    in ``[low, high]`` (either bound may be left out)."""
+    bounds = " and ".join(
+        part for part in ("" if low is None else f">= {low}", "" if high is None else f"<= {high}") if part
+    )
+    allowed = f"an integer {bounds}" if bounds else "an integer"
+    if (isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low)
+            or (high is not None and value > high)):
+        raise ValueError(f"{field} must be {allowed}, got {value!r}")
+    return value
+
+
+def check_bool(field: str, value: Any) -> bool:
+    """Return ``value``; raise ``ValueError`` naming ``field`` unless it is ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{field} must be True or False, got {value!r}")
+    return value
+
+
+def check_choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Return ``value``; raise ``ValueError`` naming ``field`` and ``choices`` unless it is one of them."""
+    if value not in choices:
+        raise ValueError(f"{field} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def physical_memory_bytes() -> int:

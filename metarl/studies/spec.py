@@ -37,6 +37,7 @@ import importlib
 import importlib.resources
 import json
 import os
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,13 @@ def study_method(train: str) -> Method:
 def flag_names(method: Method) -> set[str]:
     """The flags of ``metarl train <word>`` (fields of ``Method.train_args``)."""
     return {field.name for field in dataclasses.fields(method.load("train_args"))}
+
+
+def _accepts_none(annotation: Any) -> bool:
+    """Whether a flag's type admits None (``X | None``, ``Optional[X]``, possibly inside ``Annotated``)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return type(None) in typing.get_args(annotation) or "None" in str(annotation)
 
 
 def _fail(where: str, message: str) -> UserError:
@@ -215,7 +223,7 @@ class MethodSpec:
         argv: list[str] = []
         for name, value in self.options:
             flag = "--" + name.replace("_", "-")
-            optional = "None" in str(fields[name].type)
+            optional = _accepts_none(fields[name].type)
             if isinstance(value, bool) and not optional:
                 argv.append(flag if value else "--no-" + name.replace("_", "-"))
             elif isinstance(value, list | tuple):
@@ -310,10 +318,11 @@ class RunPlan:
         """The ``config.json`` this run's training writes (None while a ``like`` run has no config yet)."""
         if self.like is not None and not RunDir(root / self.like).config_path.is_file():
             return None
-        args_type = study_method(self.train).load("train_args")
-        args = tyro.cli(args_type, args=self.train_argv(root, resume=False), prog=f"metarl train {self.train}")
-        # the module of the flags holds the method's resolve_run_config / resolve_config
-        return _EXPECTED_CONFIG[self.train](importlib.import_module(args_type.__module__), args)
+        method = study_method(self.train)
+        args = tyro.cli(method.load("train_args"), args=self.train_argv(root, resume=False),
+                        prog=f"metarl train {self.train}")
+        # the module of the training function holds the method's resolve_run_config / resolve_config
+        return _EXPECTED_CONFIG[self.train](importlib.import_module(method.train.split(":")[0]), args)
 
 
 # ---------------------------------------------------------------------------------------------

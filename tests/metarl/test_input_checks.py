@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import metarl_envs as envs
 from metarl import cli
-from metarl.core.validation import check_memory, check_number
+from metarl.core.validation import check_bool, check_choice, check_int, check_memory, check_number
 from metarl.evaluation.protocol import EvalOptions, load_tasks_file
 from metarl.identification.variants import VariantPool, check_way
 from tests.metarl.cli_helpers import assert_one_line, run_cli
@@ -25,7 +25,7 @@ MAML = ["train", "maml", "--env", "Point2DNav", "--preset", "tiny", "--no-progre
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        ([*MAML, "--outer", "promp", "--promp-lr", "inf"], "MAMLConfig.promp_lr must be a finite number > 0, got inf"),
+        ([*MAML, "--outer", "promp", "--promp-lr", "inf"], "ProMPConfig.lr must be > 0 (a finite number), got inf"),
         ([*MAML, "--inner-lr", "inf"], "inner_lr"),
         ([*MAML, "--init-std", "inf"], "init_std"),
         ([*MAML, "--max-kl", "nan"], "max_kl"),
@@ -52,6 +52,19 @@ def test_check_number_is_the_one_helper() -> None:
         with pytest.raises(ValueError, match="^x must be"):
             check_number("x", bad, 0)
 
+
+
+def test_check_int_bool_and_choice_name_the_field_and_the_allowed_values() -> None:
+    assert check_int("n", 3, 1) == 3 and check_int("n", -5) == -5 and check_int("n", 2, 1, 2) == 2
+    for bad in (0, True, 1.0, "1", None, 3):
+        with pytest.raises(ValueError, match=r"^n must be an integer >= 1 and <= 2, got "):
+            check_int("n", bad, 1, 2)
+    assert check_bool("flag", False) is False
+    with pytest.raises(ValueError, match="^flag must be True or False, got 1$"):
+        check_bool("flag", 1)
+    assert check_choice("outer", "promp", ("trpo", "promp")) == "promp"
+    with pytest.raises(ValueError, match="^outer must be one of trpo, promp, got 'sgd'$"):
+        check_choice("outer", "sgd", ("trpo", "promp"))
 
 @pytest.mark.parametrize(
     ("argv", "needles"),

@@ -1,12 +1,20 @@
 """The MAML meta-learner: config validation, TRPO trust region, ProMP improvement, resume state."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
 
 from metarl.algorithms.adaptation import adapt, estimate_advantages, masked_mean
-from metarl.algorithms.maml.learner import MAMLConfig, MAMLLearner
+from metarl.algorithms.maml.config import (
+    OUTER_ALGORITHMS,
+    OUTER_CONFIGS,
+    MAMLConfig,
+    ProMPConfig,
+    TRPOConfig,
+)
+from metarl.algorithms.maml.learner import OUTER_LOOPS, MAMLLearner
 from metarl.core.policy import (
     GaussianMLPPolicy,
     batched_policy_forward,
@@ -66,45 +74,72 @@ def post_adaptation_stats(policy, params, support, query, config, sampling_param
 
 
 @pytest.mark.parametrize(
-    "field, value",
+    "key, value, label",
     [
-        ("inner_lr", -0.1),
-        ("inner_lr", 0.0),
-        ("inner_steps", 0),
-        ("inner_steps", 1.5),
-        ("inner_objective", "dice"),
-        ("outer", "ppo"),
-        ("max_kl", 0.0),
-        ("cg_iters", 0),
-        ("cg_damping", -1.0),
-        ("cg_subsample", 0.0),
-        ("cg_subsample", 1.5),
-        ("line_search_steps", 0),
-        ("line_search_backtrack", 1.0),
-        ("promp_clip_eps", 0.0),
-        ("promp_kl_coef", -1e-3),
-        ("promp_steps", 0),
-        ("promp_lr", 0.0),
-        ("discount", 1.5),
-        ("gae_lambda", -0.1),
-        ("first_order", "yes"),
+        ("inner_lr", -0.1, "MAMLConfig.inner_lr"),
+        ("inner_lr", 0.0, "MAMLConfig.inner_lr"),
+        ("inner_steps", 0, "MAMLConfig.inner_steps"),
+        ("inner_steps", 1.5, "MAMLConfig.inner_steps"),
+        ("inner_objective", "dice", "MAMLConfig.inner_objective"),
+        ("outer", "ppo", "MAMLConfig.outer"),
+        ("max_kl", 0.0, "TRPOConfig.max_kl"),
+        ("cg_iters", 0, "TRPOConfig.cg_iters"),
+        ("cg_damping", -1.0, "TRPOConfig.cg_damping"),
+        ("cg_subsample", 0.0, "TRPOConfig.cg_subsample"),
+        ("cg_subsample", 1.5, "TRPOConfig.cg_subsample"),
+        ("line_search_steps", 0, "TRPOConfig.line_search_steps"),
+        ("line_search_backtrack", 1.0, "TRPOConfig.line_search_backtrack"),
+        ("promp_clip_eps", 0.0, "ProMPConfig.clip_eps"),
+        ("promp_kl_coef", -1e-3, "ProMPConfig.kl_coef"),
+        ("promp_steps", 0, "ProMPConfig.steps"),
+        ("promp_lr", 0.0, "ProMPConfig.lr"),
+        ("discount", 1.5, "MAMLConfig.discount"),
+        ("gae_lambda", -0.1, "MAMLConfig.gae_lambda"),
+        ("first_order", "yes", "MAMLConfig.first_order"),
     ],
 )
-def test_bad_config_values_raise_naming_the_field(field, value):
-    with pytest.raises(ValueError, match=f"MAMLConfig.{field} must be"):
-        MAMLConfig(**{field: value})
+def test_bad_config_values_raise_naming_the_field(key, value, label):
+    with pytest.raises(ValueError, match=f"^{re.escape(label)} must be"):
+        MAMLConfig.flat(**{key: value})
 
 
 def test_config_error_lists_allowed_values():
-    with pytest.raises(ValueError, match=r"\('trpo', 'promp'\)"):
+    with pytest.raises(ValueError, match="MAMLConfig.outer must be one of trpo, promp, got 'sgd'"):
         MAMLConfig(outer="sgd")
+    with pytest.raises(ValueError, match="MAMLConfig.promp must be a ProMPConfig"):
+        MAMLConfig(promp=TRPOConfig())
+
+
+def test_flat_block_round_trips_and_rejects_unknown_keys():
+    """config.json's flat "maml" block (as written before the outer loops had their own sections)."""
+    flat = {
+        "cg_damping": 1e-05, "cg_iters": 10, "cg_subsample": 1.0, "discount": 0.99, "first_order": False,
+        "gae_lambda": 1.0, "inner_lr": 0.1, "inner_objective": "vpg", "inner_steps": 1,
+        "line_search_backtrack": 0.8, "line_search_steps": 15, "max_kl": 0.01, "normalize_advantages": True,
+        "outer": "trpo", "promp_clip_eps": 0.3, "promp_kl_coef": 0.0005, "promp_lr": 0.001, "promp_steps": 5,
+    }
+    assert MAMLConfig().to_dict() == flat
+    changed = MAMLConfig.from_dict({**flat, "outer": "promp", "promp_lr": 0.01, "max_kl": 0.02})
+    assert changed.outer_config == ProMPConfig(lr=0.01) and changed.trpo == TRPOConfig(max_kl=0.02)
+    assert MAMLConfig.from_dict(changed.to_dict()) == changed
+    assert MAMLConfig().replace(cg_iters=3).trpo.cg_iters == 3
+    with pytest.raises(TypeError, match="promp_bogus"):
+        MAMLConfig.from_dict({**flat, "promp_bogus": 1})
+
+
+def test_every_outer_loop_name_has_a_section_and_a_loop():
+    assert set(OUTER_LOOPS) == set(OUTER_CONFIGS) == set(OUTER_ALGORITHMS)
+    for name in OUTER_ALGORITHMS:
+        config = MAMLConfig(outer=name)
+        assert config.outer_config is getattr(config, name)
+        assert isinstance(MAMLLearner(make_policy(), config, "cpu").outer_loop, OUTER_LOOPS[name])
 
 
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("objective", ["vpg", "lvc"])
 def test_trpo_step_improves_surrogate_and_keeps_the_kl_bound(first_order, objective):
     config = MAMLConfig(
-        max_kl=0.01, first_order=first_order, inner_objective=objective, inner_lr=0.5
+        first_order=first_order, inner_objective=objective, inner_lr=0.5, trpo=TRPOConfig(max_kl=0.01)
     )
     policy = make_policy()
     support, query = batch()
@@ -120,23 +155,24 @@ def test_trpo_step_improves_surrogate_and_keeps_the_kl_bound(first_order, object
     new_mean, new_log_std = post_adaptation_stats(policy, after, support, query, config, before)
     kl = gaussian_kl(old_mean, old_log_std[:, None, None], new_mean, new_log_std[:, None, None])
     kl = masked_mean(kl, query.mask).mean()
-    assert 0.0 < float(kl) <= config.max_kl
+    assert 0.0 < float(kl) <= config.trpo.max_kl
     assert float(kl) == pytest.approx(metrics["loss/kl"], rel=1e-6)
     # the quadratic model is decent: the full step lands near the bound
-    assert float(kl) > 0.1 * config.max_kl
+    assert float(kl) > 0.1 * config.trpo.max_kl
 
 
 @pytest.mark.parametrize("objective", ["vpg", "lvc"])
 def test_gauss_newton_kl_product_equals_third_order_hessian_product(objective):
     # TRPO's fast path (one inner step) must give exactly the Hessian of the KL through the
     # adaptation that plain double backward gives.
-    from metarl.algorithms.maml.learner import _detached, _gauss_newton_product_fn
+    from metarl.algorithms.maml.batch import detached, query_terms
+    from metarl.algorithms.maml.trpo import gauss_newton_product_fn
     from metarl.algorithms.trust_region import hessian_vector_product_fn
 
     policy = make_policy()
     learner = MAMLLearner(policy, MAMLConfig(inner_objective=objective, inner_lr=0.5), "cpu")
     support, query = batch()
-    data = learner._batch([support], query)
+    data = learner.batch([support], query)
     params = policy.params()
     names = list(params)
     param_list = [params[n] for n in names]
@@ -146,24 +182,24 @@ def test_gauss_newton_kl_product_equals_third_order_hessian_product(objective):
         dtype=torch.float64,
     )
 
-    post = learner._post_adaptation(params, data, True, cut_at_adapted=True)
-    _, kl = learner._query_terms(post, data, _detached(post))
-    fast = _gauss_newton_product_fn(post, names, param_list, kl, 0.0)(vector)
+    post = learner.post_adaptation(params, data, True, cut_at_adapted=True)
+    _, kl = query_terms(post, data, detached(post))
+    fast = gauss_newton_product_fn(post, names, param_list, kl, 0.0)(vector)
 
-    post = learner._post_adaptation(params, data, True)
-    _, kl = learner._query_terms(post, data, _detached(post))
+    post = learner.post_adaptation(params, data, True)
+    _, kl = query_terms(post, data, detached(post))
     kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
     exact = hessian_vector_product_fn(kl_gradient, param_list, 0.0)(vector)
     torch.testing.assert_close(fast, exact, rtol=1e-9, atol=1e-12)
     # and it is not the Fisher alone (first order, J = I): the adaptation's Jacobian matters
-    post = learner._post_adaptation(params, data, False, cut_at_adapted=True)
-    _, kl = learner._query_terms(post, data, _detached(post))
-    fisher_only = _gauss_newton_product_fn(post, names, param_list, kl, 0.0)(vector)
+    post = learner.post_adaptation(params, data, False, cut_at_adapted=True)
+    _, kl = query_terms(post, data, detached(post))
+    fisher_only = gauss_newton_product_fn(post, names, param_list, kl, 0.0)(vector)
     assert (fast - fisher_only).norm() > 0.05 * exact.norm()
 
 
 def test_trpo_with_subsampled_curvature_keeps_the_kl_bound():
-    config = MAMLConfig(cg_subsample=0.5, inner_lr=0.5)
+    config = MAMLConfig(inner_lr=0.5, trpo=TRPOConfig(cg_subsample=0.5))
     policy = make_policy()
     support, query = batch()
     before = snapshot(policy)
@@ -174,14 +210,14 @@ def test_trpo_with_subsampled_curvature_keeps_the_kl_bound():
         policy, snapshot(policy), support, query, config, before
     )
     kl = gaussian_kl(old_mean, old_log_std[:, None, None], new_mean, new_log_std[:, None, None])
-    assert 0.0 < float(masked_mean(kl, query.mask).mean()) <= config.max_kl
+    assert 0.0 < float(masked_mean(kl, query.mask).mean()) <= config.trpo.max_kl
 
 
 def test_trpo_leaves_parameters_unchanged_when_no_step_is_acceptable():
     # With max_kl far below what any tried fraction reaches (only 1 line-search step), the
     # quadratic model is accurate enough that the step is accepted; force a rejection by
     # negating the advantages' usefulness: a query batch with zero advantages cannot improve.
-    config = MAMLConfig(line_search_steps=3)
+    config = MAMLConfig(trpo=TRPOConfig(line_search_steps=3))
     policy = make_policy()
     support, query = batch()
     query = dataclasses.replace(query, rewards=torch.zeros_like(query.rewards))
@@ -210,7 +246,7 @@ def test_second_order_and_first_order_trpo_take_different_steps():
 
 
 def test_promp_improves_the_clipped_objective_on_a_fixed_batch():
-    config = MAMLConfig(outer="promp", inner_objective="lvc", promp_steps=5, promp_lr=3e-3)
+    config = MAMLConfig(outer="promp", inner_objective="lvc", promp=ProMPConfig(steps=5, lr=3e-3))
     policy = make_policy()
     support, query = batch()
     learner = MAMLLearner(policy, config, "cpu")
@@ -250,7 +286,7 @@ def test_promp_improves_the_clipped_objective_on_a_fixed_batch():
 
 
 def test_promp_state_dict_roundtrip_continues_identically():
-    config = MAMLConfig(outer="promp", promp_steps=2)
+    config = MAMLConfig(outer="promp", promp=ProMPConfig(steps=2))
     support1, query1 = batch(seed=1)
     support2, query2 = batch(seed=2)
     reference = MAMLLearner(make_policy(), config, "cpu")

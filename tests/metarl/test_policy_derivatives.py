@@ -6,14 +6,11 @@ import pytest
 import torch
 from torch.func import grad, jvp
 
+from metarl.algorithms.maml.batch import detached, query_terms
+from metarl.algorithms.maml.config import MAMLConfig, TRPOConfig
 from metarl.algorithms.maml.curvature import GaussianFisher, LikelihoodLossHessian, TaskMLP
-from metarl.algorithms.maml.learner import (
-    MAMLConfig,
-    MAMLLearner,
-    _ClosedFormTRPO,
-    _detached,
-    _gauss_newton_product_fn,
-)
+from metarl.algorithms.maml.learner import MAMLLearner
+from metarl.algorithms.maml.trpo import ClosedFormTRPO, gauss_newton_product_fn
 from metarl.algorithms.trust_region import flatten, hessian_vector_product_fn
 from metarl.core.policy import (
     GaussianMLPPolicy,
@@ -105,14 +102,14 @@ def maml_setup(objective, first_order, num_tasks=4, nonlinearity="tanh"):
     learner = MAMLLearner(policy, config, "cpu")
     support = random_episodes(num_tasks=num_tasks, episodes_per_task=6, horizon=10, seed=0)
     query = random_episodes(num_tasks=num_tasks, episodes_per_task=6, horizon=10, seed=100)
-    return learner, learner._batch([support], query)
+    return learner, learner.batch([support], query)
 
 
 def closed_form_model(learner, params, batch, config):
-    _, support_mlps, query_mlp = learner._adapt_closed_form(
+    _, support_mlps, query_mlp = learner.adapt_closed_form(
         params, batch.support, batch.support_advantages, [config.inner_lr], query=batch.query
     )
-    return _ClosedFormTRPO(support_mlps[0], query_mlp, batch, config)
+    return ClosedFormTRPO(support_mlps[0], query_mlp, batch, config)
 
 
 @pytest.mark.parametrize("objective", ["vpg", "lvc"])
@@ -127,15 +124,15 @@ def test_closed_form_adaptation_equals_the_autograd_one(objective):
     two_steps = [batch.support[0], batch.support[0]]
     advantages = [batch.support_advantages[0]] * 2
     with torch.no_grad():
-        sampling = learner._post_adaptation(params, batch, False)
+        sampling = learner.post_adaptation(params, batch, False)
         old_log_probs = [sampling.steps[0].log_probs] * 2
-        expected = learner._post_adaptation(
+        expected = learner.post_adaptation(
             shifted,
             dataclasses.replace(batch, support=two_steps, support_advantages=advantages),
             False,
             old_log_probs,
         )
-        actual, _, _ = learner._adapt_closed_form(
+        actual, _, _ = learner.adapt_closed_form(
             shifted, two_steps, advantages, [0.5, 0.5], old_log_probs, batch.query
         )
     for got, want in zip(actual.steps, expected.steps, strict=True):
@@ -161,15 +158,15 @@ def test_closed_form_trpo_matches_autograd_through_the_adaptation(objective, fir
         sum(p.numel() for p in param_list), generator=torch.Generator().manual_seed(3), dtype=DTYPE
     )
     # reference: autograd through the (cut) adaptation graph
-    post = learner._post_adaptation(params, batch, not first_order, cut_at_adapted=True)
-    surrogate, kl = learner._query_terms(post, batch, _detached(post))
-    reference_product = _gauss_newton_product_fn(post, names, param_list, kl, 1e-3)(vector)
-    post = learner._post_adaptation(params, batch, not first_order)
-    surrogate, _ = learner._query_terms(post, batch, _detached(post))
+    post = learner.post_adaptation(params, batch, not first_order, cut_at_adapted=True)
+    surrogate, kl = query_terms(post, batch, detached(post))
+    reference_product = gauss_newton_product_fn(post, names, param_list, kl, 1e-3)(vector)
+    post = learner.post_adaptation(params, batch, not first_order)
+    surrogate, _ = query_terms(post, batch, detached(post))
     reference_gradient = flatten(torch.autograd.grad(surrogate, param_list))
 
     config = MAMLConfig(
-        inner_objective=objective, first_order=first_order, inner_lr=0.5, cg_damping=1e-3
+        inner_objective=objective, first_order=first_order, inner_lr=0.5, trpo=TRPOConfig(cg_damping=1e-3)
     )
     with torch.no_grad():
         model = closed_form_model(learner, params, batch, config)
@@ -191,11 +188,11 @@ def test_closed_form_kl_product_is_the_exact_third_order_hessian(nonlinearity):
     vector = torch.randn(
         sum(p.numel() for p in param_list), generator=torch.Generator().manual_seed(4), dtype=DTYPE
     )
-    post = learner._post_adaptation(params, batch, True)
-    _, kl = learner._query_terms(post, batch, _detached(post))
+    post = learner.post_adaptation(params, batch, True)
+    _, kl = query_terms(post, batch, detached(post))
     kl_gradient = torch.autograd.grad(kl, param_list, create_graph=True)
     exact = hessian_vector_product_fn(kl_gradient, param_list, 0.0)(vector)
-    config = MAMLConfig(inner_lr=0.5, cg_damping=0.0)
+    config = MAMLConfig(inner_lr=0.5, trpo=TRPOConfig(cg_damping=0.0))
     with torch.no_grad():
         model = closed_form_model(learner, params, batch, config)
         torch.testing.assert_close(model.kl_hessian_product(vector), exact, rtol=1e-9, atol=1e-12)
@@ -211,7 +208,7 @@ def test_closed_form_trpo_on_cuda_matches_cpu():
         generator=torch.Generator().manual_seed(5),
         dtype=DTYPE,
     )
-    config = MAMLConfig(inner_objective="lvc", inner_lr=0.5, cg_damping=1e-3)
+    config = MAMLConfig(inner_objective="lvc", inner_lr=0.5, trpo=TRPOConfig(cg_damping=1e-3))
     results = []
     for device in ("cpu", "cuda"):
         on_device = {name: value.to(device) for name, value in params.items()}

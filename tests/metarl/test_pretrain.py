@@ -44,7 +44,7 @@ def test_trpo_update_improves_the_surrogate_within_the_kl_bound() -> None:
     metrics = trpo_update(policy, episodes, run_config)
     assert metrics["train/line_search_accepted"] == 1.0
     assert metrics["loss/surrogate_after"] > metrics["loss/surrogate_before"]
-    assert 0.0 < metrics["loss/kl"] <= run_config.maml.max_kl
+    assert 0.0 < metrics["loss/kl"] <= run_config.maml.trpo.max_kl
     assert any(not torch.equal(before[k], v) for k, v in policy.params().items())
 
 

@@ -84,12 +84,12 @@ def test_presets_and_config_validation() -> None:
     paper = maml_preset("paper", "Point2DNav")
     assert (paper.meta_batch_size, paper.episodes_per_task, paper.iterations, paper.hidden_sizes) == (20, 20, 100, (100, 100))
     # the paper code's point script (maml_examples/maml_trpo_point.py): ReLU, fast lr 0.5, meta step 0.01
-    assert paper.maml.inner_lr == 0.5 and paper.maml.max_kl == 0.01 and paper.nonlinearity == "relu"
+    assert paper.maml.inner_lr == 0.5 and paper.maml.trpo.max_kl == 0.01 and paper.nonlinearity == "relu"
     assert paper.weight_init == "xavier" and maml_preset("fast", "Point2DNav").weight_init == "pytorch"
     # the paper code's ICML snapshots (maml_examples/test_maml_cheetah*.py): fbs, mbs, mlr, itr, ReLU
     direction, velocity = maml_preset("paper", "HalfCheetahDir"), maml_preset("paper", "HalfCheetahVel")
-    assert (direction.episodes_per_task, direction.meta_batch_size, direction.maml.max_kl, direction.iterations) == (20, 40, 0.02, 100)
-    assert (velocity.episodes_per_task, velocity.meta_batch_size, velocity.maml.max_kl, velocity.iterations) == (10, 40, 0.01, 475)
+    assert (direction.episodes_per_task, direction.meta_batch_size, direction.maml.trpo.max_kl, direction.iterations) == (20, 40, 0.02, 100)
+    assert (velocity.episodes_per_task, velocity.meta_batch_size, velocity.maml.trpo.max_kl, velocity.iterations) == (10, 40, 0.01, 475)
     assert direction.nonlinearity == velocity.nonlinearity == "relu"
     assert MAMLRunConfig.from_dict(direction.to_dict()) == direction
     with pytest.raises(ValueError, match="meta_batch_size"):

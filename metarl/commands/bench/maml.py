@@ -161,7 +161,7 @@ def iteration_time(
     return {
         "family": family,
         "outer": outer,
-        "cg_subsample": config.maml.cg_subsample,
+        "cg_subsample": config.maml.trpo.cg_subsample,
         "batch": f"{config.meta_batch_size} tasks x {config.episodes_per_task} episodes x "
                  f"{config.horizon or envs.family_spec(family).horizon} steps",
         "seconds_per_iteration": seconds,
