@@ -87,11 +87,11 @@ def _unknown(value: object) -> str:
 
 
 def _lrs(protocol: ReturnsProtocol) -> str:
-    return _unknown(None if protocol.inner_lrs is None else "[" + ", ".join(f"{lr:g}" for lr in protocol.inner_lrs) + "]")
+    return _unknown(None if protocol.inner_lrs is None else "[" + ", ".join(str(lr) for lr in protocol.inner_lrs) + "]")
 
 
 # protocol fields that every run of one table must share: document key -> the value in words
-_SHARED_FIELDS = {
+_SHARED_FIELDS: dict[str, Callable[[ReturnsProtocol], str]] = {
     "horizon": lambda p: _unknown(p.horizon),
     "num_tasks": lambda p: str(p.num_tasks),
     "eval_seed": lambda p: _unknown(p.eval_seed),

@@ -1,4 +1,4 @@
-"""The evaluation document ``eval_<split>.json``, typed: one module writes it and reads it (docs/design.md, "Run files").
+"""The evaluation document ``eval_<split>.json``, typed: written and read here alone (docs/design.md, "Run files").
 
 Two kinds of document exist: :class:`ReturnsDocument` (``kind = "returns"``:
 return before and after k adaptation steps, every method that adapts; the
@@ -9,8 +9,10 @@ few-shot accuracy per context size). Each carries its protocol as one block
 evaluations must share for their numbers to sit in one table.
 
 The JSON stays flat, with the keys it has always had (other tools read them);
-:meth:`ReturnsDocument.to_json` and :func:`document_from_json` map between the
-two. Versions:
+each document's ``to_json`` and :func:`document_from_json` map between the two;
+:func:`write_eval_json` writes (atomically) and :func:`read_eval_document` reads.
+The fields live in :mod:`.returns` and :mod:`.identification`, their checks in
+:mod:`.fields`. Versions:
 
 - 1: documents written before the schema had a version (no ``schema_version``,
   ``kind`` or ``horizon`` key); read as version 1, the kind told by their

@@ -66,13 +66,6 @@ class ReturnsProtocol:
         if self.tasks_file is not None:
             as_text(self.tasks_file, "tasks_file")
 
-    @property
-    def feed(self) -> str:
-        """What feeds each adaptation step, in words (``20 episodes`` or ``4000 env steps``) per task."""
-        if self.samples_per_step_budget is not None:
-            return f"{self.samples_per_step_budget} env steps"
-        return f"{self.episodes_per_step} episodes"
-
 
 @dataclasses.dataclass(frozen=True)
 class ReturnsSummary:
