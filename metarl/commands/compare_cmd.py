@@ -2,7 +2,8 @@
 
 Each run directory needs ``eval_<split>.json`` (``metarl evaluate RUN_DIR --split
 ...``); runs evaluated under different protocols are refused unless
-``--allow-mixed-protocols`` (:func:`metarl.evaluation.compare.protocol_differences`). Writes ``comparison.md``, ``comparison.csv``, ``return_vs_k.png`` and
+``--allow-mixed-protocols`` (:func:`metarl.evaluation.compare.protocol_differences`).
+Writes ``comparison.md``, ``comparison.csv``, ``return_vs_k.png`` and
 ``return_vs_samples.png`` into ``--out`` and prints the table.
 """
 
