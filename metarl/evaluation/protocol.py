@@ -365,15 +365,13 @@ def returns_document(
 
     ``extra`` holds the method's own keys; those named ``params``, ``flops_per_forward`` or
     ``macs_per_forward`` replace the counts taken from ``policy``. ``horizon`` is the episode
-    length sampled (default: ``result.horizon``). With ``progress``, a status line on stderr names
-    the bootstrap of the confidence intervals while it runs (seconds, after the evaluation's bar ends).
-
-    Raises:
-        ValueError: the horizon is known from neither ``horizon`` nor ``result``.
+    length sampled: by default ``result.horizon``, else the family's registered horizon (what a
+    sampler given no horizon uses, e.g. fine-tuning's). With ``progress``, a status line on stderr
+    names the bootstrap of the confidence intervals while it runs (seconds, after the evaluation's
+    bar ends).
     """
-    horizon = result.horizon if horizon is None else horizon
     if horizon is None:
-        raise ValueError(f"the {method} evaluation names no horizon: give horizon= or AdaptationResult.horizon")
+        horizon = result.horizon if result.horizon is not None else envs.family_spec(family).horizon
     with tqdm(total=1, desc="bootstrap 95% confidence intervals over the tasks", disable=not progress,
               leave=False, bar_format="{desc} ({elapsed})"):
         summary = summarize(result.returns, seed=options.seed)

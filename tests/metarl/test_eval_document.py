@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -87,8 +88,14 @@ def test_a_new_document_has_the_version_kind_and_horizon_and_round_trips(tmp_pat
     extra = {"algo": "ppo", "params": 7}
     mine = returns_document("finetune", "Point2DNav", options, _result(), policy, extra=extra).to_json()
     assert mine["params"] == 7 and list(mine)[-1] == "algo"
-    with pytest.raises(ValueError, match="names no horizon"):
-        returns_document("maml", "Point2DNav", options, _result(horizon=None), policy)
+    # a result that does not say its horizon sampled the family's (Point2DNav: 100, as the sampler's default)
+    unsaid = returns_document("maml", "Point2DNav", options, _result(horizon=None), policy)
+    assert unsaid.protocol.horizon == 100
+    said = returns_document("maml", "Point2DNav", options, _result(horizon=None), policy, horizon=30)
+    assert said.protocol.horizon == 30
+    # a method that adapts without learning rates (or does not adapt) records none
+    still = dataclasses.replace(_result(), inner_lrs=[])
+    assert returns_document("toy", "Point2DNav", options, still, policy).to_json()["inner_lrs"] == []
 
 
 @pytest.mark.parametrize(

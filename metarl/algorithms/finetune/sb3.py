@@ -978,7 +978,6 @@ def evaluate_finetune_run(run_dir: RunDir, config: dict[str, Any], options: Eval
     extra = {"algo": spec.algo, "recipe": dataclasses.asdict(recipe), "pretrain_timesteps": run_config.pretrain_steps,
              "params": parameter_count(spec), "flops_per_forward": flops_per_forward(spec),
              "macs_per_forward": flops_per_forward(spec) // 2}
-    document = eval_document(METHOD, spec.family, options, result, same_shape, extra=extra, progress=progress,
-                             horizon=envs.family_spec(spec.family).horizon)
+    document = eval_document(METHOD, spec.family, options, result, same_shape, extra=extra, progress=progress)
     write_eval_json(run_dir, document)
     return document

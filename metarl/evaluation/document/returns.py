@@ -32,7 +32,8 @@ class ReturnsProtocol:
         samples_per_step_budget: Env steps per task feeding each step instead (``--samples-per-step``),
             None when fed by episodes.
         steps: Adaptation steps; returns are reported for k = 0..steps.
-        inner_lrs: Learning rate of each adaptation step (None: not recorded, version 1).
+        inner_lrs: Learning rate of each adaptation step; empty for a method that adapts without one
+            (None: not recorded, version 1).
         eval_seed: The evaluation seed that fixed the tasks and the sampling noise (None: not recorded).
         horizon: Episode length the evaluation sampled (None: not recorded, version 1).
         tasks_file: The ``--tasks`` file the tasks came from (None: the split's tasks).
@@ -60,8 +61,9 @@ class ReturnsProtocol:
         as_optional_int(self.horizon, "horizon", 1)
         if self.inner_lrs is not None:
             lrs = as_floats(self.inner_lrs, "inner_lrs", empty=True)
-            if len(lrs) != self.steps:
-                raise ValueError(f"inner_lrs holds {len(lrs)} learning rates for {self.steps} adaptation steps")
+            if len(lrs) not in (0, self.steps):
+                raise ValueError(f"inner_lrs holds {len(lrs)} learning rates for {self.steps} adaptation steps; "
+                                 "give one per step, or none for a method that adapts without one")
             object.__setattr__(self, "inner_lrs", lrs)
         if self.tasks_file is not None:
             as_text(self.tasks_file, "tasks_file")
