@@ -1,7 +1,9 @@
 """``metarl compare RUN_DIR... --split test|ood --out DIR``: table, CSV and plots of evaluated runs.
 
 Each run directory needs ``eval_<split>.json`` (``metarl evaluate RUN_DIR --split
-...``). Writes ``comparison.md``, ``comparison.csv``, ``return_vs_k.png`` and
+...``); runs evaluated under different protocols are refused unless
+``--allow-mixed-protocols`` (:func:`metarl.evaluation.compare.protocol_differences`).
+Writes ``comparison.md``, ``comparison.csv``, ``return_vs_k.png`` and
 ``return_vs_samples.png`` into ``--out`` and prints the table.
 """
 
@@ -16,7 +18,7 @@ import tyro
 
 from metarl.core.errors import UserError
 from metarl.core.flags import choice, optional, parse
-from metarl.evaluation.compare import compare_runs
+from metarl.evaluation.compare import MixedProtocolsError, compare_runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,10 @@ class CompareArgs:
     """Pool runs that differ only in their training seed (the same config.json apart from seed and device,
     evaluated on the same tasks with the same protocol) into one row: mean and IQM over seeds and tasks,
     95% CI from a bootstrap over both."""
+    allow_mixed_protocols: bool = False
+    """Table runs evaluated under different protocols (horizon, tasks, episodes or samples per step, steps,
+    learning rates of one method); the fields that differ are printed below the table. Without it such runs
+    are refused."""
 
 
 def load_reference(path: Path, family: str) -> tuple[dict[str, list[float]], str]:
@@ -67,19 +73,23 @@ def main(argv: list[str]) -> int:
         raise UserError("give at least one run directory: metarl compare RUN_DIR... --split test")
     reference, source = None, "reference"
     if args.reference is not None:
-        from metarl.evaluation.compare import load_run_result
+        from metarl.evaluation.results import load_run_result
 
         family = load_run_result(args.run_dirs[0], args.split, eval_file=args.eval_file).family
         reference, source = load_reference(args.reference, family)
-    table, written = compare_runs(
-        args.run_dirs,
-        args.split,
-        args.out,
-        reference,
-        source,
-        group_seeds=args.group_seeds,
-        eval_file=args.eval_file,
-    )
+    try:
+        table, written = compare_runs(
+            args.run_dirs,
+            args.split,
+            args.out,
+            reference,
+            source,
+            group_seeds=args.group_seeds,
+            eval_file=args.eval_file,
+            allow_mixed_protocols=args.allow_mixed_protocols,
+        )
+    except MixedProtocolsError as error:
+        raise UserError(str(error)) from None
     print(table)
     print("wrote " + ", ".join(str(path) for path in written))
     return 0

@@ -18,6 +18,7 @@ from typing import Annotated
 import tyro
 
 from metarl.core.flags import OffSwitch, choice, device_choice, optional, parse
+from metarl.evaluation.document import IdentificationDocument, document_from_json
 from metarl.evaluation.protocol import (
     ADAPT_STEPS,
     CUSTOM_SPLIT,
@@ -81,16 +82,17 @@ def main(argv: list[str]) -> int:
         tasks_source=None if args.tasks is None else str(args.tasks),
     )
     document = evaluate(args.run_dir, options, progress=not args.no_progress, allow_large=args.allow_large)
-    if "accuracy" in document:  # task identification (protonet): accuracy per context size, no returns
+    typed = document_from_json(document, "the evaluation document")
+    if isinstance(typed, IdentificationDocument):  # ProtoNet: accuracy per context size, no returns
         print(importlib.import_module("metarl.evaluation.identification").format_accuracy_report(document))
-        print(f"wrote {RunDir(args.run_dir).eval_path(options.split)}")
-        return 0
-    budget = (f"whole episodes up to {options.samples_per_step} steps" if options.samples_per_step is not None
-              else f"{document['episodes_per_step']} episodes")
-    print(
-        f"{document['method']} on {document['family']} ({document['split']} split, {document['num_tasks']} tasks, "
-        f"{budget} per step): mean return per adaptation step"
-    )
-    print(format_returns_table(document["returns"]["mean"]))
+    else:
+        protocol = typed.protocol
+        budget = (f"whole episodes up to {protocol.samples_per_step_budget} steps"
+                  if protocol.samples_per_step_budget is not None else f"{protocol.episodes_per_step} episodes")
+        print(
+            f"{typed.method} on {protocol.family} ({protocol.split} split, {protocol.num_tasks} tasks, "
+            f"{budget} per step): mean return per adaptation step"
+        )
+        print(format_returns_table(typed.returns.mean))
     print(f"wrote {RunDir(args.run_dir).eval_path(options.split)}")
     return 0

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from metarl.evaluation.document import IdentificationDocument, IdentificationProtocol, Interval
 from metarl.evaluation.protocol import EVAL_SEED, EvalOptions, write_eval_json
 from metarl.identification.contexts import Behaviour, check_context_size, collect_contexts
 from metarl.identification.encoder import handmade_statistics
@@ -177,31 +178,22 @@ def evaluate_identification(
         for _ in range(100):
             encoder(one)
         embed_seconds = (time.perf_counter() - timer) / 100
-    document: dict[str, Any] = {
-        "method": "protonet",
-        "family": config.family,
-        "split": split,
-        "way": way,
-        "shot": shot,
-        "queries": queries,
-        "episodes": episodes,
-        "variants": len(pool.tasks),
-        "discrete_variants": pool.discrete,
-        "accuracy": accuracy,
-        "baselines": {
-            "handmade_statistics": handmade_accuracy,
-            "chance": {str(size): {"mean": 1.0 / way, "ci95": [1.0 / way, 1.0 / way]} for size in sizes},
-        },
-        "eval_seed": seed,
-        "collect_seconds": collect_seconds,
-        "embed_seconds_per_context16": embed_seconds,
-        "params": sum(p.numel() for p in encoder.parameters()),
-    }
-    if pool.required:
-        document["novel_variants"] = [pool.tasks[i].to_dict() for i in pool.required]
-        document["accuracy_novel_queries"] = novel_accuracy
-    if pool.discrete:
-        document["variant_tasks"] = [task.to_dict() for task in pool.tasks]
+    document = IdentificationDocument(
+        method="protonet",
+        protocol=IdentificationProtocol(family=config.family, split=split, variants=len(pool.tasks), way=way,
+                                        shot=shot, queries=queries, episodes=episodes, eval_seed=seed),
+        discrete_variants=pool.discrete,
+        accuracy={size: Interval(**value) for size, value in accuracy.items()},
+        handmade_statistics={size: Interval(**value) for size, value in handmade_accuracy.items()},
+        chance={str(size): Interval(1.0 / way, (1.0 / way, 1.0 / way)) for size in sizes},
+        collect_seconds=collect_seconds,
+        embed_seconds_per_context16=embed_seconds,
+        params=sum(p.numel() for p in encoder.parameters()),
+        novel_variants=tuple(pool.tasks[i].to_dict() for i in pool.required) if pool.required else None,
+        accuracy_novel_queries={size: Interval(**value) for size, value in novel_accuracy.items()}
+        if pool.required else None,
+        variant_tasks=tuple(task.to_dict() for task in pool.tasks) if pool.discrete else None,
+    ).to_json()
     return document
 
 

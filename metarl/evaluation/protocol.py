@@ -13,8 +13,9 @@ together but independently (one parameter set per task,
 :func:`evaluate_gradient_adaptation` is the per-task adaptation loop: it needs
 only a policy module, its starting parameters and the adaptation
 hyperparameters, so MAML, the pretrained baseline and a randomly initialised
-policy use it unchanged. :func:`eval_document` and :func:`write_eval_json` give
-``eval_<split>.json`` in the schema of docs/design.md, "Run files". :func:`evaluate_maml_run` is the
+policy use it unchanged. :func:`returns_document` builds the typed
+``eval_<split>.json`` (:mod:`metarl.evaluation.document`, the schema of docs/design.md,
+"Run files"), :func:`eval_document` its JSON, and :func:`write_eval_json` writes it. :func:`evaluate_maml_run` is the
 evaluator that ``metarl evaluate`` calls for ``method == "maml"`` runs.
 
 Choices, written down:
@@ -50,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -73,9 +73,15 @@ from metarl.core.episodes import Episodes
 from metarl.core.policy import GaussianMLPPolicy, Params, stack_params
 from metarl.core.sampler import VectorEnvSampler
 from metarl.core.validation import ALLOW_LARGE_FLAG, format_bytes, json_nesting_depth
+from metarl.evaluation.document import (
+    ReturnsDocument,
+    ReturnsProtocol,
+    ReturnsSummary,
+    TaskReturns,
+    write_eval_json,
+)
 from metarl.evaluation.stats import summarize
-from metarl.storage.checkpoint import atomic_write_text
-from metarl.storage.runs import RunDir, RunDirError, load_policy
+from metarl.storage.runs import RunDir, load_policy
 
 EVAL_SEED = 20170  # the fixed evaluation seed: the same unseen tasks for every method and run
 NUM_TASKS = 40
@@ -142,6 +148,7 @@ class AdaptationResult:
     samples_per_step: int
     adapt_seconds: float
     inner_lrs: list[float]
+    horizon: int | None = None  # episode length sampled (None: the caller's evaluation names it)
 
 
 def evaluation_tasks(family: str, split: str, num_tasks: int, seed: int = EVAL_SEED) -> list[Any]:
@@ -329,7 +336,7 @@ def evaluate_gradient_adaptation(
         bar.set_postfix(k=k, mean_return=f"{returns[:, k].mean():.1f}")
     sampler.close()
     samples_per_step = int(round(float(np.mean(samples)))) if samples else 0
-    return AdaptationResult(tasks, returns, samples_per_step, adapt_seconds, lrs)
+    return AdaptationResult(tasks, returns, samples_per_step, adapt_seconds, lrs, horizon=sampler.horizon)
 
 
 def mlp_multiply_adds(policy: GaussianMLPPolicy) -> int:
@@ -343,6 +350,58 @@ def parameter_count(policy: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in policy.parameters() if p.requires_grad))
 
 
+def returns_document(
+    method: str,
+    family: str,
+    options: EvalOptions,
+    result: AdaptationResult,
+    policy: GaussianMLPPolicy,
+    extra: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    horizon: int | None = None,
+) -> ReturnsDocument:
+    """The typed ``eval_<split>.json`` (:class:`metarl.evaluation.document.ReturnsDocument`) of an evaluation.
+
+    ``extra`` holds the method's own keys; those named ``params``, ``flops_per_forward`` or
+    ``macs_per_forward`` replace the counts taken from ``policy``. ``horizon`` is the episode
+    length sampled: by default ``result.horizon``, else the family's registered horizon (what a
+    sampler given no horizon uses, e.g. fine-tuning's). With ``progress``, a status line on stderr
+    names the bootstrap of the confidence intervals while it runs (seconds, after the evaluation's
+    bar ends).
+    """
+    if horizon is None:
+        horizon = result.horizon if result.horizon is not None else envs.family_spec(family).horizon
+    with tqdm(total=1, desc="bootstrap 95% confidence intervals over the tasks", disable=not progress,
+              leave=False, bar_format="{desc} ({elapsed})"):
+        summary = summarize(result.returns, seed=options.seed)
+    macs = mlp_multiply_adds(policy)
+    fields = dict(extra or {})
+    counts = {"params": parameter_count(policy), "flops_per_forward": 2 * macs, "macs_per_forward": macs}
+    counts.update({name: fields.pop(name) for name in list(counts) if name in fields})
+    return ReturnsDocument(
+        method=method,
+        protocol=ReturnsProtocol(
+            family=family,
+            split=options.split,
+            num_tasks=len(result.tasks),
+            episodes_per_step=options.episodes_per_step,
+            steps=result.returns.shape[1] - 1,
+            samples_per_step_budget=options.samples_per_step,
+            inner_lrs=tuple(result.inner_lrs),
+            eval_seed=options.seed,
+            horizon=horizon,
+            tasks_file=options.tasks_source if options.tasks is not None else None,
+        ),
+        returns=ReturnsSummary(summary["mean"], summary["iqm"], summary["ci95"], summary["mean_ci95"]),
+        per_task=tuple(TaskReturns(task.to_dict(), tuple(float(v) for v in row))
+                       for task, row in zip(result.tasks, result.returns, strict=True)),
+        samples_per_step=result.samples_per_step,
+        adapt_seconds=float(result.adapt_seconds),
+        method_fields=fields,
+        **counts,
+    )
+
+
 def eval_document(
     method: str,
     family: str,
@@ -351,84 +410,10 @@ def eval_document(
     policy: GaussianMLPPolicy,
     extra: Mapping[str, Any] | None = None,
     progress: bool = False,
+    horizon: int | None = None,
 ) -> dict[str, Any]:
-    """The ``eval_<split>.json`` document of docs/design.md, "Run files".
-
-    With ``progress``, a status line on stderr names the bootstrap of the
-    confidence intervals while it runs (seconds, after the evaluation's bar ends).
-    """
-    with tqdm(total=1, desc="bootstrap 95% confidence intervals over the tasks", disable=not progress,
-              leave=False, bar_format="{desc} ({elapsed})"):
-        summary = summarize(result.returns, seed=options.seed)
-    macs = mlp_multiply_adds(policy)
-    document: dict[str, Any] = {
-        "method": method,
-        "family": family,
-        "split": options.split,
-        "num_tasks": len(result.tasks),
-        "episodes_per_step": options.episodes_per_step,
-        "returns": summary,
-        "per_task": [
-            {"task": task.to_dict(), "returns": [float(v) for v in row]}
-            for task, row in zip(result.tasks, result.returns, strict=True)
-        ],
-        "samples_per_step": result.samples_per_step,
-        "adapt_seconds": float(result.adapt_seconds),
-        "params": parameter_count(policy),
-        "flops_per_forward": 2 * macs,
-        "macs_per_forward": macs,
-        "inner_lrs": result.inner_lrs,
-        "eval_seed": options.seed,
-    }
-    if options.tasks is not None:
-        document["tasks_file"] = options.tasks_source
-    if options.samples_per_step is not None:
-        document["samples_per_step_budget"] = options.samples_per_step
-    if extra:
-        document.update(extra)
-    return document
-
-
-class EvaluationNotSavedError(RunDirError):
-    """``eval_<split>.json`` could not be written; the finished evaluation was kept elsewhere.
-
-    Attributes:
-        document: the evaluation document.
-        fallback: where it was written instead (None: printed to standard output).
-    """
-
-    def __init__(self, message: str, document: Mapping[str, Any], fallback: Path | None) -> None:
-        super().__init__(message)
-        self.document = document
-        self.fallback = fallback
-
-
-def write_eval_json(run_dir: RunDir | str | Path, document: Mapping[str, Any]) -> Path:
-    """Write ``document`` as ``eval_<split>.json`` in the run directory (atomically).
-
-    A finished evaluation is never thrown away: if the run directory cannot be written
-    (read-only, full disk...), the document goes to a file in the temporary directory
-    (or, failing that, to standard output) and :class:`EvaluationNotSavedError` says where.
-    """
-    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    target = run_dir.eval_path(document["split"])
-    try:
-        return run_dir.write_json(target.name, document)
-    except OSError as error:
-        reason = f"could not write {target} ({error.strerror or error})"
-        text = json.dumps(document, indent=2) + "\n"
-        fallback = Path(tempfile.gettempdir()) / f"metarl-{run_dir.path.name}-{target.stem}-{os.getpid()}.json"
-        try:
-            atomic_write_text(fallback, text)
-        except OSError:
-            print(text)
-            raise EvaluationNotSavedError(
-                f"{reason}; the finished evaluation was printed to standard output instead", document, None
-            ) from None
-        raise EvaluationNotSavedError(
-            f"{reason}; the finished evaluation was written to {fallback} instead; copy it to {target} "
-            "once the directory is writable", document, fallback,
-        ) from None
+    """The ``eval_<split>.json`` JSON object of docs/design.md, "Run files": :func:`returns_document`'s ``to_json()``."""
+    return returns_document(method, family, options, result, policy, extra, progress, horizon).to_json()
 
 
 def check_writable(directory: Path, what: str) -> None:

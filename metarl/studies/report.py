@@ -1,7 +1,7 @@
 """``metarl study report DIR``: the pooled results of a study, as tables, plots and one markdown file.
 
 For every family and split, each method's seeds are pooled into one row with
-:func:`metarl.evaluation.compare.pooled_result` (the rows of ``metarl compare
+:func:`metarl.evaluation.results.pooled_result` (the rows of ``metarl compare
 --group-seeds``: mean and IQM over seeds and tasks, 95% bootstrap interval over
 both), labelled by the study's method name; the table, CSV and the two plots
 (return against k, and against adaptation samples) come from
@@ -28,13 +28,8 @@ from typing import Any
 import numpy as np
 
 from metarl.core.errors import UserError
-from metarl.evaluation.compare import (
-    RunResult,
-    markdown_table,
-    pooled_result,
-    write_csv,
-    write_plots,
-)
+from metarl.evaluation.compare import markdown_table, write_csv, write_plots
+from metarl.evaluation.results import RunResult, pooled_result
 from metarl.storage.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
 from metarl.storage.runs import RunDir, read_metrics
 from metarl.studies.runner import MANIFEST

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from metarl.cli import main as cli_main
-from metarl.evaluation.compare import compare_runs, group_by_seed, load_run_result, pooled_result
+from metarl.evaluation.compare import compare_runs
+from metarl.evaluation.results import group_by_seed, load_run_result, pooled_result
 from metarl.evaluation.stats import summarize
 
 
@@ -240,11 +241,15 @@ def test_group_seeds_pools_only_runs_that_differ_in_their_seed(tmp_path: Path) -
     assert pooled.seeds == 3
     assert pooled.label == "s0 (3 seeds: 0, 1, 2)"
 
-    table, _ = compare_runs(runs, "ood", tmp_path / "pooled", group_seeds=True)
+    # the ep40 run was evaluated with 40 episodes per step: tabled beside the others only on request
+    with pytest.raises(ValueError, match="episodes_per_step"):
+        compare_runs(runs, "ood", tmp_path / "pooled", group_seeds=True)
+    table, _ = compare_runs(runs, "ood", tmp_path / "pooled", group_seeds=True, allow_mixed_protocols=True)
     assert table.count("| maml |") == 3
     assert "| s0 (3 seeds: 0, 1, 2) | maml |" in table
     assert "pool N training seeds" in table
-    plain, _ = compare_runs(runs, "ood", tmp_path / "plain")
+    assert "- episodes_per_step (s0 (3 seeds: 0, 1, 2): 20, lr: 20, ep40: 40)" in table
+    plain, _ = compare_runs(runs, "ood", tmp_path / "plain", allow_mixed_protocols=True)
     assert plain.count("| maml |") == 5
     assert "pool N training seeds" not in plain
 

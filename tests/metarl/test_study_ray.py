@@ -19,7 +19,8 @@ pytest.importorskip("ray")
 
 from metarl.cli import main as cli_main  # noqa: E402
 from metarl.cluster.ray_support import init_ray  # noqa: E402
-from metarl.evaluation.compare import compare_runs, group_by_seed, pooled_result  # noqa: E402
+from metarl.evaluation.compare import compare_runs  # noqa: E402
+from metarl.evaluation.results import group_by_seed, pooled_result  # noqa: E402
 from metarl.storage.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from metarl.studies.report import method_results, write_report  # noqa: E402
 from metarl.studies.runner import RunOptions, run_study, store_name  # noqa: E402
