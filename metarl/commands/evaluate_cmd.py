@@ -42,7 +42,7 @@ from metarl.storage.runs import ENV_BYTES, RunDir, run_dir_lock
 EVALUATORS: dict[str, str] = {
     "maml": "metarl.evaluation.protocol:evaluate_maml_run",
     "random_init": "metarl.algorithms.random_init:evaluate_random_init_run",
-    "finetune": "metarl.algorithms.finetune.sb3:evaluate_finetune_run",
+    "finetune": "metarl.algorithms.finetune.evaluation:evaluate_finetune_run",
     "pretrain": "metarl.algorithms.pretrain:evaluate_pretrain_run",
     "protonet": "metarl.identification.protonet:evaluate_protonet_run",
 }

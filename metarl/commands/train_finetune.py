@@ -3,7 +3,7 @@
 The run directory gets ``config.json`` (method ``finetune``, the pretraining
 settings and the fine-tuning recipe that ``metarl evaluate`` applies),
 ``metrics.csv`` + TensorBoard events, and ``checkpoint/policy.safetensors``
-(+ ``policy.json``, the model description). See :mod:`metarl.algorithms.finetune.sb3`.
+(+ ``policy.json``, the model description). See :mod:`metarl.algorithms.finetune`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated
 import torch
 import tyro
 
-from metarl.algorithms.finetune.sb3 import (
+from metarl.algorithms.finetune import (
     ALGOS,
     FinetuneConfig,
     FinetuneRecipe,

@@ -8,7 +8,7 @@ METHOD = Method(
     summary="pretrain a stable-baselines3 PPO/SAC agent on the train-task mixture",
     train_args="metarl.commands.train_finetune:TrainFinetuneArgs",
     train="metarl.commands.train_finetune:run",
-    evaluate="metarl.algorithms.finetune.sb3:evaluate_finetune_run",
+    evaluate="metarl.algorithms.finetune.evaluation:evaluate_finetune_run",
     policies="metarl.video.run_videos:finetune_run_policies",
     resumable=False,
 )

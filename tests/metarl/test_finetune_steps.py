@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metarl.algorithms.finetune import sb3 as ft
+from metarl.algorithms import finetune as ft
 from metarl.cli import main as cli_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/metarl/conftest.py
@@ -28,13 +28,13 @@ def test_the_command_says_trains_and_counts_the_same_steps(
     algo: str, timesteps: int, num_envs: int, tmp_path, capsys, monkeypatch
 ) -> None:
     seen: dict[str, int] = {}
-    on_training_end = ft._TrainingMonitor._on_training_end
+    on_training_end = ft.training._TrainingMonitor._on_training_end
 
-    def spy(monitor: ft._TrainingMonitor) -> None:  # what SB3 trained, and where the bar ended
+    def spy(monitor: ft.training._TrainingMonitor) -> None:  # what SB3 trained, and where the bar ended
         seen.update(trained=monitor.num_timesteps, bar=monitor._bar.n, total=monitor._bar.total)
         on_training_end(monitor)
 
-    monkeypatch.setattr(ft._TrainingMonitor, "_on_training_end", spy)
+    monkeypatch.setattr(ft.training._TrainingMonitor, "_on_training_end", spy)
     out = tmp_path / "run"
     assert cli_main(["train", "finetune", "--env", "Point2DNav", "--algo", algo, "--timesteps", str(timesteps),
                      "--num-envs", str(num_envs), "--hidden-sizes", "8", "--out", str(out), "--device", "cpu"]) == 0

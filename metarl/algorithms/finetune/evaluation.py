@@ -1,0 +1,157 @@
+"""Fine-tuning on each task and evaluating (``metarl evaluate`` on a fine-tune run)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from tqdm import tqdm
+
+import metarl_envs as envs
+from metarl.algorithms.finetune.config import _SEED_LIMIT, METHOD, FinetuneRecipe, ModelSpec
+from metarl.algorithms.finetune.envs import make_vec_env, wrap_normalization
+from metarl.algorithms.finetune.model import (
+    apply_recipe,
+    build_model,
+    flops_per_forward,
+    isolated_global_rng,
+    load_model_state,
+    parameter_count,
+)
+from metarl.algorithms.finetune.rollout import rollout_returns
+from metarl.algorithms.finetune.training import load_run
+from metarl.core.device import resolve_device
+from metarl.core.policy import GaussianMLPPolicy
+from metarl.evaluation.protocol import (
+    AdaptationResult,
+    EvalOptions,
+    eval_document,
+    options_tasks,
+    write_eval_json,
+)
+from metarl.storage.runs import RunDir
+from metarl_envs.tasks import Task
+
+
+@dataclasses.dataclass
+class TaskResult:
+    """Fine-tuning on one task: returns after k = 0..num_steps chunks, samples, seconds."""
+
+    task: Task
+    returns: list[float]
+    samples_per_step: int
+    adapt_seconds: float
+
+
+def prepare_finetune(
+    spec: ModelSpec, state: dict[str, torch.Tensor], task: Task, recipe: FinetuneRecipe,
+    env_seed: int, device: torch.device,
+) -> tuple[BaseAlgorithm, VecEnv]:
+    """A fresh copy of the pretrained model, recipe applied, on a fixed-task env of ``task``.
+
+    Call it inside :func:`isolated_global_rng` (the fresh head and SB3 draw from
+    the global generators). The env runs ``episodes_per_step`` copies of the
+    task, so that one PPO rollout of ``horizon`` steps is one budget chunk.
+    """
+    recipe.check_against(spec)
+    horizon = envs.family_spec(spec.family).horizon
+    chunk = recipe.episodes_per_step * horizon
+    venv = make_vec_env(spec, recipe.episodes_per_step, np.random.default_rng(env_seed), tasks=[task])
+    venv.seed(env_seed % _SEED_LIMIT)
+    venv = wrap_normalization(spec, venv, training=False, statistics=state)
+    if spec.algo == "ppo":
+        overrides = {"n_steps": horizon, "n_epochs": recipe.ppo_epochs,
+                     "batch_size": max(1, chunk // recipe.ppo_minibatches), "learning_rate": recipe.learning_rate}
+    else:  # SAC: a fresh replay buffer for the task; warm-started, so no random warm-up
+        overrides = {"learning_starts": 0, "buffer_size": chunk * recipe.num_steps,
+                     "learning_rate": recipe.learning_rate, "train_freq": 1, "gradient_steps": -1}
+    model = build_model(spec, venv, device, overrides=overrides)
+    load_model_state(model, state)
+    apply_recipe(model, spec, recipe)
+    return model, venv
+
+
+def finetune_on_task(
+    spec: ModelSpec, state: dict[str, torch.Tensor], task: Task, recipe: FinetuneRecipe,
+    seed: int, device: torch.device,
+) -> TaskResult:
+    """Fine-tune a fresh copy of the pretrained model on ``task``; measure returns k = 0..num_steps.
+
+    ``seed`` determines everything random here (env resets, SB3's minibatch
+    order and exploration, the fresh head, evaluation noise).
+    """
+    chunk = recipe.episodes_per_step * envs.family_spec(spec.family).horizon
+    env_seed, sb3_seed, eval_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(3))
+    eval_generator = torch.Generator().manual_seed(eval_seed)
+    with isolated_global_rng(sb3_seed):
+        model, venv = prepare_finetune(spec, state, task, recipe, env_seed, device)
+        normalizer = venv if isinstance(venv, VecNormalize) else None
+
+        def evaluate() -> float:
+            return float(rollout_returns(model, spec, [task], recipe.episodes_per_step, eval_generator,
+                                         normalizer).mean())
+
+        returns = [evaluate()]
+        adapt_seconds = 0.0
+        for _ in range(recipe.num_steps):
+            start = time.perf_counter()
+            model.learn(total_timesteps=chunk, reset_num_timesteps=False)
+            adapt_seconds += time.perf_counter() - start
+            returns.append(evaluate())
+        venv.close()
+    return TaskResult(task=task, returns=returns, samples_per_step=chunk, adapt_seconds=adapt_seconds)
+
+
+def evaluate_tasks(
+    spec: ModelSpec, state: dict[str, torch.Tensor], tasks: Sequence[Task], recipe: FinetuneRecipe,
+    seed: int, device: torch.device, progress: bool = True,
+) -> AdaptationResult:
+    """Fine-tune a fresh copy on each task (task ``i`` seeded from ``(seed, i)``); returns ``[tasks, K+1]``."""
+    results = []
+    bar = tqdm(list(tasks), desc=f"fine-tune {spec.algo} {spec.family}", disable=not progress, leave=False)
+    for index, task in enumerate(bar):
+        task_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+        results.append(finetune_on_task(spec, state, task, recipe, task_seed, device))
+        bar.set_postfix(k0=f"{results[-1].returns[0]:.1f}", last=f"{results[-1].returns[-1]:.1f}")
+    returns = np.array([r.returns for r in results])  # [tasks, num_steps + 1]
+    samples = sum(r.samples_per_step for r in results)  # per budget chunk, summed over tasks (as MAML's)
+    seconds = sum(r.adapt_seconds for r in results)
+    return AdaptationResult(list(tasks), returns, samples, seconds, [recipe.learning_rate] * recipe.num_steps)
+
+
+def evaluate_finetune_run(run_dir: RunDir, config: dict[str, Any], options: EvalOptions,
+                          progress: bool = True) -> dict[str, Any]:
+    """Evaluator for ``method == "finetune"`` runs (``metarl evaluate``); writes ``eval_<split>.json``.
+
+    The evaluation tasks, episodes per step and number of steps are the
+    protocol's (:mod:`metarl.evaluation.protocol`); the recipe (freeze, new head, lr)
+    is the run's. ``inner_lrs`` in the document are the fine-tuning Adam
+    learning rates; ``params`` and ``flops_per_forward`` count the acting
+    policy network (not the critic).
+    """
+    if options.steps < 1:
+        raise ValueError(f"steps must be >= 1 for a fine-tune run (budget chunks), got {options.steps}")
+    if options.samples_per_step is not None:
+        raise ValueError("--samples-per-step is for runs adapted by gradient steps (maml, pretrain, random_init); "
+                         "a fine-tune run's budget is --episodes-per-step episodes per chunk")
+    run_config, spec, state = load_run(run_dir.path)
+    recipe = dataclasses.replace(run_config.recipe, episodes_per_step=options.episodes_per_step,
+                                 num_steps=options.steps)
+    torch.set_num_threads(1)  # small networks; threads only add contention
+    tasks = options_tasks(spec.family, options)
+    result = evaluate_tasks(spec, state, tasks, recipe, options.seed, resolve_device(options.device), progress)
+    # eval_document counts parameters from a GaussianMLPPolicy: give it PPO's actor architecture (the
+    # same MLP + state-independent log-std), and override the counts with the SB3 actor's own below.
+    same_shape = GaussianMLPPolicy(spec.obs_dim, spec.act_dim, spec.hidden_sizes)
+    extra = {"algo": spec.algo, "recipe": dataclasses.asdict(recipe), "pretrain_timesteps": run_config.pretrain_steps,
+             "params": parameter_count(spec), "flops_per_forward": flops_per_forward(spec),
+             "macs_per_forward": flops_per_forward(spec) // 2}
+    document = eval_document(METHOD, spec.family, options, result, same_shape, extra=extra, progress=progress)
+    write_eval_json(run_dir, document)
+    return document
