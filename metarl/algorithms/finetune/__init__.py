@@ -49,6 +49,8 @@ Choices, written down:
   restores their previous state afterwards.
 
 This package is the only part of metarl that imports stable_baselines3. Its modules:
+:mod:`.adapter` (what differs between the SB3 algorithms, one interface), :mod:`.ppo` and
+:mod:`.sac` (its two implementations), :mod:`.registry` (them by ``--algo`` name),
 :mod:`.config` (the run config, the model description, the recipe), :mod:`.envs` (the
 task-mixture env and normalisation), :mod:`.model` (building SB3 models, their tensors,
 the pretrained store, the recipe applied), :mod:`.rollout` (acting and evaluation

@@ -10,14 +10,14 @@ import numpy as np
 from torch import nn
 
 import metarl_envs as envs
+from metarl.algorithms.finetune.registry import ALGOS, adapter
 from metarl.core.validation import check_number
 
-ALGOS: tuple[str, ...] = ("ppo", "sac")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 METHOD = "finetune"
 WEIGHTS_FILE = "policy.safetensors"
 SPEC_FORMAT = "metarl-finetune-sb3/1"
-_OBS_MEAN, _OBS_VAR, _LOG_ENT_COEF = "obs_rms.mean", "obs_rms.var", "log_ent_coef"
+_OBS_MEAN, _OBS_VAR = "obs_rms.mean", "obs_rms.var"
 _SEED_LIMIT = 2**31 - 1
 
 
@@ -127,13 +127,7 @@ class FinetuneRecipe:
 
 def default_hyperparameters(algo: str) -> dict[str, Any]:
     """SB3 keyword arguments used for pretraining (SB3's defaults, with a smaller SAC buffer)."""
-    if algo == "ppo":
-        return {"learning_rate": 3e-4, "n_steps": 256, "batch_size": 64, "n_epochs": 10, "gamma": 0.99,
-                "gae_lambda": 0.95, "clip_range": 0.2, "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5}
-    if algo == "sac":
-        return {"learning_rate": 3e-4, "buffer_size": 300_000, "learning_starts": 1000, "batch_size": 256,
-                "tau": 0.005, "gamma": 0.99, "train_freq": 1, "gradient_steps": 1}
-    raise ValueError(f"algo must be one of {list(ALGOS)}, got {algo!r}")
+    return adapter(algo).default_hyperparameters()
 
 
 def steps_per_round(algo: str, hyperparameters: dict[str, Any], num_envs: int) -> int:
@@ -143,11 +137,7 @@ def steps_per_round(algo: str, hyperparameters: dict[str, Any], num_envs: int) -
     PPO rollout is ``n_steps`` steps in each of the ``num_envs`` envs; a SAC round
     is ``train_freq`` steps (an int: steps, not episodes) of every env.
     """
-    if algo == "ppo":
-        return int(hyperparameters["n_steps"]) * num_envs
-    if algo == "sac":
-        return int(hyperparameters["train_freq"]) * num_envs
-    raise ValueError(f"algo must be one of {list(ALGOS)}, got {algo!r}")
+    return adapter(algo).steps_per_round(hyperparameters, num_envs)
 
 
 def make_spec(
@@ -168,7 +158,7 @@ def make_spec(
     hyper.update(hyperparameters or {})
     return ModelSpec(
         algo=algo, family=family, obs_dim=obs_dim, act_dim=act_dim, hidden_sizes=tuple(hidden_sizes),
-        activation="tanh" if algo == "ppo" else "relu", log_std_init=0.0 if algo == "ppo" else -3.0,
+        activation=adapter(algo).activation, log_std_init=adapter(algo).log_std_init,
         normalize_obs=normalize_obs, hyperparameters=hyper,
     )
 

@@ -24,6 +24,7 @@ from metarl.algorithms.finetune.model import (
     load_model_state,
     parameter_count,
 )
+from metarl.algorithms.finetune.registry import adapter
 from metarl.algorithms.finetune.rollout import rollout_returns
 from metarl.algorithms.finetune.training import load_run
 from metarl.core.device import resolve_device
@@ -65,12 +66,7 @@ def prepare_finetune(
     venv = make_vec_env(spec, recipe.episodes_per_step, np.random.default_rng(env_seed), tasks=[task])
     venv.seed(env_seed % _SEED_LIMIT)
     venv = wrap_normalization(spec, venv, training=False, statistics=state)
-    if spec.algo == "ppo":
-        overrides = {"n_steps": horizon, "n_epochs": recipe.ppo_epochs,
-                     "batch_size": max(1, chunk // recipe.ppo_minibatches), "learning_rate": recipe.learning_rate}
-    else:  # SAC: a fresh replay buffer for the task; warm-started, so no random warm-up
-        overrides = {"learning_starts": 0, "buffer_size": chunk * recipe.num_steps,
-                     "learning_rate": recipe.learning_rate, "train_freq": 1, "gradient_steps": -1}
+    overrides = adapter(spec.algo).finetune_overrides(recipe, horizon, chunk)
     model = build_model(spec, venv, device, overrides=overrides)
     load_model_state(model, state)
     apply_recipe(model, spec, recipe)

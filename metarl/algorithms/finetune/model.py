@@ -11,14 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import nn
 
 from metarl.algorithms.finetune.config import (
-    _LOG_ENT_COEF,
     _OBS_MEAN,
     _OBS_VAR,
     ACTIVATIONS,
@@ -27,6 +25,8 @@ from metarl.algorithms.finetune.config import (
     ModelSpec,
 )
 from metarl.algorithms.finetune.envs import make_vec_env, wrap_normalization
+from metarl.algorithms.finetune.registry import adapter, adapter_of
+from metarl.algorithms.finetune.sac import LOG_ENT_COEF
 from metarl.storage.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -46,15 +46,10 @@ def build_model(spec: ModelSpec, env: VecEnv, device: torch.device,
     hidden = list(spec.hidden_sizes)
     activation = ACTIVATIONS[spec.activation]
     kwargs = {**spec.hyperparameters, **(overrides or {})}
-    model: BaseAlgorithm
-    if spec.algo == "ppo":
-        policy_kwargs = {"net_arch": {"pi": hidden, "vf": hidden}, "activation_fn": activation,
-                         "log_std_init": spec.log_std_init}
-        model = PPO("MlpPolicy", env, policy_kwargs=policy_kwargs, device=device, verbose=0, **kwargs)
-    else:
-        policy_kwargs = {"net_arch": {"pi": hidden, "qf": hidden}, "activation_fn": activation,
-                         "log_std_init": spec.log_std_init}
-        model = SAC("MlpPolicy", env, policy_kwargs=policy_kwargs, device=device, verbose=0, **kwargs)
+    algorithm = adapter(spec.algo)
+    policy_kwargs = algorithm.policy_kwargs(hidden, activation, spec.log_std_init)
+    model: BaseAlgorithm = algorithm.sb3_class("MlpPolicy", env, policy_kwargs=policy_kwargs, device=device,
+                                               verbose=0, **kwargs)
     # Without a logger of its own, every learn() call makes SB3 configure one
     # in a fresh empty SB3-<date> folder under the system temp dir: a 40-task
     # evaluation left hundreds of them. metarl logs through MetricsLogger.
@@ -65,8 +60,7 @@ def build_model(spec: ModelSpec, env: VecEnv, device: torch.device,
 def model_state(model: BaseAlgorithm, env: VecEnv) -> dict[str, torch.Tensor]:
     """Tensors to save: the policy's state dict, SAC's entropy coefficient, obs statistics."""
     state = {name: value.detach().cpu().clone().contiguous() for name, value in model.policy.state_dict().items()}
-    if isinstance(model, SAC) and model.log_ent_coef is not None:
-        state[_LOG_ENT_COEF] = model.log_ent_coef.detach().cpu().clone()
+    state.update(adapter_of(model).extra_state(model))
     if isinstance(env, VecNormalize):
         state[_OBS_MEAN] = torch.as_tensor(env.obs_rms.mean, dtype=torch.float64).clone()
         state[_OBS_VAR] = torch.as_tensor(env.obs_rms.var, dtype=torch.float64).clone()
@@ -75,14 +69,12 @@ def model_state(model: BaseAlgorithm, env: VecEnv) -> dict[str, torch.Tensor]:
 
 def load_model_state(model: BaseAlgorithm, state: dict[str, torch.Tensor]) -> None:
     """Load :func:`model_state` output into a model built from the same spec."""
-    policy_state = {k: v for k, v in state.items() if k not in (_OBS_MEAN, _OBS_VAR, _LOG_ENT_COEF)}
+    policy_state = {k: v for k, v in state.items() if k not in (_OBS_MEAN, _OBS_VAR, LOG_ENT_COEF)}
     try:
         model.policy.load_state_dict(policy_state, strict=True)
     except RuntimeError as error:
         raise ValueError(f"the weights do not match the model description: {error}") from None
-    if isinstance(model, SAC) and _LOG_ENT_COEF in state and model.log_ent_coef is not None:
-        with torch.no_grad():
-            model.log_ent_coef.copy_(state[_LOG_ENT_COEF].to(model.log_ent_coef.device))
+    adapter_of(model).load_extra_state(model, state)
 
 
 def save_pretrained(path: str | os.PathLike, spec: ModelSpec, state: dict[str, torch.Tensor]) -> None:
@@ -124,7 +116,7 @@ def _check_state_against_spec(spec: ModelSpec, state: dict[str, torch.Tensor], p
     """Build the model on CPU and compare names and shapes, so a mismatch is reported clearly."""
     model = _untrained_model(spec)
     expected = {k: tuple(v.shape) for k, v in model.policy.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items() if k not in (_OBS_MEAN, _OBS_VAR, _LOG_ENT_COEF)}
+    found = {k: tuple(v.shape) for k, v in state.items() if k not in (_OBS_MEAN, _OBS_VAR, LOG_ENT_COEF)}
     if expected != found:
         differ = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
         raise CheckpointError(
@@ -142,13 +134,7 @@ def policy_layers(model: BaseAlgorithm) -> list[list[nn.Module]]:
     ``[action_net]``. SAC: the hidden Linear layers of ``actor.latent_pi``, then
     ``[mu, log_std]`` (both heads of the actor).
     """
-    if isinstance(model, PPO):
-        body = [m for m in model.policy.mlp_extractor.policy_net if isinstance(m, nn.Linear)]
-        return [[m] for m in body] + [[model.policy.action_net]]
-    if isinstance(model, SAC):
-        body = [m for m in model.actor.latent_pi if isinstance(m, nn.Linear)]
-        return [[m] for m in body] + [[model.actor.mu, model.actor.log_std]]
-    raise ValueError(f"unsupported model type {type(model).__name__}; supported: PPO, SAC")
+    return adapter_of(model).policy_layers(model)
 
 
 def apply_recipe(model: BaseAlgorithm, spec: ModelSpec, recipe: FinetuneRecipe) -> list[str]:
@@ -163,16 +149,7 @@ def apply_recipe(model: BaseAlgorithm, spec: ModelSpec, recipe: FinetuneRecipe) 
     """
     recipe.check_against(spec)
     if recipe.new_head:
-        if isinstance(model, PPO):
-            old = model.policy.action_net
-            head = nn.Linear(old.in_features, old.out_features).to(old.weight.device)
-            nn.init.orthogonal_(head.weight, gain=0.01)  # SB3's initialisation of the action head
-            nn.init.zeros_(head.bias)
-            model.policy.action_net = head
-        else:
-            for name in ("mu", "log_std"):
-                old = getattr(model.actor, name)
-                setattr(model.actor, name, nn.Linear(old.in_features, old.out_features).to(old.weight.device))
+        adapter(spec.algo).new_head(model)
     frozen_modules = [m for layer in policy_layers(model)[: recipe.freeze] for m in layer]
     frozen_ids = {id(p) for m in frozen_modules for p in m.parameters()}
     for module in frozen_modules:
@@ -185,20 +162,7 @@ def _rebuild_optimizers(model: BaseAlgorithm, learning_rate: float) -> None:
     """Fresh Adam optimizers over the trainable parameters only, at ``learning_rate``."""
     model.learning_rate = learning_rate
     model.lr_schedule = lambda _progress: learning_rate
-    policy = model.policy
-    if isinstance(model, PPO):
-        trainable = [p for p in policy.parameters() if p.requires_grad]
-        policy.optimizer = policy.optimizer_class(trainable, lr=learning_rate, **policy.optimizer_kwargs)
-        return
-    actor, critic = model.actor, model.critic
-    actor.optimizer = policy.optimizer_class(
-        [p for p in actor.parameters() if p.requires_grad], lr=learning_rate, **policy.optimizer_kwargs
-    )
-    critic.optimizer = policy.optimizer_class(
-        [p for p in critic.parameters() if p.requires_grad], lr=learning_rate, **policy.optimizer_kwargs
-    )
-    if model.ent_coef_optimizer is not None:
-        model.ent_coef_optimizer = torch.optim.Adam([model.log_ent_coef], lr=learning_rate)
+    adapter_of(model).rebuild_optimizers(model, learning_rate)
 
 
 @contextlib.contextmanager
@@ -238,18 +202,14 @@ def load_policy(spec: ModelSpec, state: dict[str, torch.Tensor], device: torch.d
 def parameter_count(spec: ModelSpec) -> int:
     """Parameters of the policy network that acts (body, head, PPO's log-std), not the critic."""
     model = _untrained_model(spec)
-    if isinstance(model, PPO):
-        modules = [model.policy.mlp_extractor.policy_net, model.policy.action_net]
-        return sum(p.numel() for m in modules for p in m.parameters()) + model.policy.log_std.numel()
-    return sum(p.numel() for p in model.actor.parameters())
+    return adapter(spec.algo).acting_parameter_count(model)
 
 
 def flops_per_forward(spec: ModelSpec) -> int:
     """2 x the multiply-adds of one policy forward on one observation (Linear layers only)."""
     sizes = [spec.obs_dim, *spec.hidden_sizes]
     body = sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    heads = 2 if spec.algo == "sac" else 1  # SAC's actor has a mean and a log-std head
-    return body + heads * 2 * sizes[-1] * spec.act_dim
+    return body + adapter(spec.algo).heads * 2 * sizes[-1] * spec.act_dim
 
 
 def _untrained_model(spec: ModelSpec) -> BaseAlgorithm:
