@@ -2,8 +2,10 @@
 
 The run directory gets ``config.json`` (method ``finetune``, the pretraining
 settings and the fine-tuning recipe that ``metarl evaluate`` applies),
-``metrics.csv`` + TensorBoard events, and ``checkpoint/policy.safetensors``
-(+ ``policy.json``, the model description). See :mod:`metarl.algorithms.finetune`.
+``metrics.csv`` + TensorBoard events (one row per collection round),
+``checkpoint/latest.safetensors`` (the training state, for ``--resume``) and,
+once pretraining ends, ``checkpoint/policy.safetensors`` (+ ``policy.json``, the
+model description). See :mod:`metarl.algorithms.finetune`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from metarl.algorithms.finetune import (
     steps_per_round,
     train_run,
 )
-from metarl.core.flags import choice, device_choice, family_choice, parse
+from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, parse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,10 @@ class TrainFinetuneArgs:
     """Fine-tuning (PPO): passes over each budget chunk per update."""
     allow_large: bool = False
     """Allow --num-envs whose memory estimate exceeds half of this machine's memory."""
+    resume: bool = False
+    """Continue the interrupted pretraining in --out (same settings) from its last checkpoint."""
+    no_progress: OffSwitch = False
+    """Hide the progress bar."""
 
     def to_config(self) -> FinetuneConfig:
         """The validated run configuration (raises ``ValueError`` naming the bad flag)."""
@@ -89,7 +95,8 @@ def run(args: TrainFinetuneArgs) -> int:
         print(f"pretraining {config.pretrain_steps:,} steps: --timesteps {config.timesteps:,} rounded up to "
               f"whole collection rounds of {per_round:,} steps ({config.algo} with {config.num_envs} envs)")
     start = time.perf_counter()
-    run_dir = train_run(config, args.out, args.device, allow_large=args.allow_large)
+    run_dir = train_run(config, args.out, args.device, allow_large=args.allow_large, resume=args.resume,
+                        progress=not args.no_progress)
     print(f"pretrained {config.algo} on {config.family} for {config.pretrain_steps:,} steps in "
           f"{time.perf_counter() - start:.0f} s; weights: {checkpoint_path(run_dir)}")
     print(f"evaluate with: metarl evaluate {run_dir.path} --split test")

@@ -10,5 +10,5 @@ METHOD = Method(
     train="metarl.commands.train_finetune:run",
     evaluate="metarl.algorithms.finetune.evaluation:evaluate_finetune_run",
     policies="metarl.video.run_videos:finetune_run_policies",
-    resumable=False,
+    resumable=True,
 )

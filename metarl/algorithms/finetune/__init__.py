@@ -42,6 +42,13 @@ Choices, written down:
   beside a JSON description (:class:`ModelSpec`: algorithm, architecture,
   sizes, hyperparameters) from which the SB3 model is rebuilt before the
   state dict is loaded. SB3's own ``save``/``load`` (zip + pickle) is not used.
+- **Pretraining runs through the training loop** (:func:`metarl.training.loop.train_loop`):
+  one iteration is one collection round of SB3's ``learn`` and its update (PPO;
+  SAC: ``horizon`` rounds), one ``metrics.csv`` row per iteration. The loop
+  checkpoints everything a continued ``learn`` reads (:mod:`.snapshot`) in
+  ``checkpoint/latest.safetensors``; Ctrl-C or SIGTERM saves it and ``--resume``
+  continues bit-exactly on CPU (PPO; SAC's replay buffer is not saved, so its
+  pretraining cannot be resumed). The pretrained weights are written at the end.
 - **Randomness.** Task draws and evaluation noise come from explicit
   generators derived from the run seed. SB3 seeds and consumes the *global*
   python/numpy/torch generators internally; every call into SB3 here runs
@@ -54,7 +61,8 @@ This package is the only part of metarl that imports stable_baselines3. Its modu
 :mod:`.config` (the run config, the model description, the recipe), :mod:`.envs` (the
 task-mixture env and normalisation), :mod:`.model` (building SB3 models, their tensors,
 the pretrained store, the recipe applied), :mod:`.rollout` (acting and evaluation
-rollouts), :mod:`.training` (pretraining), :mod:`.evaluation` (fine-tuning per task).
+rollouts), :mod:`.snapshot` (a pretraining's state as tensors and JSON), :mod:`.training`
+(pretraining), :mod:`.evaluation` (fine-tuning per task).
 
 References: Raffin et al. 2021 (Stable-Baselines3); Schulman et al. 2017 (PPO);
 Haarnoja et al. 2018 (SAC); Finn et al. 2017 (MAML), the "pretrained" baseline.
@@ -96,6 +104,7 @@ from metarl.algorithms.finetune.model import (
 )
 from metarl.algorithms.finetune.rollout import policy_actions, rescale_action, rollout_returns
 from metarl.algorithms.finetune.training import (
+    PretrainTrainer,
     StepProgress,
     checkpoint_path,
     load_run,
@@ -103,4 +112,12 @@ from metarl.algorithms.finetune.training import (
     train_run,
 )
 
-__all__ = ["ACTIVATIONS", "ALGOS", "FinetuneConfig", "FinetuneRecipe", "METHOD", "ModelSpec", "SPEC_FORMAT", "StepProgress", "TaskMixtureEnv", "TaskResult", "WEIGHTS_FILE", "apply_recipe", "build_model", "checkpoint_path", "default_hyperparameters", "evaluate_finetune_run", "evaluate_tasks", "finetune_on_task", "flops_per_forward", "isolated_global_rng", "load_model_state", "load_policy", "load_pretrained", "load_run", "make_spec", "make_vec_env", "model_state", "parameter_count", "policy_actions", "policy_layers", "prepare_finetune", "pretrain", "rescale_action", "rollout_returns", "save_pretrained", "steps_per_round", "train_run", "wrap_normalization"]
+__all__ = [
+    "ACTIVATIONS", "ALGOS", "FinetuneConfig", "FinetuneRecipe", "METHOD", "ModelSpec", "PretrainTrainer",
+    "SPEC_FORMAT", "StepProgress", "TaskMixtureEnv", "TaskResult", "WEIGHTS_FILE", "apply_recipe",
+    "build_model", "checkpoint_path", "default_hyperparameters", "evaluate_finetune_run", "evaluate_tasks",
+    "finetune_on_task", "flops_per_forward", "isolated_global_rng", "load_model_state", "load_policy",
+    "load_pretrained", "load_run", "make_spec", "make_vec_env", "model_state", "parameter_count",
+    "policy_actions", "policy_layers", "prepare_finetune", "pretrain", "rescale_action", "rollout_returns",
+    "save_pretrained", "steps_per_round", "train_run", "wrap_normalization",
+]
