@@ -111,3 +111,27 @@ def test_resume_refuses_sac_pretraining(tmp_path: Path) -> None:
             ft.train_run(config, out, "cpu", progress=False)
     with pytest.raises(RunDirError, match="sac pretraining cannot be resumed"):
         ft.train_run(config, out, "cpu", resume=True, progress=False)
+
+
+def test_a_mujoco_family_resumes_bit_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # MuJoCo envs are restored from mj_getState (mjSTATE_INTEGRATION): interrupted mid-episode in round 2
+    config = ft.FinetuneConfig(family="HalfCheetahDir", algo="ppo", timesteps=2 * ROUND, num_envs=NUM_ENVS,
+                               hidden_sizes=(8,), seed=1)
+    ft.train_run(config, tmp_path / "whole", "cpu", progress=False)
+    on_step = ft.training._RoundMonitor._on_step
+
+    def interrupting(monitor: ft.training._RoundMonitor) -> bool:
+        if monitor.num_timesteps == ROUND + 2 * 77:
+            raise KeyboardInterrupt
+        return on_step(monitor)
+
+    monkeypatch.setattr(ft.training._RoundMonitor, "_on_step", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        ft.train_run(config, tmp_path / "cut", "cpu", progress=False)
+    monkeypatch.undo()
+    ft.train_run(config, tmp_path / "cut", "cpu", resume=True, progress=False)
+    for name in ("policy.safetensors", "latest.safetensors"):
+        whole, cut = (_tensors(tmp_path / run / "checkpoint" / name) for run in ("whole", "cut"))
+        assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole), name
+    assert _without_time(read_metrics(tmp_path / "cut" / "metrics.csv")) == _without_time(
+        read_metrics(tmp_path / "whole" / "metrics.csv"))
