@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +139,25 @@ def test_a_mujoco_family_resumes_bit_exactly(tmp_path: Path, monkeypatch: pytest
         assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole), name
     assert _without_time(read_metrics(tmp_path / "cut" / "metrics.csv")) == _without_time(
         read_metrics(tmp_path / "whole" / "metrics.csv"))
+
+
+def test_sigterm_saves_and_the_cli_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "metarl.cli", "train", "finetune", "--env", "Point2DNav", "--timesteps",
+               str(6 * ROUND), "--num-envs", str(NUM_ENVS), "--hidden-sizes", "8", "--out", str(out),
+               "--device", "cpu", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(read_metrics(out / "metrics.csv")) < 1:  # a round done, five to go
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr and "interrupted: saved iteration" in stderr
+    saved = load_checkpoint(out / "checkpoint" / "latest.safetensors")[1]["iteration"]
+    assert 1 <= saved < 6
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [row["iteration"] for row in read_metrics(out / "metrics.csv")] == [1, 2, 3, 4, 5, 6]
+    assert ft.checkpoint_path(RunDir(out)).is_file()
