@@ -40,7 +40,7 @@ _LAZY: dict[str, str] = {
     "maml_preset": "metarl.algorithms.presets",
     "train_maml": "metarl.algorithms.maml.training",
     "train_pretrain": "metarl.algorithms.pretrain",
-    "FinetuneConfig": "metarl.algorithms.finetune.sb3",
+    "FinetuneConfig": "metarl.algorithms.finetune",
     "ProtoNetConfig": "metarl.identification.config",
     # runs, adaptation and evaluation
     "RunDir": "metarl.storage.runs",
@@ -57,7 +57,7 @@ _LAZY: dict[str, str] = {
 # public name -> (module, attribute) where the public name differs from the attribute
 _RENAMED: dict[str, tuple[str, str]] = {
     "evaluate": ("metarl.methods.dispatch", "evaluate_run"),
-    "train_finetune": ("metarl.algorithms.finetune.sb3", "train_run"),
+    "train_finetune": ("metarl.algorithms.finetune", "train_run"),
     "train_protonet": ("metarl.identification.run", "train_run"),
 }
 

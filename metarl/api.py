@@ -16,7 +16,7 @@ evaluate`` does:
     actions = run.act(observations, adapted)             # [tasks, act_dim], env units
 
 ProtoNet runs are read with :meth:`metarl.identification.identifier.TaskIdentifier.load`, fine-tune
-runs with :func:`metarl.algorithms.finetune.sb3.load_run`.
+runs with :func:`metarl.algorithms.finetune.load_run`.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def load_run(path: str | os.PathLike[str]) -> AdaptiveRun:
     config = run_dir.read_config()
     method = config["method"]
     if method not in GRADIENT_METHODS:
-        readers = {"protonet": "metarl.identification.identifier.TaskIdentifier.load", "finetune": "metarl.algorithms.finetune.sb3.load_run"}
+        readers = {"protonet": "metarl.identification.identifier.TaskIdentifier.load", "finetune": "metarl.algorithms.finetune.load_run"}
         hint = f"; read it with {readers[method]}" if method in readers else ""
         raise ValueError(f"load_run reads runs of method {', '.join(GRADIENT_METHODS)}; "
                          f"{run_dir.path} is a {method!r} run{hint}")

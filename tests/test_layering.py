@@ -40,7 +40,6 @@ RANKS: dict[str, int] = {
 }
 # imports that still point the wrong way: (importing package, imported package) -> why. Empty when done.
 KNOWN: dict[tuple[str, str], str] = {
-    ("algorithms", "evaluation"): "finetune evaluates itself",
 }
 
 

@@ -4,7 +4,7 @@ Every place that runs policies in the suite's batched vector envs (docs/design.m
 "Batched environments and the sampler") steps them through :class:`Rollout`: the
 sampler (:class:`metarl.core.sampler.VectorEnvSampler`, episodes for the trainers and
 the evaluation), the fine-tuned models' evaluation
-(:func:`metarl.algorithms.finetune.sb3.rollout_returns`) and the collection of
+(:func:`metarl.algorithms.finetune.rollout.rollout_returns`) and the collection of
 transitions for task identification (:func:`metarl.identification.contexts.collect_transitions`).
 
 The loop owns what they share: one reset of every sub-env with one seed (sub-env ``i``

@@ -6,9 +6,9 @@ METHOD = Method(
     name="finetune",
     train_word="finetune",
     summary="pretrain a stable-baselines3 PPO/SAC agent on the train-task mixture",
-    train_args="metarl.commands.train_finetune:TrainFinetuneArgs",
-    train="metarl.commands.train_finetune:run",
-    evaluate="metarl.algorithms.finetune.sb3:evaluate_finetune_run",
+    train_args="metarl.algorithms.finetune.train_args:TrainFinetuneArgs",
+    train="metarl.algorithms.finetune.train_args:run",
+    evaluate="metarl.evaluation.finetune:evaluate_finetune_run",
     policies="metarl.video.run_videos:finetune_run_policies",
-    resumable=False,
+    resumable=True,
 )

@@ -488,7 +488,7 @@ class RunState:
 def training_complete(run: RunDir, train: str, config: Mapping[str, Any]) -> bool:
     """Whether the run's training has finished (a complete checkpoint or weights file)."""
     if train == "finetune":
-        from metarl.algorithms.finetune.sb3 import checkpoint_path
+        from metarl.algorithms.finetune import checkpoint_path
 
         return checkpoint_path(run).is_file()
     if not run.checkpoint_path.is_file():

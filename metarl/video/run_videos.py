@@ -250,13 +250,13 @@ def finetune_run_policies(
 
     A fresh copy of the pretrained model gets the run's recipe (freeze, new
     head, learning rate) and is fine-tuned on the task for ``max(steps)``
-    chunks of ``episodes_per_step`` episodes (:func:`metarl.algorithms.finetune.sb3.prepare_finetune`,
+    chunks of ``episodes_per_step`` episodes (:func:`metarl.algorithms.finetune.adapt.prepare_finetune`,
     as its evaluation does); the weights after each requested k are kept and
     rebuilt as separate policies.
     """
     import torch
 
-    from metarl.algorithms.finetune import sb3 as finetune
+    from metarl.algorithms import finetune
     from metarl.core.device import resolve_device
 
     run_config, spec, state = finetune.load_run(run_dir.path)

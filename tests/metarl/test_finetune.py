@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import metarl_envs as envs
-from metarl.algorithms.finetune import sb3 as ft
+from metarl.algorithms import finetune as ft
 from metarl.cli import main as cli_main
 from metarl.storage.checkpoint import CheckpointError
 from metarl.storage.runs import RunDir
@@ -262,7 +262,7 @@ def test_rollout_returns_are_seeded_and_match_the_env_reward(monkeypatch) -> Non
         recorded.append((obs.numpy().copy(), actions.numpy().copy()))
         return actions
 
-    monkeypatch.setattr(ft, "policy_actions", spy)
+    monkeypatch.setattr(ft.rollout, "policy_actions", spy)
     b = ft.rollout_returns(model, spec, tasks, 3, torch.Generator().manual_seed(0))
     assert a.shape == (2, 3) and np.array_equal(a, b)
     # Replay each episode in Point2DNav written out: start at the origin, move by the unit action
@@ -300,7 +300,7 @@ def test_finetune_on_task_changes_the_policy_and_measures_the_changed_one(monkey
         captured["before"] = {n: p.detach().clone() for n, p in model.policy.named_parameters()}
         return model, venv
 
-    monkeypatch.setattr(ft, "prepare_finetune", capture)
+    monkeypatch.setattr(ft.adapt, "prepare_finetune", capture)
     recipe = ft.FinetuneRecipe(episodes_per_step=2, num_steps=2, learning_rate=1e-2)
     task = _tasks(1)[0]
     result = ft.finetune_on_task(spec, state, task, recipe, seed=0, device=CPU)

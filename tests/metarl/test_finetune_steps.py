@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from metarl.algorithms.finetune import sb3 as ft
+from metarl.algorithms import finetune as ft
 from metarl.cli import main as cli_main
+from metarl.storage.checkpoint import load_checkpoint
+from metarl.storage.runs import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/metarl/conftest.py
 
@@ -25,23 +27,23 @@ def test_pretrain_steps_round_up_to_whole_collection_rounds(
 
 @pytest.mark.parametrize(("algo", "timesteps", "num_envs"), [("ppo", 600, 2), ("sac", 30, 4)])
 def test_the_command_says_trains_and_counts_the_same_steps(
-    algo: str, timesteps: int, num_envs: int, tmp_path, capsys, monkeypatch
+    algo: str, timesteps: int, num_envs: int, tmp_path, capsys
 ) -> None:
-    seen: dict[str, int] = {}
-    on_training_end = ft._TrainingMonitor._on_training_end
-
-    def spy(monitor: ft._TrainingMonitor) -> None:  # what SB3 trained, and where the bar ended
-        seen.update(trained=monitor.num_timesteps, bar=monitor._bar.n, total=monitor._bar.total)
-        on_training_end(monitor)
-
-    monkeypatch.setattr(ft._TrainingMonitor, "_on_training_end", spy)
     out = tmp_path / "run"
     assert cli_main(["train", "finetune", "--env", "Point2DNav", "--algo", algo, "--timesteps", str(timesteps),
-                     "--num-envs", str(num_envs), "--hidden-sizes", "8", "--out", str(out), "--device", "cpu"]) == 0
-    expected = ft.FinetuneConfig(family="Point2DNav", algo=algo, timesteps=timesteps,
-                                 num_envs=num_envs).pretrain_steps
+                     "--num-envs", str(num_envs), "--hidden-sizes", "8", "--out", str(out), "--device", "cpu",
+                     "--no-progress"]) == 0
+    config = ft.FinetuneConfig(family="Point2DNav", algo=algo, timesteps=timesteps, num_envs=num_envs)
+    expected = config.pretrain_steps
     assert expected > timesteps  # these budgets are not whole rounds
-    assert seen == {"trained": expected, "bar": expected, "total": expected}
+    rows = read_metrics(out / "metrics.csv")  # one row per iteration of the training loop
+    per_round = ft.steps_per_round(algo, ft.default_hyperparameters(algo), num_envs)
+    per_iteration = per_round * (1 if algo == "ppo" else 100)  # SAC: an iteration is horizon (100) rounds
+    assert [row["train/timesteps"] for row in rows] == [
+        min(expected, per_iteration * (i + 1)) for i in range(-(-expected // per_iteration))
+    ]
+    _, metadata = load_checkpoint(out / "checkpoint" / "latest.safetensors")
+    assert metadata["env_steps"] == expected and metadata["iteration"] == len(rows)
     stdout = capsys.readouterr().out
     assert f"pretraining {expected:,} steps: --timesteps {timesteps:,} rounded up" in stdout
     assert f"for {expected:,} steps" in stdout

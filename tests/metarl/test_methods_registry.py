@@ -17,7 +17,6 @@ FIELDS = ("train_args", "train", "evaluate", "policies")
 # built-in methods whose entry still names a metarl.commands module -> why. Shrinks to empty; the test
 # fails on a stale entry.
 KNOWN_COMMAND_TARGETS: dict[str, str] = {
-    "finetune": "TrainFinetuneArgs and run live in commands/train_finetune.py",
 }
 
 

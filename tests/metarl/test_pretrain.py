@@ -102,7 +102,7 @@ def test_command_and_wrong_method_errors(tmp_path, capsys) -> None:
     assert cli_main(["train", "pretrain", "--env", "Point2DNav", "--preset", "huge", "--out", str(tmp_path / "x")]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err
     # a pretrain run handed to the fine-tune loader, and another method's run to the pretrain loader
-    from metarl.algorithms.finetune.sb3 import load_run
+    from metarl.algorithms.finetune import load_run
 
     with pytest.raises(ValueError, match="holds a 'pretrain' run, not a 'finetune' run"):
         load_run(out)

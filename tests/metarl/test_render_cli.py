@@ -50,7 +50,7 @@ def test_render_shows_adaptation_episode_and_encoding_progress(
 def test_fine_tuning_progress_counts_the_steps_it_trains(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from metarl.algorithms.finetune.sb3 import FinetuneConfig, train_run
+    from metarl.algorithms.finetune import FinetuneConfig, train_run
 
     config = FinetuneConfig(family="Point2DNav", timesteps=256, num_envs=2, hidden_sizes=(8, 8))
     run = train_run(config, tmp_path / "ft", device_name="cpu")

@@ -164,7 +164,7 @@ def test_render_options_are_checked() -> None:
 
 
 def test_render_finetune_run(tmp_path: Path) -> None:
-    from metarl.algorithms.finetune.sb3 import FinetuneConfig, train_run
+    from metarl.algorithms.finetune import FinetuneConfig, train_run
 
     config = FinetuneConfig(family="Point2DNav", timesteps=256, num_envs=2, hidden_sizes=(8, 8))
     run = train_run(config, tmp_path / "ft", device_name="cpu")
