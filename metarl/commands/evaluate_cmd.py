@@ -17,14 +17,10 @@ from typing import Annotated
 
 import tyro
 
-from metarl.core.flags import OffSwitch, choice, device_choice, optional, parse
+from metarl.core.flags import OffSwitch, flag_dataclass, optional, own_flags, parse
 from metarl.evaluation.document import IdentificationDocument, document_from_json
 from metarl.evaluation.protocol import (
-    ADAPT_STEPS,
     CUSTOM_SPLIT,
-    EPISODES_PER_STEP,
-    EVAL_SEED,
-    NUM_TASKS,
     EvalOptions,
     format_returns_table,
     load_tasks_file,
@@ -32,29 +28,16 @@ from metarl.evaluation.protocol import (
 from metarl.methods.dispatch import evaluate_run as evaluate
 from metarl.storage.runs import RunDir
 
+# The protocol's flags are EvalOptions' own fields (their docstrings are the help texts); the command
+# adds the run directory, --tasks FILE (EvalOptions holds the tasks read from it) and its switches.
+PROTOCOL_FLAGS: tuple[str, ...] = ("split", "num_tasks", "episodes_per_step", "steps", "seed", "device",
+                                   "samples_per_step")
+
 
 @dataclasses.dataclass(frozen=True)
-class EvaluateArgs:
-    """Evaluate a trained run on unseen tasks: return before and after k = 1..3 adaptation steps."""
-
+class _CommandFlags:
     run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """The run directory written by `metarl train ...`."""
-    split: Annotated[str, choice(("test", "ood"))] = "test"
-    """test (unseen tasks of the training distribution) or ood (outside the training support)."""
-    num_tasks: int = NUM_TASKS
-    """Number of evaluation tasks (drawn from the fixed evaluation seed)."""
-    episodes_per_step: int = EPISODES_PER_STEP
-    """Fresh episodes per task for each adaptation step."""
-    steps: int = ADAPT_STEPS
-    """Adaptation steps; returns are reported for k = 0..steps."""
-    seed: int = EVAL_SEED
-    """Evaluation seed (fixes the tasks and the sampling noise; keep it to compare methods)."""
-    device: Annotated[str, device_choice()] = "auto"
-    """auto, cpu or cuda."""
-    samples_per_step: Annotated[int | None, optional("INT", "by --episodes-per-step episodes")] = None
-    """Feed each adaptation step by complete episodes until every task has this many environment steps
-    (the MAML paper's test protocol: 4000 for the point robot) instead of by --episodes-per-step episodes.
-    For runs adapted by gradient steps (maml, pretrain, random_init)."""
     tasks: Annotated[Path | None, optional("PATH", "the split's tasks")] = None
     """JSON file of explicit tasks to evaluate on instead of the split's (--split and --num-tasks are then
     ignored): a list of task dicts such as [{"family": "Point2DNav", "goal_x_m": 0.3, "goal_y_m": -0.2}]
@@ -65,6 +48,17 @@ class EvaluateArgs:
     allow_large: bool = False
     """Allow sizes (tasks x episodes x horizon, a --tasks file above 16 MiB) estimated above half of this
     machine's memory."""
+
+
+_COMMAND = {flag[0]: flag for flag in own_flags(_CommandFlags)}
+_PROTOCOL = {flag[0]: flag for flag in own_flags(EvalOptions)}
+EvaluateArgs = flag_dataclass(
+    "EvaluateArgs",
+    "Evaluate a trained run on unseen tasks: return before and after k = 1..3 adaptation steps.",
+    [_COMMAND["run_dir"], *(_PROTOCOL[name] for name in PROTOCOL_FLAGS),
+     *(_COMMAND[name] for name in ("tasks", "no_progress", "allow_large"))],
+    __name__,
+)
 
 
 def main(argv: list[str]) -> int:

@@ -55,7 +55,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -70,6 +70,7 @@ from metarl.algorithms.adaptation import (
 )
 from metarl.core.device import resolve_device
 from metarl.core.episodes import Episodes
+from metarl.core.flags import choice, device_choice, optional
 from metarl.core.policy import GaussianMLPPolicy, Params, stack_params
 from metarl.core.sampler import VectorEnvSampler
 from metarl.core.validation import ALLOW_LARGE_FLAG, format_bytes, json_nesting_depth
@@ -95,23 +96,29 @@ TASKS_FILE_MAX_DEPTH = 8  # [{"tasks": [{"field": [..]}]}] needs 4; eval_<split>
 
 @dataclasses.dataclass(frozen=True)
 class EvalOptions:
-    """How to evaluate: which split, how many tasks, episodes and steps, which seed."""
+    """How to evaluate: which split, how many tasks, episodes and steps, which seed.
 
-    split: str = "test"
-    """Task split: test (unseen tasks of the training distribution) or ood."""
+    Its fields up to ``samples_per_step`` are also the flags of ``metarl evaluate``
+    (:class:`metarl.commands.evaluate_cmd.EvaluateArgs` is derived from them), so their
+    docstrings are the flags' help texts.
+    """
+
+    split: Annotated[str, choice(("test", "ood"))] = "test"
+    """test (unseen tasks of the training distribution) or ood (outside the training support)."""
     num_tasks: int = NUM_TASKS
-    """Number of evaluation tasks."""
+    """Number of evaluation tasks (drawn from the fixed evaluation seed)."""
     episodes_per_step: int = EPISODES_PER_STEP
-    """Fresh episodes per task for each adaptation step (and for each k's return)."""
+    """Fresh episodes per task for each adaptation step."""
     steps: int = ADAPT_STEPS
     """Adaptation steps; returns are reported for k = 0..steps."""
     seed: int = EVAL_SEED
-    """Evaluation seed: fixes the tasks and the sampling noise."""
-    device: str = "auto"
+    """Evaluation seed (fixes the tasks and the sampling noise; keep it to compare methods)."""
+    device: Annotated[str, device_choice()] = "auto"
     """auto, cpu or cuda."""
-    samples_per_step: int | None = None
-    """Feed each step by complete episodes until every task has this many steps (the paper's
-    sample budget) instead of by ``episodes_per_step`` episodes; None: by episodes."""
+    samples_per_step: Annotated[int | None, optional("INT", "by --episodes-per-step episodes")] = None
+    """Feed each adaptation step by complete episodes until every task has this many environment steps
+    (the MAML paper's test protocol: 4000 for the point robot) instead of by --episodes-per-step episodes.
+    For runs adapted by gradient steps (maml, pretrain, random_init)."""
     tasks: tuple[Any, ...] | None = None
     """Explicit tasks instead of the split's (then ``split`` is ``custom`` and ``num_tasks`` their count)."""
     tasks_source: str | None = None

@@ -103,3 +103,21 @@ def test_every_family_flag_lists_the_families(
     text = _help(argv, capsys, monkeypatch)
     assert " FAMILY " in text
     assert "one of " + ", ".join(envs.FAMILIES) in " ".join(text.split())
+
+
+def test_evaluate_flags_are_the_protocol_options_fields() -> None:
+    """`metarl evaluate`'s protocol flags come from EvalOptions (one definition, its docstrings as help)."""
+    import dataclasses
+
+    from metarl.commands.evaluate_cmd import PROTOCOL_FLAGS, EvaluateArgs
+    from metarl.core.flags import field_docstrings
+    from metarl.evaluation.protocol import EvalOptions
+
+    args = {field.name: field for field in dataclasses.fields(EvaluateArgs)}
+    options = {field.name: field for field in dataclasses.fields(EvalOptions)}
+    docs = field_docstrings(EvalOptions)
+    assert [name for name in args if name in options] == list(PROTOCOL_FLAGS)
+    for name in PROTOCOL_FLAGS:
+        assert args[name].default == options[name].default, name
+        helps = [getattr(meta, "help", None) for meta in getattr(args[name].type, "__metadata__", ())]
+        assert docs[name] in helps, name
