@@ -116,7 +116,8 @@ def test_evaluate_flags_are_the_protocol_options_fields() -> None:
     args = {field.name: field for field in dataclasses.fields(EvaluateArgs)}
     options = {field.name: field for field in dataclasses.fields(EvalOptions)}
     docs = field_docstrings(EvalOptions)
-    assert [name for name in args if name in options] == list(PROTOCOL_FLAGS)
+    assert [name for name in args if name in PROTOCOL_FLAGS] == list(PROTOCOL_FLAGS)
+    assert "tasks" in args and "tasks" in options  # the command's --tasks FILE; EvalOptions holds the tasks read
     for name in PROTOCOL_FLAGS:
         assert args[name].default == options[name].default, name
         helps = [getattr(meta, "help", None) for meta in getattr(args[name].type, "__metadata__", ())]
