@@ -39,6 +39,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
+import torch
+
 import metarl_envs as envs
 from metarl.algorithms.maml.config import MAMLConfig
 from metarl.core.flags import choice
@@ -47,9 +49,11 @@ from metarl.core.policy import (
     DEFAULT_WEIGHT_INIT,
     NONLINEARITIES,
     WEIGHT_INITS,
+    GaussianMLPPolicy,
     check_nonlinearity,
     check_weight_init,
 )
+from metarl.core.rollout import env_dims
 from metarl.core.validation import check_int, check_number
 
 OTHER_FAMILIES = "*"
@@ -181,3 +185,12 @@ def maml_preset(name: str, family: str) -> MAMLRunConfig:
     fields = dict(rows.get(family, rows[OTHER_FAMILIES]))
     maml = MAMLConfig.flat(**fields.pop("maml", {}))
     return MAMLRunConfig(family, maml=maml, **fields)
+
+
+def initial_policy(run_config: MAMLRunConfig, seed: int) -> GaussianMLPPolicy:
+    """The policy of a run initialised from ``seed`` (the caller's global torch RNG is left untouched)."""
+    obs_dim, act_dim = env_dims(run_config.family)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std,
+                                 run_config.nonlinearity, run_config.weight_init)

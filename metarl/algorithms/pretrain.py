@@ -47,7 +47,7 @@ import torch
 
 import metarl_envs as envs
 from metarl.algorithms.adaptation import estimate_advantages, masked_mean
-from metarl.algorithms.presets import MAMLRunConfig
+from metarl.algorithms.presets import MAMLRunConfig, initial_policy
 from metarl.algorithms.trust_region import (
     backtracking_line_search,
     flatten,
@@ -65,7 +65,7 @@ from metarl.core.policy import (
     policy_forward,
     stack_params,
 )
-from metarl.core.sampler import VectorEnvSampler, env_dims
+from metarl.core.sampler import VectorEnvSampler
 from metarl.storage.checkpoint import (
     check_compatible,
     generator_state,
@@ -80,13 +80,12 @@ from metarl.storage.runs import (
     RunDir,
     RunDirError,
     check_batch_memory,
-    check_resume,
     gradient_run_document,
     load_policy_weights,
     policy_tensors,
     writing_run,
 )
-from metarl.training.loop import LoopOptions, Payload, train_loop
+from metarl.training.loop import IterationTrainer, LoopOptions, resumed_state, train_loop
 
 METHOD = "pretrain"
 _TASK_STREAM = 0x9E7A  # child stream of the run seed for the training tasks
@@ -221,29 +220,6 @@ def pretrain_iteration(policy: GaussianMLPPolicy, sampler: VectorEnvSampler, run
     return metrics
 
 
-class PretrainTrainer:
-    """Pretrain's :class:`metarl.training.loop.Trainer`: one :func:`pretrain_iteration` per step."""
-
-    def __init__(self, policy: GaussianMLPPolicy, sampler: VectorEnvSampler, run_config: MAMLRunConfig,
-                 state: IterationState) -> None:
-        self.policy = policy
-        self.sampler = sampler
-        self.run_config = run_config
-        self.progress = state
-
-    @property
-    def iteration(self) -> int:
-        return self.progress.iteration
-
-    def step(self) -> dict[str, float]:
-        metrics = pretrain_iteration(self.policy, self.sampler, self.run_config, self.progress)
-        self.progress.iteration += 1
-        return metrics
-
-    def state(self) -> Payload:
-        return _payload(self.policy, self.progress, self.run_config.family)
-
-
 def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:
     return {"ret": f"{metrics['train/return']:.1f}"}
 
@@ -269,24 +245,18 @@ def train_pretrain(run_config: MAMLRunConfig, out: str | Path, *, seed: int = 0,
                           checkpoint_every=run_config.checkpoint_every, progress=progress, tensorboard=True,
                           postfix=_postfix)
     with writing_run(out, document, resume) as run_dir, sigterm_as_interrupt():
-        obs_dim, act_dim = env_dims(run_config.family)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            policy = GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std,
-                                       run_config.nonlinearity, run_config.weight_init)
-        state = IterationState.fresh(seed, _TASK_STREAM, _SAMPLING_STREAM)
-        if resume:
-            if run_dir.checkpoint_path.exists():
-                state = _restore(run_dir.checkpoint_path, policy, run_config.family)
-                check_resume(run_dir, state.iteration, run_config.iterations)
-            else:
-                check_resume(run_dir, None, run_config.iterations)
+        policy = initial_policy(run_config, seed)
+        state = resumed_state(run_dir, resume, run_config.iterations,
+                              IterationState.fresh(seed, _TASK_STREAM, _SAMPLING_STREAM),
+                              lambda path: _restore(path, policy, run_config.family))
         policy = policy.to(torch_device)
         sampler = VectorEnvSampler(run_config.family, run_config.meta_batch_size, torch_device, seed,
                                    horizon=run_config.horizon)
         try:
             run_dir.write_config(document)
-            train_loop(run_dir, PretrainTrainer(policy, sampler, run_config, state), options)
+            trainer = IterationTrainer(state, lambda progress: pretrain_iteration(policy, sampler, run_config, progress),
+                                       lambda progress: _payload(policy, progress, run_config.family))
+            train_loop(run_dir, trainer, options)
         finally:
             sampler.close()
     return run_dir

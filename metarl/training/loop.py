@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from metarl.core.validation import check_number
 from metarl.storage.checkpoint import save_checkpoint
-from metarl.storage.runs import MetricsLogger, RunDir
+from metarl.storage.runs import IterationState, MetricsLogger, RunDir, check_resume
 
 Payload = tuple[dict[str, torch.Tensor], dict[str, Any]]
 """``(tensors, metadata)`` as :func:`metarl.storage.checkpoint.save_checkpoint` takes them."""
@@ -62,6 +63,50 @@ class Trainer(Protocol):
         keeps the last one to save if the next iteration is interrupted.
         """
         ...
+
+
+class IterationTrainer:
+    """A :class:`Trainer` from a step function and a checkpoint function over an :class:`IterationState`.
+
+    ``step_fn(state)`` runs one iteration and returns its metrics row; the trainer
+    counts it. ``state_fn(state)`` returns the checkpoint payload. MAML and the
+    pretrained baseline are trainers of this kind.
+    """
+
+    def __init__(self, progress: IterationState, step_fn: Callable[[IterationState], dict[str, float]],
+                 state_fn: Callable[[IterationState], Payload]) -> None:
+        self.progress = progress
+        self._step_fn = step_fn
+        self._state_fn = state_fn
+
+    @property
+    def iteration(self) -> int:
+        return self.progress.iteration
+
+    def step(self) -> dict[str, float]:
+        metrics = self._step_fn(self.progress)
+        self.progress.iteration += 1
+        return metrics
+
+    def state(self) -> Payload:
+        return self._state_fn(self.progress)
+
+
+def resumed_state(run: RunDir, resume: bool, iterations: int, fresh: IterationState,
+                  restore: Callable[[Path], IterationState]) -> IterationState:
+    """The state a run starts from: ``fresh``, or with ``resume`` its checkpoint's (``restore(path)``).
+
+    Refuses (:func:`metarl.storage.runs.check_resume`) a resume that would go backwards,
+    skip iterations, or continue a run whose checkpoint is missing.
+    """
+    if not resume:
+        return fresh
+    if run.checkpoint_path.exists():
+        state = restore(run.checkpoint_path)
+        check_resume(run, state.iteration, iterations)
+        return state
+    check_resume(run, None, iterations)
+    return fresh
 
 
 @dataclasses.dataclass(frozen=True)

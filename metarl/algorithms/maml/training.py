@@ -38,12 +38,12 @@ import torch
 
 import metarl_envs as envs
 from metarl.algorithms.maml.learner import MAMLLearner
-from metarl.algorithms.presets import MAMLRunConfig
+from metarl.algorithms.presets import MAMLRunConfig, initial_policy
 from metarl.cluster.backends import SamplerChoice
 from metarl.core.device import resolve_device
 from metarl.core.interrupts import sigterm_as_interrupt
 from metarl.core.policy import GaussianMLPPolicy, stack_params
-from metarl.core.sampler import Sampler, env_dims
+from metarl.core.sampler import Sampler
 from metarl.storage.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -61,14 +61,13 @@ from metarl.storage.runs import (
     RunDir,
     RunDirError,
     check_batch_memory,
-    check_resume,
     gradient_run_document,
     load_policy_weights,
     policy_tensors,
     read_metrics,
     writing_run,
 )
-from metarl.training.loop import LoopOptions, Payload, train_loop
+from metarl.training.loop import IterationTrainer, LoopOptions, resumed_state, train_loop
 
 TASK_STREAM = 0x7A5C  # child stream of the run seed for the training tasks
 SAMPLING_STREAM = 0x5A3F  # child stream for actions and env resets
@@ -99,15 +98,6 @@ def run_config_from_document(document: dict[str, Any]) -> MAMLRunConfig:
         return MAMLRunConfig.from_dict({name: document[name] for name in _RUN_FIELDS})
     except (KeyError, TypeError) as error:
         raise RunDirError(f"config.json of this run is incomplete or from another version ({error!r})") from None
-
-
-def initial_policy(run_config: MAMLRunConfig, seed: int) -> GaussianMLPPolicy:
-    """The policy initialised from ``seed`` (the caller's global torch RNG is left untouched)."""
-    obs_dim, act_dim = env_dims(run_config.family)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return GaussianMLPPolicy(obs_dim, act_dim, run_config.hidden_sizes, run_config.init_std,
-                                 run_config.nonlinearity, run_config.weight_init)
 
 
 def checkpoint_payload(
@@ -219,30 +209,6 @@ def meta_iteration(
     return metrics
 
 
-class MAMLTrainer:
-    """MAML's :class:`metarl.training.loop.Trainer`: one :func:`meta_iteration` per step."""
-
-    def __init__(self, policy: GaussianMLPPolicy, learner: MAMLLearner, sampler: Sampler,
-                 run_config: MAMLRunConfig, state: IterationState) -> None:
-        self.policy = policy
-        self.learner = learner
-        self.sampler = sampler
-        self.run_config = run_config
-        self.progress = state
-
-    @property
-    def iteration(self) -> int:
-        return self.progress.iteration
-
-    def step(self) -> dict[str, float]:
-        metrics = meta_iteration(self.policy, self.learner, self.sampler, self.run_config, self.progress)
-        self.progress.iteration += 1
-        return metrics
-
-    def state(self) -> Payload:
-        return checkpoint_payload(self.policy, self.learner, self.progress, self.run_config.family)
-
-
 def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:
     return {"before": f"{metrics['train/return_before_adaptation']:.1f}",
             "after": f"{metrics['train/return_after_adaptation']:.1f}"}
@@ -288,13 +254,10 @@ def train_maml(
     with writing_run(out, document, resume) as run_dir, sigterm_as_interrupt():
         policy = initial_policy(run_config, seed).to(torch_device)
         learner = MAMLLearner(policy, run_config.maml, torch_device)
-        state = IterationState.fresh(seed, TASK_STREAM, SAMPLING_STREAM)
-        if resume:
-            if run_dir.checkpoint_path.exists():
-                state = restore_checkpoint(run_dir.checkpoint_path, policy, learner, run_config.family)
-                check_resume(run_dir, state.iteration, run_config.iterations)
-            else:
-                check_resume(run_dir, None, run_config.iterations)
+        state = resumed_state(
+            run_dir, resume, run_config.iterations, IterationState.fresh(seed, TASK_STREAM, SAMPLING_STREAM),
+            lambda path: restore_checkpoint(path, policy, learner, run_config.family),
+        )
         # Started before anything is written: a missing Ray or too small a cluster writes nothing.
         sampler_backend = sampler_choice.build(
             run_config.family, run_config.meta_batch_size, torch_device, seed, run_config.horizon
@@ -302,7 +265,11 @@ def train_maml(
         try:  # everything is validated: from here on the run directory is written
             run_dir.write_config(document)
             start = time.perf_counter()
-            train_loop(run_dir, MAMLTrainer(policy, learner, sampler_backend, run_config, state), options)
+            trainer = IterationTrainer(
+                state, lambda progress: meta_iteration(policy, learner, sampler_backend, run_config, progress),
+                lambda progress: checkpoint_payload(policy, learner, progress, run_config.family),
+            )
+            train_loop(run_dir, trainer, options)
             seconds = time.perf_counter() - start
         finally:
             sampler_backend.close()
