@@ -67,3 +67,14 @@ def check_version(version: Any) -> int:
         raise ValueError(f"schema_version {version} is newer than this metarl reads ({SCHEMA_VERSION}); "
                          "upgrade metarl to read it")
     return version
+
+
+def document_head(document: Any) -> dict[str, Any]:
+    """The keys every evaluation document starts with: ``schema_version`` and ``kind`` (version 2 on),
+    then ``method``, ``family`` and ``split``."""
+    data: dict[str, Any] = {}
+    if document.schema_version >= 2:
+        data["schema_version"] = document.schema_version
+        data["kind"] = document.kind
+    data.update({"method": document.method, "family": document.protocol.family, "split": document.protocol.split})
+    return data

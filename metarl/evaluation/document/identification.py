@@ -14,6 +14,7 @@ from metarl.evaluation.document.fields import (
     as_mapping,
     as_text,
     check_version,
+    document_head,
 )
 
 
@@ -147,14 +148,8 @@ class IdentificationDocument:
     def to_json(self) -> dict[str, Any]:
         """The JSON object: today's keys in today's order, ``schema_version`` and ``kind`` first (version 2)."""
         protocol = self.protocol
-        data: dict[str, Any] = {}
-        if self.schema_version >= 2:
-            data["schema_version"] = self.schema_version
-            data["kind"] = self.kind
+        data = document_head(self)
         data.update({
-            "method": self.method,
-            "family": protocol.family,
-            "split": protocol.split,
             "way": protocol.way,
             "shot": protocol.shot,
             "queries": protocol.queries,

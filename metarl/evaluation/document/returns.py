@@ -17,6 +17,7 @@ from metarl.evaluation.document.fields import (
     as_pairs,
     as_text,
     check_version,
+    document_head,
 )
 
 
@@ -195,14 +196,8 @@ class ReturnsDocument:
     def to_json(self) -> dict[str, Any]:
         """The JSON object: today's keys in today's order, ``schema_version`` and ``kind`` first (version 2)."""
         protocol = self.protocol
-        data: dict[str, Any] = {}
-        if self.schema_version >= 2:
-            data["schema_version"] = self.schema_version
-            data["kind"] = self.kind
+        data = document_head(self)
         data.update({
-            "method": self.method,
-            "family": protocol.family,
-            "split": protocol.split,
             "num_tasks": protocol.num_tasks,
             "episodes_per_step": protocol.episodes_per_step,
             "returns": self.returns.to_json(),
