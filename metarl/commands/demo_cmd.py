@@ -37,8 +37,8 @@ from metarl.core.flags import OffSwitch, device_choice, parse
 from metarl.evaluation.paper import paper_returns
 from metarl.evaluation.protocol import (
     EvalOptions,
-    eval_document,
     evaluate_gradient_adaptation,
+    returns_document,
     write_eval_json,
 )
 from metarl.storage.runs import RunDir, load_policy, run_dir_lock
@@ -132,13 +132,13 @@ def run_demo(args: DemoArgs) -> dict[str, Any]:
         policy = load_policy(run_dir)
         ours = evaluate_gradient_adaptation(policy, policy.params(), FAMILY, config.maml.inner_lr, options,
                                             **common)
-        document = eval_document("maml", FAMILY, options, ours, policy, progress=not args.no_progress)
+        document = returns_document("maml", FAMILY, options, ours, policy, progress=not args.no_progress).to_json()
         write_eval_json(run_dir, document)
     untrained = initial_policy(config, args.seed)
     baseline = evaluate_gradient_adaptation(untrained, untrained.params(), FAMILY, config.maml.inner_lr, options,
                                             **common)
-    baseline_document = eval_document("random_init", FAMILY, options, baseline, untrained,
-                                      progress=not args.no_progress)
+    baseline_document = returns_document("random_init", FAMILY, options, baseline, untrained,
+                                      progress=not args.no_progress).to_json()
 
     reference = paper_returns()
     paper = reference["returns"][FAMILY]

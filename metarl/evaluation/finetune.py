@@ -22,8 +22,8 @@ from metarl.core.policy import GaussianMLPPolicy
 from metarl.evaluation.protocol import (
     AdaptationResult,
     EvalOptions,
-    eval_document,
     options_tasks,
+    returns_document,
     write_eval_json,
 )
 from metarl.storage.runs import RunDir
@@ -68,12 +68,12 @@ def evaluate_finetune_run(run_dir: RunDir, config: dict[str, Any], options: Eval
     torch.set_num_threads(1)  # small networks; threads only add contention
     tasks = options_tasks(spec.family, options)
     result = evaluate_tasks(spec, state, tasks, recipe, options.seed, resolve_device(options.device), progress)
-    # eval_document counts parameters from a GaussianMLPPolicy: give it PPO's actor architecture (the
+    # returns_document counts parameters from a GaussianMLPPolicy: give it PPO's actor architecture (the
     # same MLP + state-independent log-std), and override the counts with the SB3 actor's own below.
     same_shape = GaussianMLPPolicy(spec.obs_dim, spec.act_dim, spec.hidden_sizes)
     extra = {"algo": spec.algo, "recipe": dataclasses.asdict(recipe), "pretrain_timesteps": run_config.pretrain_steps,
              "params": parameter_count(spec), "flops_per_forward": flops_per_forward(spec),
              "macs_per_forward": flops_per_forward(spec) // 2}
-    document = eval_document(METHOD, spec.family, options, result, same_shape, extra=extra, progress=progress)
+    document = returns_document(METHOD, spec.family, options, result, same_shape, extra=extra, progress=progress).to_json()
     write_eval_json(run_dir, document)
     return document

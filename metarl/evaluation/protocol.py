@@ -15,7 +15,7 @@ only a policy module, its starting parameters and the adaptation
 hyperparameters, so MAML, the pretrained baseline and a randomly initialised
 policy use it unchanged. :func:`returns_document` builds the typed
 ``eval_<split>.json`` (:mod:`metarl.evaluation.document`, the schema of docs/design.md,
-"Run files"), :func:`eval_document` its JSON, and :func:`write_eval_json` writes it. :func:`evaluate_maml_run` is the
+"Run files"), :meth:`~metarl.evaluation.document.ReturnsDocument.to_json` its JSON, and :func:`write_eval_json` writes it. :func:`evaluate_maml_run` is the
 evaluator that ``metarl evaluate`` calls for ``method == "maml"`` runs.
 
 Choices, written down:
@@ -409,20 +409,6 @@ def returns_document(
     )
 
 
-def eval_document(
-    method: str,
-    family: str,
-    options: EvalOptions,
-    result: AdaptationResult,
-    policy: GaussianMLPPolicy,
-    extra: Mapping[str, Any] | None = None,
-    progress: bool = False,
-    horizon: int | None = None,
-) -> dict[str, Any]:
-    """The ``eval_<split>.json`` JSON object of docs/design.md, "Run files": :func:`returns_document`'s ``to_json()``."""
-    return returns_document(method, family, options, result, policy, extra, progress, horizon).to_json()
-
-
 def check_writable(directory: Path, what: str) -> None:
     """Raise ``OSError`` naming ``directory`` unless a file can be created in it (tried, then removed)."""
     try:
@@ -474,7 +460,7 @@ def evaluate_gradient_run(
         policy, policy.params(), config["family"], options=options, horizon=config.get("horizon"),
         progress=progress, **adaptation_settings(config).keywords(),
     )
-    document = eval_document(method, config["family"], options, result, policy, extra=extra, progress=progress)
+    document = returns_document(method, config["family"], options, result, policy, extra=extra, progress=progress).to_json()
     write_eval_json(run_dir, document)
     return document
 

@@ -81,8 +81,8 @@ def toy_evaluate(run_dir: Any, config: Mapping[str, Any], options: Any, progress
     """The policy unchanged at every k: each k's return from the same seeded episodes."""
     from metarl.evaluation.protocol import (
         AdaptationResult,
-        eval_document,
         evaluation_tasks,
+        returns_document,
         write_eval_json,
     )
     from metarl.storage.runs import load_policy
@@ -91,7 +91,7 @@ def toy_evaluate(run_dir: Any, config: Mapping[str, Any], options: Any, progress
     returns = np.repeat(row[:, None], options.steps + 1, axis=1)  # [tasks, k]
     tasks = evaluation_tasks(config["family"], options.split, options.num_tasks, options.seed)
     result = AdaptationResult(tasks, returns, samples_per_step=0, adapt_seconds=0.0, inner_lrs=[])
-    document = eval_document(NAME, config["family"], options, result, load_policy(run_dir, config))
+    document = returns_document(NAME, config["family"], options, result, load_policy(run_dir, config)).to_json()
     write_eval_json(run_dir, document)
     return document
 
