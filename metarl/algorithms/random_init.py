@@ -50,7 +50,7 @@ from metarl.core.policy import (
     check_nonlinearity,
     check_weight_init,
 )
-from metarl.core.sampler import env_dims
+from metarl.core.rollout import env_dims
 from metarl.core.validation import check_number
 from metarl.storage.checkpoint import save_checkpoint
 from metarl.storage.runs import RunDir, policy_config, policy_tensors, writing_run

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import metarl_envs as envs
-from metarl.core.sampler import env_dims
+from metarl.core.rollout import env_dims
 from metarl.identification.config import ProtoNetConfig
 from metarl.identification.contexts import transition_dim
 from metarl.identification.encoder import ContextEncoder, squared_distances

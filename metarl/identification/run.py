@@ -23,7 +23,7 @@ from metarl.core.device import DEVICE_CHOICES, resolve_device
 from metarl.core.flags import OffSwitch, choice, device_choice, family_choice, optional
 from metarl.core.interrupts import sigterm_as_interrupt
 from metarl.core.policy import ActionMap
-from metarl.core.sampler import env_dims
+from metarl.core.rollout import env_dims
 from metarl.core.validation import check_memory
 from metarl.identification.config import ProtoNetConfig, preset
 from metarl.identification.contexts import Behaviour, GaussianPolicyBehaviour

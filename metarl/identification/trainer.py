@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metarl.core.sampler import env_dims
+from metarl.core.rollout import env_dims
 from metarl.identification.config import ProtoNetConfig
 from metarl.identification.contexts import Behaviour, collect_transitions, sample_contexts
 from metarl.identification.encoder import ContextEncoder, handmade_statistics, prototypical_loss

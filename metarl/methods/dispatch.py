@@ -37,7 +37,7 @@ def train(word: str, argv: Sequence[str]) -> int:
 def check_evaluation_memory(config: dict[str, Any], options: EvalOptions, allow_large: bool = False) -> None:
     """Refuse an evaluation whose episode batches would need more than half the machine's memory."""
     import metarl_envs as envs
-    from metarl.core.sampler import env_dims
+    from metarl.core.rollout import env_dims
     from metarl.core.validation import check_memory, step_bytes
     from metarl.evaluation.protocol import SAMPLE_BUDGET_MAX_ROUNDS
     from metarl.storage.runs import ENV_BYTES

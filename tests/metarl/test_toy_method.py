@@ -40,7 +40,7 @@ class ToyArgs:
 
 def toy_train(args: ToyArgs) -> int:
     from metarl.core.policy import GaussianMLPPolicy
-    from metarl.core.sampler import env_dims
+    from metarl.core.rollout import env_dims
     from metarl.storage.checkpoint import save_checkpoint
     from metarl.storage.runs import policy_config, policy_tensors, writing_run
 

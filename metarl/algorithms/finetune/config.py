@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 from torch import nn
 
 import metarl_envs as envs
 from metarl.algorithms.finetune.registry import ALGOS, adapter
+from metarl.core.rollout import env_dims
 from metarl.core.validation import check_number
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -147,13 +146,8 @@ def make_spec(
     normalize_obs: bool = True,
     hyperparameters: dict[str, Any] | None = None,
 ) -> ModelSpec:
-    """The description of a new model for ``family`` (sizes read from the env)."""
-    env = gym.make(envs.env_id(family))
-    try:
-        obs_dim = int(np.prod(env.observation_space.shape))
-        act_dim = int(np.prod(env.action_space.shape))
-    finally:
-        env.close()
+    """The description of a new model for ``family`` (sizes from :func:`metarl.core.rollout.env_dims`)."""
+    obs_dim, act_dim = env_dims(family)
     hyper = default_hyperparameters(algo)
     hyper.update(hyperparameters or {})
     return ModelSpec(
