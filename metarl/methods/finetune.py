@@ -9,6 +9,6 @@ METHOD = Method(
     train_args="metarl.algorithms.finetune.train_args:TrainFinetuneArgs",
     train="metarl.algorithms.finetune.train_args:run",
     evaluate="metarl.evaluation.finetune:evaluate_finetune_run",
-    policies="metarl.video.run_videos:finetune_run_policies",
+    policies="metarl.video.policies:finetune_run_policies",
     resumable=True,
 )

@@ -9,5 +9,5 @@ METHOD = Method(
     train_args="metarl.algorithms.maml.train_args:TrainMAMLArgs",
     train="metarl.algorithms.maml.train_args:run",
     evaluate="metarl.evaluation.protocol:evaluate_maml_run",
-    policies="metarl.video.run_videos:gradient_run_policies",
+    policies="metarl.video.policies:gradient_run_policies",
 )

@@ -18,7 +18,7 @@ METHOD = Method(
     train_args="metarl.algorithms.pretrain_args:TrainPretrainArgs",
     train="metarl.algorithms.pretrain_args:run",
     evaluate="metarl.methods.pretrain:evaluate_pretrain_run",
-    policies="metarl.video.run_videos:gradient_run_policies",
+    policies="metarl.video.policies:gradient_run_policies",
 )
 
 

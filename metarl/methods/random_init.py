@@ -23,7 +23,7 @@ METHOD = Method(
     train_args="metarl.algorithms.random_init:RandomInitArgs",
     train="metarl.algorithms.random_init:run",
     evaluate="metarl.methods.random_init:evaluate_random_init_run",
-    policies="metarl.video.run_videos:gradient_run_policies",
+    policies="metarl.video.policies:gradient_run_policies",
     resumable=False,
 )
 

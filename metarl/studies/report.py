@@ -32,7 +32,7 @@ from metarl.evaluation.compare import markdown_table, write_csv, write_plots
 from metarl.evaluation.results import RunResult, pooled_result
 from metarl.storage.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
 from metarl.storage.runs import RunDir, read_metrics
-from metarl.studies.runner import MANIFEST
+from metarl.studies.manifest import MANIFEST
 
 REPORT_DIR = "report"
 

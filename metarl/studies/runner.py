@@ -10,7 +10,7 @@ already holds the run, so a retry continues from the last checkpoint and the
 directories are exactly what those commands write. Errors a retry cannot fix
 (a directory of another run, bad flags) end the run as failed without retries.
 
-Files reach the study directory through :class:`RunStore`, an actor pinned to
+Files reach the study directory through :class:`~metarl.studies.store.RunStore`, an actor pinned to
 the driver's node that writes into the study directory there. A task that runs
 on the driver's node works in the study directory itself; one on another node
 (or every task, with ``worker_dir``) works in a local copy: it first writes the
@@ -20,24 +20,17 @@ to the store every ``sync_seconds`` and once more when the task ends (also
 when it is interrupted). The store also counts attempts and records each run's
 node, which the progress line and the manifest show.
 
-The manifest (``DIR/manifest.json``) holds the expanded grid, each run's
+The manifest (``DIR/manifest.json``, :mod:`metarl.studies.manifest`) holds the expanded grid, each run's
 status, node, seed, attempts and wall time, and the package versions.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import hashlib
-import importlib
-import importlib.metadata
-import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,14 +40,14 @@ from metarl.cluster.ray_support import init_ray, require_ray
 from metarl.core.errors import UserError
 from metarl.core.interrupts import sigterm_as_interrupt
 from metarl.methods import dispatch
-from metarl.storage.checkpoint import atomic_write_bytes, atomic_write_text
+from metarl.storage.checkpoint import atomic_write_text
 from metarl.storage.runs import RunDir, RunDirError
-from metarl.studies.spec import RunPlan, StudySpec, run_state
+from metarl.studies.manifest import Manifest, _now
+from metarl.studies.plan import RunPlan, run_state
+from metarl.studies.spec import StudySpec
+from metarl.studies.store import FileSync, RunStore, store_name
 
-MANIFEST = "manifest.json"
 STUDY_FILE = "study.toml"
-STORE_PREFIX = "metarl-study-store-"
-PACKAGES: tuple[str, ...] = ("metarl", "torch", "numpy", "gymnasium", "mujoco", "stable-baselines3", "ray")
 # Exceptions a retry cannot fix: the run is reported as failed at once.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFoundError, FileExistsError,
                                                       SystemExit)
@@ -97,127 +90,6 @@ class RunOptions:
 
 
 # ---------------------------------------------------------------------------------------------
-# The store: files and attempts, on the driver's node
-# ---------------------------------------------------------------------------------------------
-
-
-class RunStore:
-    """Ray actor on the driver's node: run files into the study directory, attempts and nodes per run."""
-
-    def __init__(self, root: str) -> None:
-        self.root = Path(root)
-        self.attempts: dict[str, list[dict[str, Any]]] = {}
-
-    def begin(self, key: str, node_id: str, node_ip: str, pid: int) -> int:
-        """Record a new attempt of ``key``; returns its number (1 for the first)."""
-        self.attempts.setdefault(key, []).append(
-            {"node_id": node_id, "node_ip": node_ip, "pid": pid, "start": time.time(), "end": None}
-        )
-        return len(self.attempts[key])
-
-    def end(self, key: str, status: str) -> None:
-        """Record how the latest attempt of ``key`` ended."""
-        self.attempts[key][-1].update(end=time.time(), status=status)
-
-    def status(self) -> dict[str, list[dict[str, Any]]]:
-        return self.attempts
-
-    def put_files(self, relative: str, files: dict[str, bytes]) -> None:
-        """Write ``files`` (paths relative to the run directory ``relative``) atomically, checkpoint last."""
-        base = self._inside(relative)
-        for name in sorted(files, key=lambda n: n.startswith("checkpoint/")):
-            target = self._inside(relative, name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(target, files[name])
-        del base
-
-    def get_files(self, relative: str) -> dict[str, bytes]:
-        """Every file of the run directory ``relative`` (empty if it does not exist)."""
-        base = self._inside(relative)
-        if not base.is_dir():
-            return {}
-        return {str(path.relative_to(base)): path.read_bytes() for path in sorted(base.rglob("*"))
-                if path.is_file() and not path.name.startswith(".")}
-
-    def clear(self, relative: str) -> None:
-        """Remove the run directory ``relative`` (a partial run that cannot resume starts over)."""
-        base = self._inside(relative)
-        if base.is_dir():
-            shutil.rmtree(base)
-
-    def _inside(self, *parts: str) -> Path:
-        path = (self.root.joinpath(*parts)).resolve()
-        if not path.is_relative_to(self.root.resolve()):
-            raise ValueError(f"{'/'.join(parts)} lies outside the study directory {self.root}")
-        return path
-
-
-class _FileSync:
-    """A task's working copy of a run away from the study directory, kept in step with the store."""
-
-    def __init__(self, store: Any, relative: str, local: Path, interval: float) -> None:
-        self.store, self.relative, self.local, self.interval = store, relative, local, interval
-        self.sent: dict[str, tuple[int, int]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def pull(self) -> None:
-        """Replace the local copy by the store's files (the latest that reached the driver)."""
-        ray = require_ray()
-        files = ray.get(self.store.get_files.remote(self.relative))
-        if self.local.exists():
-            shutil.rmtree(self.local)
-        self.local.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            target = self.local / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            stat = target.stat()
-            self.sent[name] = (stat.st_mtime_ns, stat.st_size)
-
-    def push(self) -> None:
-        """Send every file that changed since the last push (checkpoint read first, so the metrics sent
-        with it are at least as recent)."""
-        ray = require_ray()
-        with self._lock:
-            if not self.local.is_dir():
-                return
-            paths = sorted((p for p in self.local.rglob("*") if p.is_file() and not p.name.startswith(".")),
-                           key=lambda p: not str(p.relative_to(self.local)).startswith("checkpoint/"))
-            changed: dict[str, bytes] = {}
-            stamps = {}
-            for path in paths:
-                name = str(path.relative_to(self.local))
-                try:
-                    stat = path.stat()
-                    stamp = (stat.st_mtime_ns, stat.st_size)
-                    if self.sent.get(name) == stamp:
-                        continue
-                    changed[name] = path.read_bytes()
-                except FileNotFoundError:  # replaced between listing and reading: the next push sends it
-                    continue
-                stamps[name] = stamp
-            if changed:
-                ray.get(self.store.put_files.remote(self.relative, changed))
-                self.sent.update(stamps)
-
-    def start(self) -> None:
-        def loop() -> None:
-            while not self._stop.wait(self.interval):
-                self.push()
-
-        self._thread = threading.Thread(target=loop, name="metarl-study-sync", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.push()
-
-
-# ---------------------------------------------------------------------------------------------
 # One run: the body of the Ray task
 # ---------------------------------------------------------------------------------------------
 
@@ -247,9 +119,9 @@ def execute_run(plan: RunPlan, context: Mapping[str, Any], *dependencies: Any) -
         root = Path(base) / store_name(context["study_dir"])
     syncs = []
     if not local:
-        syncs = [_FileSync(store, plan.path, root / plan.path, context["sync_seconds"])]
+        syncs = [FileSync(store, plan.path, root / plan.path, context["sync_seconds"])]
         if plan.like is not None:
-            _FileSync(store, plan.like, root / plan.like, context["sync_seconds"]).pull()
+            FileSync(store, plan.like, root / plan.like, context["sync_seconds"]).pull()
         syncs[0].pull()
         syncs[0].start()
     status = "failed"
@@ -296,67 +168,6 @@ def _train_and_evaluate(plan: RunPlan, root: Path, store: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-class Manifest:
-    """``DIR/manifest.json``: the grid, each run's status and history, the package versions."""
-
-    def __init__(self, study_dir: Path, spec: StudySpec, plans: list[RunPlan]) -> None:
-        self.path = study_dir / MANIFEST
-        previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        if previous and previous.get("study") != spec.name:
-            raise UserError(f"{study_dir} holds the study {previous.get('study')!r}, not {spec.name!r}; "
-                            "choose another --out directory")
-        old_runs = {run["key"]: run for run in previous.get("runs", [])}
-        self.document: dict[str, Any] = {
-            "study": spec.name,
-            "source": spec.source,
-            "description": spec.description,
-            "families": list(spec.families),
-            "methods": {m.name: {"train": m.train, "options": dict(m.options), "like": m.like}
-                        for m in spec.methods},
-            "seeds": list(spec.seeds),
-            "evaluation": dataclasses.asdict(spec.evaluation),
-            "family_evaluation": {f: dataclasses.asdict(e) for f, e in spec.family_evaluation},
-            "versions": package_versions(),
-            "sessions": previous.get("sessions", []),
-            "runs": [],
-        }
-        for plan in plans:
-            old = old_runs.get(plan.key, {})
-            self.document["runs"].append({
-                "key": plan.key, "family": plan.family, "method": plan.method, "seed": plan.seed,
-                "path": plan.path, "train": f"metarl train {plan.train}",
-                "train_argv": list(plan.train_argv(Path("DIR"), resume=False)),
-                "splits": list(plan.evaluation.splits),
-                "status": old.get("status", "waiting"), "node": old.get("node"),
-                "attempts": old.get("attempts", 0), "wall_seconds": old.get("wall_seconds", 0.0),
-                "error": old.get("error"),
-            })
-        self.runs = {run["key"]: run for run in self.document["runs"]}
-        # attempts and wall time of earlier sessions, to which this session's are added
-        self.before = {key: (run["attempts"], run["wall_seconds"]) for key, run in self.runs.items()}
-
-    def update(self, key: str, **values: Any) -> None:
-        self.runs[key].update(values)
-
-    def write(self) -> None:
-        self.document["updated"] = _now()
-        atomic_write_text(self.path, json.dumps(self.document, indent=2) + "\n")
-
-
 @dataclasses.dataclass
 class StudyResult:
     """What :func:`run_study` did."""
@@ -366,12 +177,6 @@ class StudyResult:
     skipped: list[str]
     stopped: list[str]
     manifest: Path
-
-
-def store_name(study_dir: str | os.PathLike[str]) -> str:
-    """The name of the :class:`RunStore` actor of a study directory (one per directory and cluster)."""
-    digest = hashlib.sha256(str(Path(study_dir).resolve()).encode()).hexdigest()[:16]
-    return STORE_PREFIX + digest
 
 
 def _format_seconds(seconds: float) -> str:

@@ -24,10 +24,10 @@ Each run lives at ``DIR/runs/<family>/<method>/seed<seed>/`` and is exactly the
 directory ``metarl train <train> --env <family> --seed <seed> <options>``
 followed by ``metarl evaluate --split <split>`` writes: the study calls those
 commands' ``main`` in-process. This module holds the file format
-(:class:`StudySpec`), the expansion into runs (:class:`RunPlan`) and what the
-run directories on disk say about each run (:func:`run_state`): finished,
-resumable, or a directory that holds another configuration (refused, never
-overwritten). Running the grid on Ray is :mod:`metarl.studies.runner`.
+(:class:`StudySpec`) and its validation; the expansion into runs
+(:class:`~metarl.studies.plan.RunPlan`) and what the run directories on disk say
+about each run (:func:`~metarl.studies.plan.run_state`) are :mod:`metarl.studies.plan`.
+Running the grid on Ray is :mod:`metarl.studies.runner`.
 """
 
 from __future__ import annotations
@@ -35,21 +35,17 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.resources
-import json
 import os
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import tyro
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-import metarl.methods as methods
 import metarl_envs as envs
 from metarl.core.errors import UserError
 from metarl.evaluation.protocol import (
@@ -60,10 +56,8 @@ from metarl.evaluation.protocol import (
     EvalOptions,
 )
 from metarl.methods import Method
-from metarl.storage.checkpoint import CheckpointError, load_checkpoint
-from metarl.storage.runs import RunDir, RunDirError, check_run_dir
+from metarl.studies.plan import RunPlan, flag_names, run_path, study_method, study_methods
 
-RUNS_DIR = "runs"
 SPLITS: tuple[str, ...] = ("test", "ood")
 # Flags the study sets itself for every run; a method's options may not name them.
 RESERVED_OPTIONS: frozenset[str] = frozenset({"out", "env", "seed", "resume", "like", "no_progress"})
@@ -71,57 +65,6 @@ _TOP_KEYS = frozenset({"name", "description", "families", "seeds", "evaluation",
 _METHOD_KEYS = frozenset({"train", "options", "like", "description"})
 _EVAL_KEYS = frozenset({"splits", "num_tasks", "episodes_per_step", "steps", "seed", "device",
                         "samples_per_step", "families"})
-
-
-def _expected_maml_config(module: Any, args: Any) -> dict[str, Any]:
-    run_config, preset, seed = module.resolve_run_config(args)
-    return module.config_document(run_config, seed, args.device, preset)
-
-
-def _expected_pretrain_config(module: Any, args: Any) -> dict[str, Any]:
-    from metarl.algorithms.pretrain import config_document
-
-    run_config, preset, seed = module.resolve_run_config(args)
-    return config_document(run_config, seed, args.device, preset)
-
-
-def _expected_finetune_config(module: Any, args: Any) -> dict[str, Any]:
-    return args.to_config().to_config(args.device)
-
-
-def _expected_random_init_config(module: Any, args: Any) -> dict[str, Any]:
-    from metarl.algorithms.random_init import run_document
-
-    return run_document(module.resolve_config(args))
-
-
-# train word -> the config.json its training writes, from the parsed flags and their module
-_EXPECTED_CONFIG: dict[str, Callable[[Any, Any], dict[str, Any]]] = {
-    "maml": _expected_maml_config,
-    "pretrain": _expected_pretrain_config,
-    "finetune": _expected_finetune_config,
-    "random-init": _expected_random_init_config,
-}
-
-
-def study_methods() -> list[Method]:
-    """The registered methods a study can run: those evaluated by returns whose ``config.json`` the
-    study can predict (to check a run directory before resuming it)."""
-    return [m for m in methods.methods() if m.kind == "returns" and m.train_word in _EXPECTED_CONFIG]
-
-
-def study_method(train: str) -> Method:
-    """The method of a study's ``train`` value (``metarl train <train>``; ``UserError`` naming the choices)."""
-    for method in study_methods():
-        if method.train_word == train:
-            return method
-    raise UserError(f"a study's train must be one of {', '.join(m.train_word for m in study_methods())}, "
-                    f"got {train!r}")
-
-
-def flag_names(method: Method) -> set[str]:
-    """The flags of ``metarl train <word>`` (fields of ``Method.train_args``)."""
-    return {field.name for field in dataclasses.fields(method.load("train_args"))}
 
 
 def _accepts_none(annotation: Any) -> bool:
@@ -274,57 +217,6 @@ class StudySpec:
         return plans
 
 
-def run_path(family: str, method: str, seed: int) -> str:
-    """A run's directory relative to the study directory: ``runs/<family>/<method>/seed<seed>``."""
-    return f"{RUNS_DIR}/{family}/{method}/seed{seed}"
-
-
-@dataclasses.dataclass(frozen=True)
-class RunPlan:
-    """One run of the grid: what to train and how to evaluate it (plain data, sent to Ray tasks)."""
-
-    family: str
-    method: str
-    seed: int
-    train: str
-    options: tuple[str, ...]
-    like: str | None
-    evaluation: EvaluationSpec
-    resumable: bool
-
-    @property
-    def key(self) -> str:
-        return f"{self.family}/{self.method}/seed{self.seed}"
-
-    @property
-    def path(self) -> str:
-        return run_path(self.family, self.method, self.seed)
-
-    @property
-    def like_key(self) -> str | None:
-        """The key of the run this one is ``--like`` (None if none)."""
-        return None if self.like is None else self.like.removeprefix(f"{RUNS_DIR}/")
-
-    def train_argv(self, root: Path, resume: bool) -> list[str]:
-        """``metarl train <train>`` flags for this run with the study directory at ``root``."""
-        argv = ["--out", str(root / self.path), "--env", self.family, "--seed", str(self.seed)]
-        if self.like is not None:
-            argv += ["--like", str(root / self.like)]
-        if resume:
-            argv.append("--resume")
-        return argv + list(self.options)
-
-    def expected_config(self, root: Path) -> dict[str, Any] | None:
-        """The ``config.json`` this run's training writes (None while a ``like`` run has no config yet)."""
-        if self.like is not None and not RunDir(root / self.like).config_path.is_file():
-            return None
-        method = study_method(self.train)
-        args = tyro.cli(method.load("train_args"), args=self.train_argv(root, resume=False),
-                        prog=f"metarl train {self.train}")
-        # the module of the training function holds the method's resolve_run_config / resolve_config
-        return _EXPECTED_CONFIG[self.train](importlib.import_module(method.train.split(":")[0]), args)
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading a study file
 # ---------------------------------------------------------------------------------------------
@@ -463,76 +355,3 @@ def parse_study(document: Mapping[str, Any], source: str = "<memory>", text: str
     return StudySpec(name=name, families=families, seeds=seeds, methods=methods, evaluation=evaluation,
                      family_evaluation=tuple(family_evaluation), description=description, source=source,
                      text=text)
-
-
-# ---------------------------------------------------------------------------------------------
-# What the study directory says about a run
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class RunState:
-    """What a run directory holds, measured against its plan."""
-
-    started: bool
-    """It has a ``config.json`` (training started; it agrees with the plan, or was refused)."""
-    trained: bool
-    """Training is complete (the checkpoint is at the planned iteration, or the weights exist)."""
-    evaluated: tuple[str, ...]
-    """Splits whose ``eval_<split>.json`` has the planned protocol."""
-
-    def done(self, plan: RunPlan) -> bool:
-        return self.trained and set(plan.evaluation.splits) <= set(self.evaluated)
-
-
-def training_complete(run: RunDir, train: str, config: Mapping[str, Any]) -> bool:
-    """Whether the run's training has finished (a complete checkpoint or weights file)."""
-    if train == "finetune":
-        from metarl.algorithms.finetune import checkpoint_path
-
-        return checkpoint_path(run).is_file()
-    if not run.checkpoint_path.is_file():
-        return False
-    if train == "random-init":
-        return True
-    try:
-        _, metadata = load_checkpoint(run.checkpoint_path)
-    except CheckpointError:
-        return False  # a damaged checkpoint: --resume will say so
-    return int(metadata.get("iteration", -1)) >= int(config["iterations"])
-
-
-def run_state(root: Path, plan: RunPlan) -> RunState:
-    """Check the run directory of ``plan`` under the study directory ``root``; write nothing.
-
-    Raises:
-        RunDirError: the directory holds a run of another configuration (or
-            another protocol's evaluation): it is refused, not overwritten.
-    """
-    run = RunDir(root / plan.path)
-    if not run.config_path.is_file():
-        if run.path.is_dir() and any(not entry.name.startswith(".") for entry in run.path.iterdir()):
-            raise RunDirError(f"{run.path} is not empty and holds no metarl run (no config.json); "
-                              "move its files away or choose another study directory")
-        return RunState(False, False, ())
-    expected = plan.expected_config(root)
-    if expected is None:  # a random-init run whose like run is gone: nothing to check it against
-        raise RunDirError(f"{run.path} holds a run but {root / plan.like} (its --like run) holds none")
-    try:
-        check_run_dir(run.path, expected, resume=True)
-    except RunDirError as error:
-        raise RunDirError(f"run {plan.key} of the study does not match its directory: {error}") from None
-    trained = training_complete(run, plan.train, expected)
-    evaluated = []
-    for split in plan.evaluation.splits:
-        path = run.eval_path(split)
-        if not path.is_file():
-            continue
-        document = json.loads(path.read_text())
-        if not plan.evaluation.matches(document):
-            raise RunDirError(
-                f"{path} was written with another evaluation protocol than the study's ({plan.evaluation}); "
-                "move it away to re-evaluate, or run the study with that protocol"
-            )
-        evaluated.append(split)
-    return RunState(True, trained, tuple(evaluated))

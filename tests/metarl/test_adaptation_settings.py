@@ -15,7 +15,7 @@ from metarl.algorithms.adaptation import AdaptationSettings
 from metarl.cli import main as cli_main
 from metarl.evaluation import protocol
 from metarl.storage.runs import RunDir
-from metarl.video import run_videos
+from metarl.video import policies, run_videos
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/metarl/conftest.py
 
@@ -63,7 +63,7 @@ def _render_steps(run: Path, steps: InnerSteps, seed: int = 11) -> list[dict[str
     config = RunDir(run).read_config()
     options = run_videos.RenderOptions(num_tasks=2, episodes_per_step=2, seed=seed, device="cpu")
     task = run_videos.select_task(config["family"], options)
-    run_videos.gradient_run_policies(RunDir(run), config, task, (0, 2), options)
+    policies.gradient_run_policies(RunDir(run), config, task, (0, 2), options)
     return steps.take()
 
 
@@ -106,7 +106,7 @@ def test_render_adapts_a_task_exactly_as_evaluate_does(runs: tuple[Path, Path], 
     config = RunDir(maml).read_config()
     options = run_videos.RenderOptions(num_tasks=2, task_index=1, episodes_per_step=2, seed=11, device="cpu")
     task = run_videos.select_task(FAMILY, options)
-    run_videos.gradient_run_policies(RunDir(maml), config, task, (0, 2), options)
+    policies.gradient_run_policies(RunDir(maml), config, task, (0, 2), options)
     rendered = steps.take()
     tasks_file = maml.parent / "task.json"
     tasks_file.write_text(json.dumps([task.to_dict()]))

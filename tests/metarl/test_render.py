@@ -1,4 +1,4 @@
-"""metarl.video.render: frames, panels, videos read back, and the errors a user can hit."""
+"""metarl.video.render (backend, rollouts, panels, encode): frames, panels, videos read back, and the errors a user can hit."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 import metarl_envs as envs
+from metarl.video import backend as backend_module
+from metarl.video import panels as panels_module
 from metarl.video import render
 
 
@@ -170,8 +172,8 @@ def _unwritable_file(path: Path) -> Iterator[Path]:
 
 def test_unavailable_rendering_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MUJOCO_GL", raising=False)
-    monkeypatch.setattr(render, "_selected_backend", None)
-    monkeypatch.setattr(render, "_probe_backend", lambda backend: f"no {backend} library")
+    monkeypatch.setattr(backend_module, "_selected_backend", None)
+    monkeypatch.setattr(backend_module, "_probe_backend", lambda backend: f"no {backend} library")
     with pytest.raises(render.RenderingUnavailableError) as caught:
         render.select_gl_backend(("egl", "osmesa"))
     message = str(caught.value)
@@ -181,8 +183,8 @@ def test_unavailable_rendering_says_what_to_install(monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.render
 def test_backend_probe_finds_a_working_backend_or_explains(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(render, "_selected_backend", None)
-    assert render._probe_backend("no-such-backend") is not None  # a real failure is reported
+    monkeypatch.setattr(backend_module, "_selected_backend", None)
+    assert backend_module._probe_backend("no-such-backend") is not None  # a real failure is reported
     try:
         backend = render.select_gl_backend(force_probe=True)
     except render.RenderingUnavailableError as error:
@@ -210,6 +212,6 @@ def test_the_caption_band_names_the_goal_and_its_text_fits() -> None:
     # the legend's goal marker is drawn in the band, in the goal's colour
     assert np.any(np.all(frame[:band] == np.array(goal, dtype=np.uint8), axis=-1))
     # a line too long for the panel is shrunk, then cut with an ellipsis, never drawn past its panel
-    font = render._layout(panels, title, legend).font
-    fitted = render._fit(font, long_line, 64 - 8)
-    assert fitted.endswith("…") and render._text_width(font, fitted) <= 64 - 8
+    font = panels_module._layout(panels, title, legend).font
+    fitted = panels_module._fit(font, long_line, 64 - 8)
+    assert fitted.endswith("…") and panels_module._text_width(font, fitted) <= 64 - 8

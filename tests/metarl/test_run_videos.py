@@ -15,7 +15,7 @@ from metarl.core.sampler import env_dims
 from metarl.methods.dispatch import render_run
 from metarl.storage.checkpoint import save_checkpoint
 from metarl.storage.runs import RunDir, policy_config, policy_tensors
-from metarl.video import render
+from metarl.video import backend, render
 from metarl.video.run_videos import RenderOptions, describe_task, select_task
 
 
@@ -135,7 +135,7 @@ def test_rendering_unavailable_is_a_clear_error(
             "headless MuJoCo rendering is unavailable: install libegl1"
         )
 
-    monkeypatch.setattr(render, "select_gl_backend", unavailable)
+    monkeypatch.setattr(backend, "select_gl_backend", unavailable)
     error = _render_error([str(run), "--split", "test", "--out", str(tmp_path / "x.mp4")], capsys)
     assert "headless MuJoCo rendering is unavailable" in error
     assert not (tmp_path / "x.mp4").exists()
@@ -192,7 +192,7 @@ def test_render_protonet_run_overlays_the_identified_variant(tmp_path: Path) -> 
     )
     result = render_run(run.path, options, tmp_path / "proto.mp4")
     assert (result.frames, result.size[1]) == (7, 64) and result.size[0] > 64
-    from metarl.video.run_videos import protonet_panel
+    from metarl.video.protonet import protonet_panel
 
     panel = protonet_panel(run, select_task("Point2DNav", options), options)
     assert len(panel.step_lines) == 7
@@ -208,20 +208,20 @@ def test_render_adapts_with_the_runs_advantage_normalisation(
     """render adapts as evaluate does: a run trained with --normalize-advantages False adapts without it."""
     import json
 
-    from metarl.video import run_videos
+    from metarl.video import policies
     run = _make_run(tmp_path / "run", "Point2DNav")
     config = json.loads((run / "config.json").read_text())
     config["maml"]["normalize_advantages"] = normalize
     seen: dict[str, object] = {}
-    real = run_videos.gradient_adapted_params
+    real = policies.gradient_adapted_params
 
     def spy(*args: object, **kwargs: object) -> object:
         seen.update(kwargs, settings=args[5])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run_videos, "gradient_adapted_params", spy)
+    monkeypatch.setattr(policies, "gradient_adapted_params", spy)
     task = select_task("Point2DNav", RenderOptions(num_tasks=2))
-    policies = run_videos.gradient_run_policies(RunDir(run), config, task, (0, 1), RenderOptions(episodes_per_step=2))
+    policies = policies.gradient_run_policies(RunDir(run), config, task, (0, 1), RenderOptions(episodes_per_step=2))
     assert sorted(policies) == [0, 1]
     settings = seen["settings"]
     assert settings.normalize_advantages is normalize and settings.inner_lr == 0.1

@@ -14,8 +14,9 @@ import pytest
 
 from metarl.cli import main as cli_main
 from metarl.core.errors import UserError
+from metarl.studies.plan import run_state
 from metarl.studies.runner import RunOptions, run_study
-from metarl.studies.spec import load_study, parse_study, run_state, shipped_studies
+from metarl.studies.spec import load_study, parse_study, shipped_studies
 
 # The command the unseen-dynamics study's MAML runs were started with before the runner existed.
 UNSEEN_DYNAMICS_MAML = ("--preset paper --nonlinearity relu --episodes-per-task 10 --horizon 200 "

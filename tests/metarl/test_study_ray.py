@@ -23,8 +23,9 @@ from metarl.evaluation.compare import compare_runs  # noqa: E402
 from metarl.evaluation.results import group_by_seed, pooled_result  # noqa: E402
 from metarl.storage.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from metarl.studies.report import method_results, write_report  # noqa: E402
-from metarl.studies.runner import RunOptions, run_study, store_name  # noqa: E402
+from metarl.studies.runner import RunOptions, run_study  # noqa: E402
 from metarl.studies.spec import parse_study  # noqa: E402
+from metarl.studies.store import store_name  # noqa: E402
 from tests.metarl.test_study import tiny_document  # noqa: E402
 
 pytestmark = pytest.mark.slow
