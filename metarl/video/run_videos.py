@@ -144,7 +144,7 @@ def render_run(
 
 def check_render_memory(config: Mapping[str, Any], options: RenderOptions, allow_large: bool = False) -> None:
     """Refuse a render whose adaptation episodes and frames would need more than half the memory."""
-    from metarl.core.sampler import env_dims
+    from metarl.core.rollout import env_dims
 
     family = config["family"]
     obs_dim, act_dim = env_dims(family)

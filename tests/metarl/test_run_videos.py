@@ -11,7 +11,7 @@ import torch
 
 from metarl.cli import main as cli_main
 from metarl.core.policy import GaussianMLPPolicy
-from metarl.core.sampler import env_dims
+from metarl.core.rollout import env_dims
 from metarl.methods.dispatch import render_run
 from metarl.storage.checkpoint import save_checkpoint
 from metarl.storage.runs import RunDir, policy_config, policy_tensors
