@@ -14,52 +14,41 @@ from typing import Annotated
 import tyro
 
 from metarl.core.errors import UserError
-from metarl.core.flags import OffSwitch, choice, device_choice, optional, parse
+from metarl.core.flags import OffSwitch, flag_dataclass, optional, own_flags, parse
 from metarl.methods.dispatch import render_run
 from metarl.video import render
 from metarl.video.run_videos import RenderOptions, describe_task
 
 
 @dataclasses.dataclass(frozen=True)
-class RenderArgs:
-    """Render a run before and after adaptation on one unseen task (mp4 or gif)."""
-
+class _CommandFlags:
     run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
     """The run directory written by `metarl train ...` (needs its checkpoint)."""
-    split: Annotated[str, choice(("test", "ood"))] = "test"
-    """Split of the task: test (unseen tasks) or ood (unseen dynamics/goals)."""
-    task_index: int = 0
-    """Index of the task among the split's evaluation tasks (0..num-tasks-1, as in eval_<split>.json)."""
     steps: str = "0,1,3"
     """Comma-separated numbers of adaptation steps k, one panel each (0 = before adaptation)."""
     out: Annotated[Path | None, optional("PATH", "RUN_DIR/render_<split>_task<I>_k<steps>.mp4")] = None
     """Output video, .mp4 or .gif."""
-    num_tasks: int = 40
-    """Number of evaluation tasks the index refers to (as in `metarl evaluate`)."""
-    episodes_per_step: int = 20
-    """Fresh episodes per adaptation step."""
-    seed: int = 20170
-    """Evaluation seed (fixes the task list, the adaptation episodes and the episode shown)."""
-    width: int = 256
-    """Panel width in pixels (multiple of 16)."""
-    height: int = 192
-    """Panel height in pixels (multiple of 16), without the caption band that goes above the panels."""
-    deterministic: bool = False
-    """Show the mean action instead of sampling as evaluation does."""
-    max_steps: Annotated[int | None, optional("INT", "the run's horizon")] = None
-    """Cut the episode after this many steps."""
-    frame_stride: int = 1
-    """Keep every n-th step (smaller files, e.g. 2 for a README gif)."""
-    fps: Annotated[float | None, optional("FLOAT", "real time")] = None
-    """Frames per second."""
-    device: Annotated[str, device_choice()] = "auto"
-    """Device for the adaptation steps: auto, cpu or cuda."""
-    quality: float = 6.0
-    """mp4 quality, 0 (smallest file) to 10 (best); ignored for gif."""
     allow_large: bool = False
     """Allow tasks x episodes and frames estimated above half of this machine's memory."""
     no_progress: OffSwitch = False
     """Hide the progress bars (adaptation or fine-tuning, episodes, encoding)."""
+
+
+# The video's flags are RenderOptions' own fields (their docstrings are the help texts), in --help's order;
+# the command adds the run directory, --steps as text, --out and its switches.
+_COMMAND = {flag[0]: flag for flag in own_flags(_CommandFlags)}
+_OPTIONS = {flag[0]: flag for flag in own_flags(RenderOptions)}
+FLAG_ORDER: tuple[str, ...] = (
+    "run_dir", "split", "task_index", "steps", "out", "num_tasks", "episodes_per_step", "seed", "width",
+    "height", "deterministic", "max_steps", "frame_stride", "fps", "device", "quality", "allow_large",
+    "no_progress",
+)
+RenderArgs = flag_dataclass(
+    "RenderArgs",
+    "Render a run before and after adaptation on one unseen task (mp4 or gif).",
+    [_COMMAND[name] if name in _COMMAND else _OPTIONS[name] for name in FLAG_ORDER],
+    __name__,
+)
 
 
 def parse_steps(text: str) -> tuple[int, ...]:

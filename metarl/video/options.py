@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
+from metarl.core.flags import choice, device_choice, optional
 from metarl.core.validation import check_number
 
 
 @dataclasses.dataclass(frozen=True)
 class RenderOptions:
-    """What to render of a run."""
+    """What to render of a run.
 
-    split: str = "test"
-    """Evaluation split the task comes from: test or ood (as `metarl evaluate`)."""
+    Its fields are also the flags of ``metarl render`` (:class:`metarl.commands.render_cmd.RenderArgs`
+    is derived from them, ``steps`` aside: the flag is a comma-separated string), so their
+    docstrings are the flags' help texts.
+    """
+
+    split: Annotated[str, choice(("test", "ood"))] = "test"
+    """Split of the task: test (unseen tasks) or ood (unseen dynamics/goals)."""
     task_index: int = 0
-    """Index of the task among the split's fixed evaluation tasks."""
+    """Index of the task among the split's evaluation tasks (0..num-tasks-1, as in eval_<split>.json)."""
     steps: tuple[int, ...] = (0, 1, 3)
     """Numbers of adaptation steps k to show, one panel each."""
     num_tasks: int = 40
@@ -26,20 +32,20 @@ class RenderOptions:
     episodes_per_step: int = 20
     """Fresh episodes per adaptation step."""
     seed: int = 20170
-    """Evaluation seed: fixes the task list, the adaptation episodes and the video's episode."""
+    """Evaluation seed (fixes the task list, the adaptation episodes and the episode shown)."""
     width: int = 256
-    """Panel width in pixels (a multiple of 16)."""
+    """Panel width in pixels (multiple of 16)."""
     height: int = 192
-    """Panel height in pixels (a multiple of 16), without the caption band above the panels."""
+    """Panel height in pixels (multiple of 16), without the caption band that goes above the panels."""
     deterministic: bool = False
-    """Show the mean action instead of sampling (evaluation samples)."""
-    max_steps: int | None = None
-    """Cut the episode after this many steps (default: the run's horizon)."""
+    """Show the mean action instead of sampling as evaluation does."""
+    max_steps: Annotated[int | None, optional("INT", "the run's horizon")] = None
+    """Cut the episode after this many steps."""
     frame_stride: int = 1
-    """Keep every n-th step in the video (smaller files)."""
-    fps: float | None = None
-    """Frames per second of the video (default: real time divided by frame_stride)."""
-    device: str = "auto"
+    """Keep every n-th step (smaller files, e.g. 2 for a README gif)."""
+    fps: Annotated[float | None, optional("FLOAT", "real time")] = None
+    """Frames per second."""
+    device: Annotated[str, device_choice()] = "auto"
     """Device for the adaptation steps: auto, cpu or cuda."""
     quality: float = 6.0
     """mp4 quality, 0 (smallest file) to 10 (best); ignored for gif."""

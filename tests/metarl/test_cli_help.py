@@ -122,3 +122,22 @@ def test_evaluate_flags_are_the_protocol_options_fields() -> None:
         assert args[name].default == options[name].default, name
         helps = [getattr(meta, "help", None) for meta in getattr(args[name].type, "__metadata__", ())]
         assert docs[name] in helps, name
+
+
+def test_render_flags_are_the_video_options_fields() -> None:
+    """`metarl render`'s video flags come from RenderOptions (one definition, its docstrings as help)."""
+    import dataclasses
+
+    from metarl.commands.render_cmd import RenderArgs
+    from metarl.core.flags import field_docstrings
+    from metarl.video.options import RenderOptions
+
+    args = {field.name: field for field in dataclasses.fields(RenderArgs)}
+    options = {field.name: field for field in dataclasses.fields(RenderOptions)}
+    docs = field_docstrings(RenderOptions)
+    shared = [name for name in options if name in args and name != "steps"]  # --steps is text on the CLI
+    assert set(options) - set(shared) <= {"steps", "progress"}
+    for name in shared:
+        assert args[name].default == options[name].default, name
+        helps = [getattr(meta, "help", None) for meta in getattr(args[name].type, "__metadata__", ())]
+        assert docs[name] in helps, name
