@@ -51,7 +51,7 @@ from metarl.core.policy import (
     check_weight_init,
 )
 from metarl.core.sampler import env_dims
-from metarl.core.validation import check_number
+from metarl.core.validation import check_int, check_number
 from metarl.storage.checkpoint import save_checkpoint
 from metarl.storage.runs import RunDir, policy_config, policy_tensors, writing_run
 
@@ -96,8 +96,7 @@ class RandomInitConfig:
         check_number("init_std", self.init_std, 0, low_open=True)
         check_number("discount", self.discount, 0, 1)
         check_number("gae_lambda", self.gae_lambda, 0, 1)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_int("seed", self.seed, 0)
         check_nonlinearity(self.nonlinearity)
         check_weight_init(self.weight_init)
         if self.inner_objective not in ("vpg", "lvc"):

@@ -170,7 +170,7 @@ def test_bad_input_raises_clear_errors(trained_run: str) -> None:
         identifier.embed(np.zeros((4, DIM + 1)))
     with pytest.raises(ValueError, match="support_contexts must have shape"):
         identifier.prototypes(np.zeros((3, 4, DIM)))
-    with pytest.raises(ValueError, match="context_size must be a positive int"):
+    with pytest.raises(ValueError, match="context_size must be an integer >= 1"):
         tiny(context_size=0)
     with pytest.raises(ValueError, match="context size must be a positive int"):
         collect_contexts(FAMILY, [Point2DNavTask(0.0, 0.0)], 2, 0, progress=False)
@@ -183,7 +183,7 @@ def test_bad_input_raises_clear_errors(trained_run: str) -> None:
 def test_cli_reports_bad_flags_without_a_traceback(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert cli_main(["train", "protonet", "--env", FAMILY, "--context", "0", "--out", str(out)]) == 2
-    assert "context_size must be a positive int" in capsys.readouterr().err
+    assert "context_size must be an integer >= 1" in capsys.readouterr().err
     assert not out.exists()
     assert cli_main(["train", "protonet", "--env", "HalfCheetahCrippled", "--way", "6", "--out", str(out),
                      "--preset", "tiny", "--no-progress"]) == 2
