@@ -67,12 +67,12 @@ def check_number(
     return number
 
 
-def _integers_allowed(low: int | None, high: int | None) -> str:
+def _integers_allowed(low: int | None, high: int | None, noun: str = "integer") -> str:
     """``integer >= low and <= high`` (the bounds given) for the messages of the integer checks."""
     bounds = " and ".join(
         part for part in ("" if low is None else f">= {low}", "" if high is None else f"<= {high}") if part
     )
-    return f"integer {bounds}" if bounds else "integer"
+    return f"{noun} {bounds}" if bounds else noun
 
 
 def _is_int_in(value: Any, low: int | None, high: int | None) -> bool:
@@ -103,7 +103,7 @@ def check_ints(
     if (not isinstance(value, tuple | list) or (not value and not empty)
             or not all(_is_int_in(item, low, high) for item in value)):
         size = "" if empty else "non-empty "
-        raise ValueError(f"{field} must be a {size}tuple of {_integers_allowed(low, high)}s, got {value!r}")
+        raise ValueError(f"{field} must be a {size}tuple of {_integers_allowed(low, high, 'integers')}, got {value!r}")
     return value
 
 
