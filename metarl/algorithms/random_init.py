@@ -51,7 +51,7 @@ from metarl.core.policy import (
     check_weight_init,
 )
 from metarl.core.sampler import env_dims
-from metarl.core.validation import check_int, check_number
+from metarl.core.validation import check_int, check_number, check_optional_int
 from metarl.storage.checkpoint import save_checkpoint
 from metarl.storage.runs import RunDir, policy_config, policy_tensors, writing_run
 
@@ -101,8 +101,7 @@ class RandomInitConfig:
         check_weight_init(self.weight_init)
         if self.inner_objective not in ("vpg", "lvc"):
             raise ValueError(f"inner_objective must be vpg or lvc, got {self.inner_objective!r}")
-        if self.horizon is not None and self.horizon < 1:
-            raise ValueError(f"horizon must be >= 1 or None, got {self.horizon}")
+        check_optional_int("horizon", self.horizon, 1)
         self.adaptation()  # the settings are valid together
 
     def adaptation(self) -> AdaptationSettings:

@@ -136,10 +136,8 @@ def evaluate_identification(
     config = trained.config
     way = config.way if way is None else way
     shot = config.shot if shot is None else shot
-    for name, value in (("way", way), ("shot", shot), ("queries", queries), ("episodes", episodes)):
-        check_int(name, value, 1)
-    if way < 2:
-        raise ValueError(f"way must be >= 2, got {way}")
+    for name, value, low in (("way", way, 2), ("shot", shot, 1), ("queries", queries, 1), ("episodes", episodes, 1)):
+        check_int(name, value, low)
     sizes = sorted({check_context_size(c) for c in context_sizes})
     if not sizes:
         raise ValueError("context_sizes must hold at least one context size")

@@ -176,6 +176,8 @@ def test_bad_input_raises_clear_errors(trained_run: str) -> None:
         collect_contexts(FAMILY, [Point2DNavTask(0.0, 0.0)], 2, 0, progress=False)
     with pytest.raises(ValueError, match="way=5 is larger than the 4 distinct variants"):
         ProtoNetTrainer(tiny(family="HalfCheetahCrippled"), progress=False)
+    with pytest.raises(ValueError, match="^way must be an integer >= 2, got 1$"):
+        evaluate_identification(load_trained(trained_run), "test", way=1, eval_variants=12, progress=False)
     with pytest.raises(ValueError, match="way=13 is larger than the 12 variants"):
         evaluate_identification(load_trained(trained_run), "test", way=13, eval_variants=12, progress=False)
 
