@@ -66,6 +66,7 @@ from metarl.core.policy import (
     stack_params,
 )
 from metarl.core.sampler import VectorEnvSampler
+from metarl.core.validation import check_int
 from metarl.storage.checkpoint import (
     check_compatible,
     generator_state,
@@ -236,8 +237,7 @@ def train_pretrain(run_config: MAMLRunConfig, out: str | Path, *, seed: int = 0,
         ValueError / RunDirError / CheckpointError: bad input, before anything is written.
         KeyboardInterrupt: after saving a checkpoint of the last completed iteration.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int("seed", seed, 0)
     check_batch_memory(run_config, allow_large, batches=run_config.maml.inner_steps + 1)
     torch_device = resolve_device(device)
     document = config_document(run_config, seed, device, preset)

@@ -51,7 +51,7 @@ from metarl.core.policy import (
     check_weight_init,
 )
 from metarl.core.rollout import env_dims
-from metarl.core.validation import check_number
+from metarl.core.validation import check_int, check_number, check_optional_int
 from metarl.storage.checkpoint import save_checkpoint
 from metarl.storage.runs import RunDir, policy_config, policy_tensors, writing_run
 
@@ -96,14 +96,12 @@ class RandomInitConfig:
         check_number("init_std", self.init_std, 0, low_open=True)
         check_number("discount", self.discount, 0, 1)
         check_number("gae_lambda", self.gae_lambda, 0, 1)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_int("seed", self.seed, 0)
         check_nonlinearity(self.nonlinearity)
         check_weight_init(self.weight_init)
         if self.inner_objective not in ("vpg", "lvc"):
             raise ValueError(f"inner_objective must be vpg or lvc, got {self.inner_objective!r}")
-        if self.horizon is not None and self.horizon < 1:
-            raise ValueError(f"horizon must be >= 1 or None, got {self.horizon}")
+        check_optional_int("horizon", self.horizon, 1)
         self.adaptation()  # the settings are valid together
 
     def adaptation(self) -> AdaptationSettings:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from metarl.core.sampler import Sampler, VectorEnvSampler
+from metarl.core.validation import check_int
 
 SAMPLER_BACKENDS: tuple[str, ...] = ("local", "ray")
 
@@ -33,8 +34,7 @@ class SamplerChoice:
     def __post_init__(self) -> None:
         if self.backend not in SAMPLER_BACKENDS:
             raise ValueError(f"sampler backend must be one of {', '.join(SAMPLER_BACKENDS)}, got {self.backend!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers must be a positive int, got {self.workers!r}")
+        check_int("workers", self.workers, 1)
         if self.backend == "local" and (self.workers != 1 or self.ray_address is not None):
             raise ValueError("workers and ray_address apply to the ray sampler only; pass --sampler ray")
 

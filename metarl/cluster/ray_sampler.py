@@ -57,6 +57,7 @@ from metarl.core.sampler import (
     check_sample_args,
     draw_randomness,
 )
+from metarl.core.validation import check_int
 
 FIELDS = ("observations", "actions", "rewards", "mask")
 FREE_CPU_WAIT_SECONDS = 5.0
@@ -70,10 +71,8 @@ def task_blocks(num_tasks: int, workers: int) -> list[tuple[int, int]]:
 
     With more workers than tasks only ``num_tasks`` workers get a block.
     """
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    check_int("num_tasks", num_tasks, 1)
+    check_int("workers", workers, 1)
     used = min(workers, num_tasks)
     size, extra = divmod(num_tasks, used)
     blocks, start = [], 0
@@ -224,8 +223,7 @@ class BlockSampler(Sampler):
         spec = envs.family_spec(family)
         self.blocks = task_blocks(num_tasks, workers)
         horizon = spec.horizon if horizon is None else horizon
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+        check_int("horizon", horizon, 1)
         self.family, self.num_tasks, self.workers = family, num_tasks, workers
         self.device = torch.device(device)
         self.horizon = horizon
@@ -334,8 +332,7 @@ class RaySampler(BlockSampler):
         cpus_per_worker: int = 1,
     ) -> None:
         super().__init__(family, num_tasks, workers, device, seed, horizon)
-        if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int) or cpus_per_worker < 1:
-            raise ValueError(f"cpus_per_worker must be a positive int, got {cpus_per_worker!r}")
+        check_int("cpus_per_worker", cpus_per_worker, 1)
         ray = require_ray()
         needed = len(self.blocks) * cpus_per_worker
         self._started_ray = not ray.is_initialized()

@@ -24,6 +24,7 @@ import os
 import types
 
 from metarl.core.errors import UserError
+from metarl.core.validation import check_optional_int
 
 INSTALL_HINT = "pip install -e '.[ray]'"
 LOOPBACK = "127.0.0.1"
@@ -76,8 +77,10 @@ def init_ray(
     if ray.is_initialized():
         return
     for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise UserError(f"{name} must be a non-negative integer or None, got {value!r}")
+        try:
+            check_optional_int(name, value, 0)
+        except ValueError as error:
+            raise UserError(str(error)) from None
     quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False,
              "configure_logging": True}
     if address is not None:

@@ -42,6 +42,7 @@ import torch
 
 import metarl_envs as envs
 from metarl.core.policy import ActionMap
+from metarl.core.validation import check_int
 
 SEED_LIMIT = 2**31 - 1
 """Env reset seeds are drawn from ``[0, SEED_LIMIT)``."""
@@ -116,8 +117,7 @@ class Rollout:
         max_steps: int,
         first_episodes_only: bool = True,
     ) -> None:
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+        check_int("max_steps", max_steps, 1)
         self.vector_env, self.act, self.action_map = vector_env, act, action_map
         self.reset_seed, self.max_steps = int(reset_seed), max_steps
         self.first_episodes_only = first_episodes_only

@@ -62,6 +62,7 @@ import metarl_envs as envs
 from metarl.core.episodes import Episodes
 from metarl.core.policy import ActionMap, GaussianMLPPolicy, Params, batched_policy_forward
 from metarl.core.rollout import Rollout, draw_seed, env_dims
+from metarl.core.validation import check_int, check_optional_int
 
 
 @contextlib.contextmanager
@@ -122,8 +123,7 @@ def check_sample_args(num_tasks: int, task_params: Params, tasks: Sequence[Any],
     """``ValueError`` unless the arguments of a ``sample`` call fit a sampler of ``num_tasks`` tasks."""
     if len(tasks) != num_tasks:
         raise ValueError(f"this sampler runs {num_tasks} tasks per call, got {len(tasks)} tasks")
-    if isinstance(episodes_per_task, bool) or not isinstance(episodes_per_task, int) or episodes_per_task < 1:
-        raise ValueError(f"episodes_per_task must be a positive int, got {episodes_per_task!r}")
+    check_int("episodes_per_task", episodes_per_task, 1)
     for name, value in task_params.items():
         if value.shape[0] != num_tasks:
             raise ValueError(
@@ -189,18 +189,14 @@ class VectorEnvSampler(Sampler):
         env_threads: int | None = None,
     ) -> None:
         spec = envs.family_spec(family)
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+        check_int("num_tasks", num_tasks, 1)
         horizon = spec.horizon if horizon is None else horizon
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+        check_int("horizon", horizon, 1)
         self.family = family
         self.num_tasks = num_tasks
         self.device = torch.device(device)
         self.horizon = horizon
-        if env_threads is not None and (isinstance(env_threads, bool) or not isinstance(env_threads, int)
-                                        or env_threads < 1):
-            raise ValueError(f"env_threads must be a positive int or None, got {env_threads!r}")
+        check_optional_int("env_threads", env_threads, 1)
         vector_class = getattr(importlib.import_module(spec.module), spec.vector_env_class)
         takes_threads = "num_threads" in inspect.signature(vector_class).parameters
         self._env_kwargs = {"num_threads": env_threads} if env_threads is not None and takes_threads else {}

@@ -5,7 +5,8 @@
   refused everywhere a number is taken) and inside the allowed range. The
   error names the field and the allowed values. :func:`check_int`,
   :func:`check_bool` and :func:`check_choice` do the same for counts, switches
-  and named options.
+  and named options; :func:`check_optional_int` for a count that may be
+  ``None`` and :func:`check_ints` for a tuple of counts (layer widths).
 - :func:`check_memory` bounds every size that allocates (horizon, tasks,
   episodes, batch): the caller gives an estimate of the bytes its arrays will
   hold, and a request for more than half of this machine's memory is refused
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 ALLOW_LARGE_FLAG = "--allow-large"
@@ -65,16 +67,43 @@ def check_number(
     return number
 
 
-def check_int(field: str, value: Any, low: int | None = None, high: int | None = None) -> int:
-    """Return ``value``; raise ``ValueError`` naming ``field`` unless it is an int (not a bool)
-    in ``[low, high]`` (either bound may be left out)."""
+def _integers_allowed(low: int | None, high: int | None, noun: str = "integer") -> str:
+    """``integer >= low and <= high`` (the bounds given) for the messages of the integer checks."""
     bounds = " and ".join(
         part for part in ("" if low is None else f">= {low}", "" if high is None else f"<= {high}") if part
     )
-    allowed = f"an integer {bounds}" if bounds else "an integer"
-    if (isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low)
-            or (high is not None and value > high)):
-        raise ValueError(f"{field} must be {allowed}, got {value!r}")
+    return f"{noun} {bounds}" if bounds else noun
+
+
+def _is_int_in(value: Any, low: int | None, high: int | None) -> bool:
+    return not (isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low)
+                or (high is not None and value > high))
+
+
+def check_int(field: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value``; raise ``ValueError`` naming ``field`` unless it is an int (not a bool)
+    in ``[low, high]`` (either bound may be left out)."""
+    if not _is_int_in(value, low, high):
+        raise ValueError(f"{field} must be an {_integers_allowed(low, high)}, got {value!r}")
+    return value
+
+
+def check_optional_int(field: str, value: Any, low: int | None = None, high: int | None = None) -> int | None:
+    """:func:`check_int` where ``None`` (a setting left to its default) is also allowed."""
+    if value is not None and not _is_int_in(value, low, high):
+        raise ValueError(f"{field} must be an {_integers_allowed(low, high)} or None, got {value!r}")
+    return value
+
+
+def check_ints(
+    field: str, value: Any, low: int | None = None, high: int | None = None, *, empty: bool = True
+) -> Sequence[int]:
+    """Return ``value``; raise ``ValueError`` naming ``field`` unless it is a tuple or list of ints (not
+    bools) each in ``[low, high]``, and (with ``empty=False``) holds at least one."""
+    if (not isinstance(value, tuple | list) or (not value and not empty)
+            or not all(_is_int_in(item, low, high) for item in value)):
+        size = "" if empty else "non-empty "
+        raise ValueError(f"{field} must be a {size}tuple of {_integers_allowed(low, high, 'integers')}, got {value!r}")
     return value
 
 

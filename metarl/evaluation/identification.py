@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from metarl.core.validation import check_int
 from metarl.evaluation.document import IdentificationDocument, IdentificationProtocol, Interval
 from metarl.evaluation.protocol import EVAL_SEED, EvalOptions, write_eval_json
 from metarl.identification.contexts import Behaviour, check_context_size, collect_contexts
@@ -135,11 +136,8 @@ def evaluate_identification(
     config = trained.config
     way = config.way if way is None else way
     shot = config.shot if shot is None else shot
-    for name, value in (("way", way), ("shot", shot), ("queries", queries), ("episodes", episodes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if way < 2:
-        raise ValueError(f"way must be >= 2, got {way}")
+    for name, value, low in (("way", way, 2), ("shot", shot, 1), ("queries", queries, 1), ("episodes", episodes, 1)):
+        check_int(name, value, low)
     sizes = sorted({check_context_size(c) for c in context_sizes})
     if not sizes:
         raise ValueError("context_sizes must hold at least one context size")

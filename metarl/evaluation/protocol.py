@@ -73,7 +73,13 @@ from metarl.core.episodes import Episodes
 from metarl.core.flags import choice, device_choice, optional
 from metarl.core.policy import GaussianMLPPolicy, Params, stack_params
 from metarl.core.sampler import VectorEnvSampler
-from metarl.core.validation import ALLOW_LARGE_FLAG, format_bytes, json_nesting_depth
+from metarl.core.validation import (
+    ALLOW_LARGE_FLAG,
+    check_int,
+    check_optional_int,
+    format_bytes,
+    json_nesting_depth,
+)
 from metarl.evaluation.document import (
     ReturnsDocument,
     ReturnsProtocol,
@@ -135,15 +141,10 @@ class EvalOptions:
             raise ValueError(f"split must be one of test, ood (or train), got {self.split!r}")
         for name in ("num_tasks", "episodes_per_step"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int (--{name.replace('_', '-')}), got {value!r}")
-        budget = self.samples_per_step
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-            raise ValueError(f"samples_per_step must be a positive int or None (--samples-per-step), got {budget!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"steps must be a non-negative int (--steps), got {self.steps!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer (--seed), got {self.seed!r}")
+            check_int(f"{name} (--{name.replace('_', '-')})", value, 1)
+        check_optional_int("samples_per_step (--samples-per-step)", self.samples_per_step, 1)
+        check_int("steps (--steps)", self.steps, 0)
+        check_int("seed (--seed)", self.seed, 0)
 
 
 @dataclasses.dataclass

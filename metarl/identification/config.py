@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any
 
 import metarl_envs as envs
-from metarl.core.validation import check_number
+from metarl.core.validation import check_int, check_ints, check_number, check_optional_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +66,7 @@ class ProtoNetConfig:
             raise ValueError(f"family must be one of {', '.join(envs.FAMILIES)}, got {self.family!r}")
         for name in ("way", "shot", "query", "context_size", "embedding_dim", "iterations",
                      "episodes_per_iteration", "train_variants", "envs_per_variant"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         if self.way < 2:
             raise ValueError(f"way must be >= 2 (identification chooses among variants), got {self.way}")
         if self.envs_per_variant < self.shot + self.query:
@@ -76,24 +74,16 @@ class ProtoNetConfig:
                 f"envs_per_variant ({self.envs_per_variant}) must be >= shot + query ({self.shot + self.query}): "
                 "every context of a variant comes from its own episode"
             )
-        if self.transitions_per_env is not None and (
-            isinstance(self.transitions_per_env, bool) or not isinstance(self.transitions_per_env, int)
-            or self.transitions_per_env < 1
-        ):
-            raise ValueError(f"transitions_per_env must be a positive int or None, got {self.transitions_per_env!r}")
+        check_optional_int("transitions_per_env", self.transitions_per_env, 1)
         if self.context_size > self.episode_length:
             raise ValueError(
                 f"context_size ({self.context_size}) must be <= transitions_per_env "
                 f"({self.episode_length}): a context is drawn from one sub-env's transitions"
             )
-        if not self.hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
-                                        for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be a non-empty tuple of positive ints, got {self.hidden_sizes!r}")
-        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.pooled_hidden_sizes):
-            raise ValueError(f"pooled_hidden_sizes must be a tuple of positive ints, got {self.pooled_hidden_sizes!r}")
+        check_ints("hidden_sizes", self.hidden_sizes, 1, empty=False)
+        check_ints("pooled_hidden_sizes", self.pooled_hidden_sizes, 1)
         check_number("learning_rate", self.learning_rate, 0, low_open=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        check_int("seed", self.seed, 0)
 
     @property
     def episode_length(self) -> int:

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 import metarl_envs as envs
 from metarl.core.policy import ActionMap, GaussianMLPPolicy, Params, policy_forward
 from metarl.core.rollout import Rollout, env_dims, space_dims
+from metarl.core.validation import check_int
 from metarl_envs.tasks import Task, check_split
 
 #: How many tasks :func:`distinct_variants` draws to decide whether a split is finite.
@@ -187,8 +188,7 @@ def collect_transitions(
         raise ValueError("tasks must hold at least one task")
     for name, value in (("envs_per_task", envs_per_task), ("transitions_per_env", transitions_per_env),
                         ("max_envs", max_envs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_int(name, value, 1)
     obs_dim, act_dim = env_dims(family)
     dim = transition_dim(obs_dim, act_dim)
     out = np.zeros((len(tasks), envs_per_task, transitions_per_env, dim), dtype=np.float32)
@@ -287,8 +287,7 @@ def collect_contexts(
         ``contexts  # [tasks, contexts_per_task, context_size, transition_dim]`` float32.
     """
     check_context_size(context_size)
-    if isinstance(contexts_per_task, bool) or not isinstance(contexts_per_task, int) or contexts_per_task < 1:
-        raise ValueError(f"contexts_per_task must be a positive int, got {contexts_per_task!r}")
+    check_int("contexts_per_task", contexts_per_task, 1)
     length = transitions_per_context or max(envs.family_spec(family).horizon, context_size)
     if length < context_size:
         raise ValueError(f"transitions_per_context ({length}) must be >= context_size ({context_size})")

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from metarl.core.validation import check_number
+from metarl.core.validation import check_int
 from metarl.storage.checkpoint import save_checkpoint
 from metarl.storage.runs import IterationState, MetricsLogger, RunDir, check_resume
 
@@ -134,10 +134,7 @@ class LoopOptions:
 
     def __post_init__(self) -> None:
         for name, low in (("iterations", 0), ("checkpoint_every", 1)):
-            value = getattr(self, name)
-            check_number(name, value, low)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, getattr(self, name), low)
 
 
 def train_loop(run: RunDir, trainer: Trainer, options: LoopOptions) -> None:

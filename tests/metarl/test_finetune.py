@@ -137,9 +137,9 @@ def test_recipe_errors_name_the_limit() -> None:
         ft.FinetuneRecipe(freeze=4).check_against(spec)
     with pytest.raises(ValueError, match=r"would freeze the fresh head.*0\.\.2"):
         ft.FinetuneRecipe(freeze=3, new_head=True).check_against(spec)
-    with pytest.raises(ValueError, match="freeze must be a non-negative int"):
+    with pytest.raises(ValueError, match="freeze must be an integer >= 0"):
         ft.FinetuneRecipe(freeze=-1)
-    with pytest.raises(ValueError, match="timesteps must be a positive int"):
+    with pytest.raises(ValueError, match="timesteps must be an integer >= 1"):
         ft.FinetuneConfig(family="Point2DNav", timesteps=0)
     with pytest.raises(ValueError, match="algo must be one of"):
         ft.FinetuneConfig(family="Point2DNav", algo="dqn")
@@ -211,7 +211,7 @@ def test_train_command_writes_a_run_that_loads(tmp_path, capsys) -> None:
 def test_bad_command_input_exits_with_a_clear_error(tmp_path, capsys) -> None:
     base = ["train", "finetune", "--env", "Point2DNav", "--out", str(tmp_path / "r")]
     assert cli_main([*base, "--timesteps", "0"]) == 2
-    assert "timesteps must be a positive int" in capsys.readouterr().err
+    assert "timesteps must be an integer >= 1" in capsys.readouterr().err
     assert cli_main([*base, "--freeze", "5"]) == 2
     assert "freeze=5 asks for more layers than the policy network has" in capsys.readouterr().err.replace("\n", " ")
     if not torch.cuda.is_available():

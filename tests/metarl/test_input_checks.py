@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 import metarl_envs as envs
 from metarl import cli
-from metarl.core.validation import check_bool, check_choice, check_int, check_memory, check_number
+from metarl.core.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_ints,
+    check_memory,
+    check_number,
+    check_optional_int,
+)
 from metarl.evaluation.protocol import EvalOptions, load_tasks_file
 from metarl.identification.variants import VariantPool, check_way
 from tests.metarl.cli_helpers import assert_one_line, run_cli
@@ -65,6 +73,20 @@ def test_check_int_bool_and_choice_name_the_field_and_the_allowed_values() -> No
     assert check_choice("outer", "promp", ("trpo", "promp")) == "promp"
     with pytest.raises(ValueError, match="^outer must be one of trpo, promp, got 'sgd'$"):
         check_choice("outer", "sgd", ("trpo", "promp"))
+
+
+def test_check_optional_int_and_check_ints_name_the_field_and_the_allowed_values() -> None:
+    assert check_optional_int("env_threads", None, 1) is None and check_optional_int("env_threads", 2, 1) == 2
+    for bad in (0, True, 1.5, "2"):
+        with pytest.raises(ValueError, match=r"^env_threads must be an integer >= 1 or None, got "):
+            check_optional_int("env_threads", bad, 1)
+    assert check_ints("hidden_sizes", (64, 32), 1, empty=False) == (64, 32)
+    assert check_ints("pooled", (), 1) == () and check_ints("widths", [3], 1) == [3]
+    for bad in ((), (64, 0), (64, True), (64, 2.0), 64, "64", None):
+        with pytest.raises(ValueError, match=r"^hidden_sizes must be a non-empty tuple of integers >= 1, got "):
+            check_ints("hidden_sizes", bad, 1, empty=False)
+    with pytest.raises(ValueError, match=r"^pooled must be a tuple of integers >= 1 and <= 8, got \(9,\)$"):
+        check_ints("pooled", (9,), 1, 8)
 
 @pytest.mark.parametrize(
     ("argv", "needles"),
@@ -181,7 +203,7 @@ def test_evaluate_of_a_protonet_run_does_not_suggest_a_flag_it_lacks() -> None:
 
 
 def test_eval_options_name_their_flags() -> None:
-    with pytest.raises(ValueError, match=r"seed must be a non-negative integer \(--seed\), got -1"):
+    with pytest.raises(ValueError, match=r"^seed \(--seed\) must be an integer >= 0, got -1$"):
         EvalOptions(seed=-1)
     with pytest.raises(ValueError, match=r"--num-tasks"):
         EvalOptions(num_tasks=0)

@@ -170,12 +170,14 @@ def test_bad_input_raises_clear_errors(trained_run: str) -> None:
         identifier.embed(np.zeros((4, DIM + 1)))
     with pytest.raises(ValueError, match="support_contexts must have shape"):
         identifier.prototypes(np.zeros((3, 4, DIM)))
-    with pytest.raises(ValueError, match="context_size must be a positive int"):
+    with pytest.raises(ValueError, match="context_size must be an integer >= 1"):
         tiny(context_size=0)
     with pytest.raises(ValueError, match="context size must be a positive int"):
         collect_contexts(FAMILY, [Point2DNavTask(0.0, 0.0)], 2, 0, progress=False)
     with pytest.raises(ValueError, match="way=5 is larger than the 4 distinct variants"):
         ProtoNetTrainer(tiny(family="HalfCheetahCrippled"), progress=False)
+    with pytest.raises(ValueError, match="^way must be an integer >= 2, got 1$"):
+        evaluate_identification(load_trained(trained_run), "test", way=1, eval_variants=12, progress=False)
     with pytest.raises(ValueError, match="way=13 is larger than the 12 variants"):
         evaluate_identification(load_trained(trained_run), "test", way=13, eval_variants=12, progress=False)
 
@@ -183,7 +185,7 @@ def test_bad_input_raises_clear_errors(trained_run: str) -> None:
 def test_cli_reports_bad_flags_without_a_traceback(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert cli_main(["train", "protonet", "--env", FAMILY, "--context", "0", "--out", str(out)]) == 2
-    assert "context_size must be a positive int" in capsys.readouterr().err
+    assert "context_size must be an integer >= 1" in capsys.readouterr().err
     assert not out.exists()
     assert cli_main(["train", "protonet", "--env", "HalfCheetahCrippled", "--way", "6", "--out", str(out),
                      "--preset", "tiny", "--no-progress"]) == 2

@@ -71,6 +71,9 @@ def test_bad_config_is_refused() -> None:
         RandomInitConfig(family="Nope")
     with pytest.raises(ValueError, match="inner_lr must be > 0"):
         RandomInitConfig(family="Point2DNav", inner_lr=0.0)
+    for horizon in (0, 2.5):
+        with pytest.raises(ValueError, match=r"^horizon must be an integer >= 1 or None, got "):
+            RandomInitConfig(family="Point2DNav", horizon=horizon)
 
 
 def test_evaluate_and_compare_two_small_runs(

@@ -86,7 +86,7 @@ def test_running_on_through_autoresets_until_the_caller_stops() -> None:
 def test_max_steps_is_checked() -> None:
     env = ScriptedVectorEnv([1])
     for bad in (0, -1, 2.0, True):
-        with pytest.raises(ValueError, match="max_steps must be a positive int"):
+        with pytest.raises(ValueError, match="max_steps must be an integer >= 1"):
             Rollout(env, lambda t, obs: obs, ActionMap.from_space(env.single_action_space), 0, bad)
 
 

@@ -335,5 +335,5 @@ def test_sample_budget_equals_the_episode_protocol_when_no_episode_ends_early(tm
     by_samples = evaluate(out, EvalOptions(num_tasks=3, samples_per_step=45, device="cpu"), progress=False)
     assert by_samples["per_task"] == by_episodes["per_task"]  # 3 episodes x horizon 15, none ends early
     assert by_samples["samples_per_step_budget"] == 45 and "samples_per_step_budget" not in by_episodes
-    with pytest.raises(ValueError, match="samples_per_step must be a positive int"):
+    with pytest.raises(ValueError, match=r"^samples_per_step \(--samples-per-step\) must be an integer >= 1 or None, got 0$"):
         EvalOptions(samples_per_step=0)

@@ -10,7 +10,7 @@ from torch import nn
 import metarl_envs as envs
 from metarl.algorithms.finetune.registry import ALGOS, adapter
 from metarl.core.rollout import env_dims
-from metarl.core.validation import check_number
+from metarl.core.validation import check_int, check_number
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 METHOD = "finetune"
@@ -99,14 +99,9 @@ class FinetuneRecipe:
     """Budget chunks (MAML's adaptation steps); returns are reported for k = 0..num_steps."""
 
     def __post_init__(self) -> None:
-        for name in ("freeze",):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        check_int("freeze", self.freeze, 0)
         for name in ("ppo_epochs", "ppo_minibatches", "episodes_per_step", "num_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         check_number("learning_rate (fine-tuning, --finetune-lr)", self.learning_rate, 0, low_open=True)
 
     def check_against(self, spec: ModelSpec) -> None:
@@ -186,11 +181,8 @@ class FinetuneConfig:
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {list(ALGOS)}, got {self.algo!r}")
         for name in ("timesteps", "num_envs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int (a budget of environment steps), got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
         if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be one or more positive widths, got {self.hidden_sizes}")

@@ -44,6 +44,7 @@ from metarl.core.device import resolve_device
 from metarl.core.interrupts import sigterm_as_interrupt
 from metarl.core.policy import GaussianMLPPolicy, stack_params
 from metarl.core.sampler import Sampler
+from metarl.core.validation import check_int
 from metarl.storage.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -241,8 +242,7 @@ def train_maml(
         KeyboardInterrupt: after saving a checkpoint of the last completed iteration
             (:class:`metarl.core.interrupts.Terminated` on SIGTERM).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int("seed", seed, 0)
     check_batch_memory(run_config, allow_large)
     torch_device = resolve_device(device)
     sampler_choice = SamplerChoice() if sampler is None else sampler

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 import metarl_envs as envs
 from metarl.core.flags import parse
+from metarl.core.validation import check_int
 from metarl_envs.mujoco_core import ANT, HALF_CHEETAH, HOPPER, Robot, build_model
 
 # robot name -> (our family, gymnasium id, robot)
@@ -82,8 +83,7 @@ class EnvBenchConfig:
         if unknown or not self.robots:
             raise ValueError(f"robots must be some of {sorted(ROBOTS)}, got {list(self.robots)}")
         for name in ("chunk_steps", "rounds", "num_envs", "gym_vector_envs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            check_int(name, getattr(self, name), 1)
 
 
 DROPPED_MUJOCO_WARNINGS = ("settotalmass",)

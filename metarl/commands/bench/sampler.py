@@ -45,6 +45,7 @@ from metarl.algorithms.presets import maml_preset
 from metarl.cluster.ray_support import init_ray, require_ray
 from metarl.core.policy import stack_params
 from metarl.core.sampler import Sampler, VectorEnvSampler
+from metarl.core.validation import check_int, check_ints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +76,8 @@ class SamplerBenchConfig:
     def __post_init__(self) -> None:
         envs.family_spec(self.family)
         for name in ("tasks", "episodes", "horizon", "repeats"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name} must be a positive int, got {value!r}")
-        if not self.workers or any(w < 1 for w in self.workers):
-            raise ValueError(f"--workers must be positive ints, got {self.workers}")
+            check_int(f"--{name}", getattr(self, name), 1)
+        check_ints("--workers", self.workers, 1, empty=False)
 
 
 def run(config: SamplerBenchConfig) -> dict[str, Any]:

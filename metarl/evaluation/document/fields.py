@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from metarl.core.validation import check_number
+from metarl.core.validation import check_int, check_number
 
 SCHEMA_VERSION = 2  # documents without ``schema_version`` are version 1
 
 
 def as_int(value: Any, field: str, low: int = 0) -> int:
-    check_number(field, value, low)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
-    return value
+    return check_int(field, value, low)
 
 
 def as_optional_int(value: Any, field: str, low: int = 0) -> int | None:
