@@ -156,6 +156,15 @@ def unset_flag(owner: type, name: str, unset: str, flag: str | None = None) -> t
     return flag or name, Annotated[annotation | None, config], dataclasses.field(default=None)
 
 
+def _same_default(field: dataclasses.Field) -> Any:
+    """A new ``dataclasses.field`` with ``field``'s default (or default factory, or none)."""
+    if field.default is not dataclasses.MISSING:
+        return dataclasses.field(default=field.default)
+    if field.default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=field.default_factory)
+    return dataclasses.field()
+
+
 def own_flags(cls: type) -> list[tuple[str, Any, Any]]:
     """The fields of the flag dataclass ``cls``, their docstrings as help texts, for :func:`flag_dataclass`."""
     type_hints = typing.get_type_hints(cls, include_extras=True)
@@ -165,13 +174,7 @@ def own_flags(cls: type) -> list[tuple[str, Any, Any]]:
         annotation = type_hints[field.name]
         if field.name in docs:
             annotation = Annotated[annotation, tyro.conf.arg(help=docs[field.name])]
-        if field.default is not dataclasses.MISSING:
-            spec = dataclasses.field(default=field.default)
-        elif field.default_factory is not dataclasses.MISSING:
-            spec = dataclasses.field(default_factory=field.default_factory)
-        else:
-            spec = dataclasses.field()
-        fields.append((field.name, annotation, spec))
+        fields.append((field.name, annotation, _same_default(field)))
     return fields
 
 
@@ -204,13 +207,7 @@ def parse(cls: type[T], argv: Sequence[str], prog: str) -> T:
             if required:
                 text = " ".join([text, *(hint for hint in hints_given if isinstance(hint, str))])
             annotation = Annotated[annotation, tyro.conf.arg(help=text)]
-        if field.default is not dataclasses.MISSING:
-            spec = dataclasses.field(default=field.default)
-        elif field.default_factory is not dataclasses.MISSING:
-            spec = dataclasses.field(default_factory=field.default_factory)
-        else:
-            spec = dataclasses.field()
-        fields.append((field.name, annotation, spec))
+        fields.append((field.name, annotation, _same_default(field)))
     documented = dataclasses.make_dataclass(cls.__name__, fields, bases=(cls,), frozen=True)
     documented.__module__ = cls.__module__
     description = _reflow(cls.__doc__ or "")

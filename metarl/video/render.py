@@ -13,14 +13,8 @@ its own module (:mod:`metarl.video.backend`, :mod:`metarl.video.rollouts`,
   MuJoCo's ``Renderer`` reads at construction (``gl_context.GLContext``) is
   pointed at the chosen one. When nothing works, :class:`RenderingUnavailableError`
   says which system packages to install.
-- :class:`FrameRenderer` turns an env's current state into an RGB frame: MuJoCo
-  envs through ``mujoco.Renderer`` with a camera tracking the robot's root body
-  from the side (shadows and reflections off: they cost most of the CPU time of
-  software rendering and add nothing to a policy video); other envs (Point2DNav)
-  through their own ``render_mode="rgb_array"``.
-- :func:`rollout` runs any policy callable ``obs -> action`` (MAML fast weights,
-  a pretrained or fine-tuned policy, a random policy) for one episode on one
-  task and keeps the frames, observations, actions and rewards.
+- :class:`FrameRenderer` (an env's state as an RGB frame) and :func:`rollout` (one
+  episode of any policy callable on one task, its frames kept): :mod:`metarl.video.rollouts`.
 - :func:`compose_frames` puts rollouts side by side as panels under a caption
   band (the task and a legend of the picture's markers across the top; above
   each panel its k, running return and optional per-step lines such as
