@@ -29,8 +29,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -94,6 +96,19 @@ class RunOptions:
 # ---------------------------------------------------------------------------------------------
 
 
+def _interruptible() -> None:
+    """Let a stop reach this task: restore Python's SIGINT handler if it is ignored.
+
+    Ray stops a running task (``ray.cancel``) by interrupting its main thread as
+    SIGINT does. A process started in the background by a non-interactive shell
+    (``nohup metarl study run ... &``) has SIGINT ignored, and Ray's workers inherit
+    that, so the stop would never arrive and the run would train on to the end.
+    """
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def execute_run(plan: RunPlan, context: Mapping[str, Any], *dependencies: Any) -> dict[str, Any]:
     """Train (or resume) and evaluate one run; the body of its Ray task.
 
@@ -105,6 +120,7 @@ def execute_run(plan: RunPlan, context: Mapping[str, Any], *dependencies: Any) -
     other exceptions propagate so that Ray retries the task.
     """
     ray = require_ray()
+    _interruptible()
     runtime = ray.get_runtime_context()
     node_id = runtime.get_node_id()
     store = context["store"]

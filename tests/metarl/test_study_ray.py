@@ -199,7 +199,9 @@ def test_sigterm_stops_every_run_with_its_checkpoint_and_a_rerun_finishes(tmp_pa
     study_file.write_text(STUDY_TOML)
     command = [sys.executable, "-m", "metarl.cli", "study", "run", str(study_file), "--out", str(study),
                "--num-cpus", "2", "--no-progress"]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # started as `nohup metarl study run ... &` starts it: SIGINT ignored, which Ray's workers inherit
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     checkpoints = [study / "runs" / "Point2DNav" / "maml-trpo" / f"seed{seed}" / "checkpoint" /
                    "latest.safetensors" for seed in (0, 1)]
     def saved_iteration(path: Path) -> int:  # a trainer writes the checkpoint of iteration 0 first
