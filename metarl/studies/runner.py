@@ -174,6 +174,8 @@ def _train_and_evaluate(plan: RunPlan, root: Path, store: Any) -> None:
             if store is not None:
                 require_ray().get(store.clear.remote(plan.path))
         dispatch.train(plan.train, plan.train_argv(root, resume))  # as `metarl train <train> ...`
+        # evaluations of the run before this training (a study whose iterations grew) are stale
+        state = dataclasses.replace(state, evaluated=())
     for split in plan.evaluation.splits:
         if split not in state.evaluated:  # as `metarl evaluate RUN_DIR <plan.evaluation.argv(split)>`
             dispatch.evaluate_run(run.path, plan.evaluation.options(split), progress=False)

@@ -147,3 +147,29 @@ def test_runs_in_flight_never_exceed_the_cluster_slots() -> None:
     assert run_slots({"CPU": 1.0}, RunOptions(cpus_per_run=2)) == 1  # one run still goes (Ray queues it)
     assert run_slots({"CPU": 16.0, "GPU": 2.0}, RunOptions(cpus_per_run=1, gpus_per_run=1)) == 2
     assert run_slots({"CPU": 16.0}, RunOptions(cpus_per_run=1, gpus_per_run=0.5)) == 1
+
+
+def test_a_study_whose_iterations_grew_extends_its_finished_runs_and_evaluates_them_again(tmp_path: Path) -> None:
+    from metarl.storage.checkpoint import load_checkpoint
+    from metarl.studies.runner import _train_and_evaluate
+
+    def maml_plan(iterations: int):  # noqa: ANN202
+        document = tiny_document(seeds=[0])
+        document["methods"] = {"maml-trpo": {"train": "maml", "options": {
+            "preset": "tiny", "iterations": iterations, "device": "cpu", "no-tensorboard": True}}}
+        return parse_study(document).plans()[0]
+
+    study = tmp_path / "study"
+    short = maml_plan(1)
+    _train_and_evaluate(short, study, store=None)
+    run = study / short.path
+    first = json.loads((run / "eval_test.json").read_text())
+    longer = maml_plan(2)
+    state = run_state(study, longer)
+    assert state.evaluated == ("test",) and not state.trained and not state.done(longer)
+    _train_and_evaluate(longer, study, store=None)
+    assert load_checkpoint(run / "checkpoint" / "latest.safetensors")[1]["iteration"] == 2
+    second = json.loads((run / "eval_test.json").read_text())
+    # the evaluation is of the extended policy, not the one of iteration 1
+    assert second["returns"]["mean"] != first["returns"]["mean"]
+    assert run_state(study, longer).done(longer)
