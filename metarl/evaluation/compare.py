@@ -16,6 +16,12 @@ What is reported per run (docs/design.md, "Evaluation protocol", the three measu
   trapezoid rule; with no adaptation steps, the k = 0 return);
 - model complexity: parameters, FLOPs per forward pass and adaptation wall time.
 
+Below the table, what each adaptation step gains over k = 0 per run, paired per
+task (:func:`metarl.evaluation.stats.paired_gains`): the mean of ``return[k] -
+return[0]`` over (seed, task) pairs with its 95% interval, and the share of
+pairs that improved. Pairing removes the spread between tasks, so this is the
+measure of whether adaptation helps at all.
+
 The protocol (:class:`metarl.evaluation.document.ReturnsProtocol`) must agree
 between the runs of one table: the horizon, the tasks (their number, the
 evaluation seed, a ``--tasks`` file), what feeds each step (episodes or an
@@ -50,11 +56,13 @@ from metarl.evaluation.results import (
     pooled_result,
     reference_results,
 )
+from metarl.evaluation.stats import paired_gains
 
 __all__ = [
     "MixedProtocolsError",
     "ProtocolDifference",
     "compare_runs",
+    "gain_table",
     "markdown_table",
     "protocol_differences",
     "write_csv",
@@ -210,16 +218,47 @@ def markdown_table(results: Sequence[RunResult], differences: Sequence[ProtocolD
             "Rows marked (N seeds) pool N training seeds evaluated on the same tasks: mean and IQM "
             "over seeds and tasks, CI from a bootstrap over both.",
         ]
+    gains = gain_table(results)
+    if gains:
+        lines += ["", *gains]
     if differences:
         lines += ["", f"Evaluated under different protocols ({ALLOW_MIXED_FLAG}); the rows differ in:"]
         lines += [f"- {difference.describe()}" for difference in differences]
     return "\n".join(lines) + "\n"
 
 
+def _gains(result: RunResult) -> dict[str, list] | None:
+    if result.returns is None or result.num_k < 2:
+        return None
+    seed = result.protocol.eval_seed if result.protocol is not None and result.protocol.eval_seed is not None else 0
+    return paired_gains(result.returns, seed=seed)
+
+
+def gain_table(results: Sequence[RunResult]) -> list[str]:
+    """Markdown lines: each run's gain over k = 0 per k, paired per (seed, task), with the share improved.
+
+    Empty when no row has per-task returns and more than one k (reference curves have none)."""
+    rows = [(r, gains) for r in results if (gains := _gains(r)) is not None]
+    if not rows:
+        return []
+    num_k = max(r.num_k for r, _ in rows)
+    lines = ["Gain over k = 0, paired per task (return after k steps minus before, on the same task and seed): "
+             "mean [95% CI], and the share of (seed, task) pairs that improved.", "",
+             "| run | " + " | ".join(f"k={k}" for k in range(1, num_k)) + " |",
+             "|---|" + "---:|" * (num_k - 1)]
+    for r, gains in rows:
+        cells = [f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}], {share:.0%}" for mean, (lo, hi), share
+                 in zip(gains["mean"], gains["mean_ci95"], gains["improved"], strict=True)]
+        cells += ["–"] * (num_k - 1 - len(cells))
+        lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 CSV_COLUMNS: tuple[str, ...] = (
     "label", "method", "family", "split", "k", "samples", "mean", "mean_ci95_low",
     "mean_ci95_high", "iqm", "iqm_ci95_low", "iqm_ci95_high", "auc_per_budget",
     "samples_per_step", "adapt_seconds", "params", "flops_per_forward", "source",
+    "gain", "gain_ci95_low", "gain_ci95_high", "share_improved",
 )  # fmt: skip
 
 
@@ -231,7 +270,15 @@ def write_csv(results: Sequence[RunResult], path: str | os.PathLike[str]) -> Pat
     writer.writeheader()
     for r in results:
         samples = r.samples
+        gains = _gains(r)
         for k in range(r.num_k):
+            if gains is None:
+                gain = {"gain": "", "gain_ci95_low": "", "gain_ci95_high": "", "share_improved": ""}
+            elif k == 0:
+                gain = {"gain": 0.0, "gain_ci95_low": 0.0, "gain_ci95_high": 0.0, "share_improved": ""}
+            else:
+                gain = {"gain": gains["mean"][k - 1], "gain_ci95_low": gains["mean_ci95"][k - 1][0],
+                        "gain_ci95_high": gains["mean_ci95"][k - 1][1], "share_improved": gains["improved"][k - 1]}
             writer.writerow(
                 {
                     "label": r.label, "method": r.method, "family": r.family, "split": r.split,
@@ -245,6 +292,7 @@ def write_csv(results: Sequence[RunResult], path: str | os.PathLike[str]) -> Pat
                     "params": "" if r.params is None else r.params,
                     "flops_per_forward": "" if r.flops_per_forward is None else r.flops_per_forward,
                     "source": r.source,
+                    **gain,
                 }
             )  # fmt: skip
     out = Path(path)

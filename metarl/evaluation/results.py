@@ -72,6 +72,7 @@ class RunResult:
         source: Where the numbers came from (a file path or a citation).
         seeds: Training seeds pooled in this row (1 for a single run or a reference).
         protocol: How the run was evaluated (None for a reference curve).
+        returns: The per-task returns behind the row, ``[runs, tasks, K]`` (None for a reference curve).
     """
 
     label: str
@@ -90,6 +91,7 @@ class RunResult:
     source: str
     seeds: int = 1
     protocol: ReturnsProtocol | None = None
+    returns: np.ndarray | None = None
 
     @property
     def num_k(self) -> int:
@@ -201,10 +203,10 @@ def load_run_result(
     iqm = np.asarray(returns.iqm if returns.iqm is not None else [math.nan] * mean.size, dtype=np.float64)  # [K]
     iqm_ci = np.asarray(returns.ci95 if returns.ci95 is not None else [[math.nan, math.nan]] * mean.size,
                         dtype=np.float64)  # [K, 2]
+    per_task = np.asarray([row.returns for row in document.per_task], dtype=np.float64)  # [tasks, K]
     if returns.mean_ci95 is not None:
         mean_ci = np.asarray(returns.mean_ci95, dtype=np.float64)  # [K, 2]
     else:
-        per_task = np.asarray([row.returns for row in document.per_task])  # [tasks, K]
         summary = summarize(per_task, seed=document.protocol.eval_seed or 0)
         mean_ci = np.asarray(summary["mean_ci95"], dtype=np.float64)
     return RunResult(
@@ -223,6 +225,7 @@ def load_run_result(
         flops_per_forward=document.flops_per_forward,
         source=str(path),
         protocol=document.protocol,
+        returns=per_task[None] if per_task.ndim == 2 and per_task.shape[-1] == mean.size else None,
     )
 
 
@@ -329,6 +332,7 @@ def pooled_result(
         adapt_seconds=average([r.adapt_seconds for r in singles], float),
         source="; ".join(r.source for r in singles),
         seeds=len(runs),
+        returns=returns,
     )
 
 

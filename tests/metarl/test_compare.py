@@ -304,3 +304,32 @@ def test_eval_file_reads_another_evaluation_of_each_run(tmp_path: Path) -> None:
         load_run_result(runs[0], "ood", eval_file="../eval_budget.json")
     with pytest.raises(FileNotFoundError, match="eval_missing.json does not exist"):
         load_run_result(runs[0], "ood", eval_file="eval_missing.json")
+
+
+def test_gain_table_pairs_each_task_with_itself_and_finds_a_gain_the_means_hide(tmp_path: Path) -> None:
+    # tasks spread over 200 return points; every step adds 3 on every task, plus noise of 1, for 3 seeds
+    rng = np.random.default_rng(5)
+    base = rng.uniform(-100.0, 100.0, size=(1, 30, 1))  # [1, tasks, 1]: the same tasks for every seed
+    per_seed = base + np.array([0.0, 3.0, 6.0, 9.0]) + rng.normal(0, 1, size=(3, 30, 4))  # [seeds, tasks, K]
+    per_seed[0, 0, 1] = per_seed[0, 0, 0] - 5.0  # one (seed, task) pair gets worse at k = 1
+    seeds = [_write_seed_run(tmp_path / f"s{i}", i, per_seed[i]) for i in range(3)]
+    table, _ = compare_runs(seeds, "ood", tmp_path / "out", group_seeds=True)
+    pooled = pooled_result(seeds, "ood")
+    # the means' intervals at k = 0 and 1 overlap: the unpaired table cannot tell the step helps
+    assert pooled.mean_ci95[1, 0] < pooled.mean_ci95[0, 1]
+    gains = per_seed[..., 1:] - per_seed[..., :1]  # [seeds, tasks, K-1]
+    reference = _bootstrap_mean_interval(gains)  # written out in this file, independent of stats.py
+    row = next(line for line in table.splitlines() if line.startswith("| s0 (3 seeds") and "%" in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    for k, cell in enumerate(cells):
+        mean, interval = cell.split(" [")
+        low, high = (float(v) for v in interval.split("]")[0].split(", "))
+        assert float(mean) == pytest.approx(gains[..., k].mean(), abs=0.051)
+        _assert_interval_close(np.array([[low, high]]), reference[k : k + 1])
+        assert low > 0  # paired, the gain is clearly positive
+    assert cells[0].endswith(f"{(gains[..., 0] > 0).mean():.0%}") and cells[0].endswith("99%")
+    assert cells[2].endswith("100%")
+    rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    assert float(rows[1]["gain"]) == pytest.approx(gains[..., 0].mean())
+    assert float(rows[1]["share_improved"]) == pytest.approx(89 / 90)
+    assert rows[0]["gain"] == "0.0" and rows[0]["share_improved"] == ""

@@ -147,3 +147,14 @@ def test_intervals_agree_with_rliable(shape: tuple[int, int, int]) -> None:
             width = theirs[1, column] - theirs[0, column]
             assert width > 0
             np.testing.assert_allclose(ours_interval, theirs[:, column], atol=0.06 * width)
+
+
+def test_paired_gains_need_two_k_values_and_count_improved_pairs() -> None:
+    from metarl.evaluation.stats import paired_gains
+
+    with pytest.raises(ValueError, match="K >= 2"):
+        paired_gains(np.zeros((4, 1)))
+    returns = np.array([[0.0, 1.0, -1.0], [2.0, 2.0, 5.0], [1.0, 4.0, 4.0], [0.0, -3.0, 1.0]])  # [tasks, K]
+    gains = paired_gains(returns, reps=500)
+    assert gains["mean"] == pytest.approx([(1 + 0 + 3 - 3) / 4, (-1 + 3 + 3 + 1) / 4])
+    assert gains["improved"] == pytest.approx([0.5, 0.75])  # a pair with no change does not count

@@ -108,11 +108,15 @@ def test_tiny_study_completes_resumes_reruns_as_nothing_and_reports_compare_rows
             expected = pooled_result(seeds, split)
             for field in ("mean", "mean_ci95", "iqm", "iqm_ci95"):
                 np.testing.assert_array_equal(getattr(row, field), getattr(expected, field))
-            # the report's row shows compare's numbers: every cell after the label
-            (compare_row,) = [line for line in table.splitlines() if line.startswith("| seed")]
-            (report_row,) = [line for line in text.splitlines() if line.startswith(f"| {method} (")
-                             and line in (study / "report" / "Point2DNav" / split / "comparison.md").read_text()]
-            assert report_row.split("|")[2:] == compare_row.split("|")[2:]
+            # the report's rows show compare's numbers, the returns' and the paired gains' (rows with a
+            # share improved, in %): every cell after the label
+            report_table = (study / "report" / "Point2DNav" / split / "comparison.md").read_text()
+            compare_rows = [line for line in table.splitlines() if line.startswith("| seed")]
+            report_rows = [line for line in text.splitlines() if line.startswith(f"| {method} (")
+                           and line in report_table]
+            assert len(compare_rows) == len(report_rows) == 2 and "%" in compare_rows[1]
+            for report_row, compare_row in zip(report_rows, compare_rows, strict=True):
+                assert report_row.split("|")[2:] == compare_row.split("|")[2:]
         assert (study / "report" / "Point2DNav" / split / "return_vs_k.png").is_file()
     assert "Generalisation gap" in text and "env steps" in text
     assert (study / "report" / "Point2DNav" / "training_curves.png").is_file()
