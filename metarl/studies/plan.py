@@ -59,6 +59,19 @@ _EXPECTED_CONFIG: dict[str, Callable[[Any, Any], dict[str, Any]]] = {
 }
 
 
+def _finetune_resumable(config: Mapping[str, Any]) -> bool:
+    from metarl.algorithms.finetune.registry import adapter
+
+    return adapter(config["algo"]).resumable  # SAC: its replay buffer is not saved
+
+
+# train word -> whether a partial run of this config.json continues with --resume (methods whose
+# registry entry is resumable but not with every option)
+_RESUMABLE: dict[str, Callable[[Mapping[str, Any]], bool]] = {
+    "finetune": _finetune_resumable,
+}
+
+
 def study_methods() -> list[Method]:
     """The registered methods a study can run: those evaluated by returns whose ``config.json`` the
     study can predict (to check a run directory before resuming it)."""
@@ -118,6 +131,15 @@ class RunPlan:
         if resume:
             argv.append("--resume")
         return argv + list(self.options)
+
+    def can_resume(self, root: Path) -> bool:
+        """Whether a partial run of this plan continues with ``--resume`` (else it starts over):
+        the method's registry entry, and for fine-tuning the algorithm (SAC cannot)."""
+        if not self.resumable:
+            return False
+        check = _RESUMABLE.get(self.train)
+        config = None if check is None else self.expected_config(root)
+        return config is None or check(config)
 
     def expected_config(self, root: Path) -> dict[str, Any] | None:
         """The ``config.json`` this run's training writes (None while a ``like`` run has no config yet)."""

@@ -167,8 +167,8 @@ def _train_and_evaluate(plan: RunPlan, root: Path, store: Any) -> None:
     run = RunDir(root / plan.path)
     state = run_state(root, plan)
     if not state.trained:
-        resume = state.started and plan.resumable
-        if state.started and not plan.resumable and plan.train != "random-init":
+        resume = state.started and plan.can_resume(root)
+        if state.started and not resume and plan.train != "random-init":
             # a partial run of a trainer without checkpoints (fine-tuning) starts over
             shutil.rmtree(run.path)
             if store is not None:

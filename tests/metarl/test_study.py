@@ -173,3 +173,26 @@ def test_a_study_whose_iterations_grew_extends_its_finished_runs_and_evaluates_t
     # the evaluation is of the extended policy, not the one of iteration 1
     assert second["returns"]["mean"] != first["returns"]["mean"]
     assert run_state(study, longer).done(longer)
+
+
+def test_a_partial_sac_fine_tuning_run_starts_over_and_a_ppo_one_resumes(tmp_path: Path) -> None:
+    from metarl.studies.runner import _train_and_evaluate
+
+    document = tiny_document(seeds=[0])
+    small = {"timesteps": 256, "num-envs": 2, "hidden-sizes": [8, 8], "normalize-obs": False, "device": "cpu"}
+    document["methods"] = {"sac": {"train": "finetune", "options": {"algo": "sac", **small}},
+                           "ppo": {"train": "finetune", "options": {"algo": "ppo", **small}}}
+    spec = parse_study(document)
+    study = tmp_path / "study"
+    sac, ppo = spec.plans()
+    assert not sac.can_resume(study) and ppo.can_resume(study)
+    for plan in (sac, ppo):  # a run stopped before its first checkpoint: the config alone
+        run = study / plan.path
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps(plan.expected_config(study)))
+        (run / "stale.txt").write_text("from the stopped attempt")
+        assert run_state(study, plan).started and not run_state(study, plan).trained
+        _train_and_evaluate(plan, study, store=None)
+        assert run_state(study, plan).done(plan), plan.key
+    # SAC started over in a clean directory; PPO continued in its own
+    assert not (study / sac.path / "stale.txt").exists() and (study / ppo.path / "stale.txt").exists()
