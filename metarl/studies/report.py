@@ -9,7 +9,8 @@ both), labelled by the study's method name; the table, CSV and the two plots
 ood, per k) of each method, the environment steps each method trained on
 (from the checkpoints, or the fine-tuning budget) and the wall-clock per run
 (from the manifest, and the training time the checkpoints record), and the
-training curves (training return against env steps, one line per seed).
+training curves (training return against env steps, one line per seed) with, per method, the
+training return over the last tenth of each run against the tenth before (has it levelled off?).
 
 Writes ``DIR/report/report.md`` and, per family and split,
 ``DIR/report/<family>/<split>/{comparison.md,comparison.csv,return_vs_k.png,return_vs_samples.png}``
@@ -96,6 +97,50 @@ TRAINING_CURVES: dict[str, tuple[str, str]] = {
 }
 
 
+def training_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A run's training return against env steps (``metrics.csv``; MAML's return after adaptation),
+    or None if it has no such curve (not started, random initialisation)."""
+    run = RunDir(run_dir)
+    if not run.config_path.is_file():
+        return None
+    columns = TRAINING_CURVES.get(run.read_config()["method"])
+    if columns is None:
+        return None
+    rows = [row for row in read_metrics(run.metrics_path) if columns[0] in row and columns[1] in row]
+    if not rows:
+        return None
+    return (np.asarray([row[columns[1]] for row in rows], dtype=np.float64),
+            np.asarray([row[columns[0]] for row in rows], dtype=np.float64))
+
+
+def levelling(returns: np.ndarray, fraction: float = 0.1) -> tuple[float, float] | None:
+    """Mean training return over the last ``fraction`` of a curve's rows and over the same number of
+    rows just before (has training levelled off?); None for a curve of fewer than 2 / fraction rows."""
+    window = int(len(returns) * min(fraction, 0.5))
+    if window < 1:
+        return None
+    return float(returns[-2 * window:-window].mean()), float(returns[-window:].mean())
+
+
+def _levelling_lines(study_dir: Path, manifest: dict[str, Any], family: str) -> list[str]:
+    rows = []
+    for method in manifest["methods"]:
+        pairs = []
+        for run in (r for r in manifest["runs"] if r["family"] == family and r["method"] == method):
+            curve = training_curve(study_dir / run["path"])
+            level = None if curve is None else levelling(curve[1])
+            if level is not None:
+                pairs.append(level)
+        if pairs:
+            before, last = np.mean(pairs, axis=0)
+            rows.append(f"| {method} | {len(pairs)} | {before:.1f} | {last:.1f} | {last - before:+.1f} |")
+    if not rows:
+        return []
+    return ["Has training levelled off? Training return (MAML: after adaptation) over the last tenth of each "
+            "run's rows of metrics.csv against the tenth just before, mean over the runs:", "",
+            "| method | runs | previous tenth | last tenth | change |", "|---|---:|---:|---:|---:|", *rows, ""]
+
+
 def write_training_curves(study_dir: Path, manifest: dict[str, Any], family: str, target: Path) -> bool:
     """Training return against env steps of every run of ``family`` (one colour per method, one line
     per seed; MAML's is the return after adaptation). Returns False if no run has a curve yet."""
@@ -109,16 +154,10 @@ def write_training_curves(study_dir: Path, manifest: dict[str, Any], family: str
     for index, method in enumerate(manifest["methods"]):
         labelled = False
         for run in (r for r in manifest["runs"] if r["family"] == family and r["method"] == method):
-            run_dir = RunDir(study_dir / run["path"])
-            if not run_dir.config_path.is_file():
+            curve = training_curve(study_dir / run["path"])
+            if curve is None:
                 continue
-            columns = TRAINING_CURVES.get(run_dir.read_config()["method"])
-            rows = [row for row in read_metrics(run_dir.metrics_path)
-                    if columns is not None and columns[0] in row and columns[1] in row]
-            if not rows:
-                continue
-            axes.plot([row[columns[1]] for row in rows], [row[columns[0]] for row in rows], color=f"C{index % 10}",
-                      linewidth=1, label=None if labelled else method)
+            axes.plot(*curve, color=f"C{index % 10}", linewidth=1, label=None if labelled else method)
             labelled = drawn = True
     if drawn:
         axes.set_xlabel("environment steps")
@@ -196,6 +235,7 @@ def write_report(study_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
         (out_dir / family).mkdir(parents=True, exist_ok=True)
         if write_training_curves(study_dir, manifest, family, out_dir / family / "training_curves.png"):
             lines += [f"![training curves]({family}/training_curves.png)", ""]
+        lines += _levelling_lines(study_dir, manifest, family)
         lines += ["Training cost per run, mean over seeds: environment steps trained on, training time the "
                   "checkpoint records, and the wall-clock of the study's tasks (train and evaluate, all attempts).",
                   "", "| method | env steps | train s | task wall s | attempts |", "|---|---:|---:|---:|---:|"]
@@ -217,4 +257,5 @@ def write_report(study_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
     return report
 
 
-__all__ = ["write_report", "method_results", "write_training_curves", "env_steps", "train_seconds", "REPORT_DIR"]
+__all__ = ["write_report", "method_results", "write_training_curves", "training_curve", "levelling", "env_steps",
+           "train_seconds", "REPORT_DIR"]

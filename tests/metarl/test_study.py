@@ -196,3 +196,22 @@ def test_a_partial_sac_fine_tuning_run_starts_over_and_a_ppo_one_resumes(tmp_pat
         assert run_state(study, plan).done(plan), plan.key
     # SAC started over in a clean directory; PPO continued in its own
     assert not (study / sac.path / "stale.txt").exists() and (study / ppo.path / "stale.txt").exists()
+
+
+def test_levelling_compares_the_last_tenth_of_a_training_curve_with_the_tenth_before(tmp_path: Path) -> None:
+    import numpy as np
+
+    from metarl.storage.runs import read_metrics
+    from metarl.studies.report import levelling, training_curve
+
+    assert levelling(np.arange(9.0)) is None  # too short for a tenth
+    assert levelling(np.arange(40.0)) == (np.mean([32.0, 33, 34, 35]), np.mean([36.0, 37, 38, 39]))
+    run = tmp_path / "maml"
+    assert cli_main(["train", "maml", "--out", str(run), "--env", "Point2DNav", "--preset", "tiny", "--iterations",
+                     "10", "--device", "cpu", "--no-progress", "--no-tensorboard"]) == 0
+    steps, returns = training_curve(run)
+    rows = read_metrics(run / "metrics.csv")
+    assert returns.tolist() == [row["train/return_after_adaptation"] for row in rows]
+    assert steps.tolist() == [row["train/env_steps"] for row in rows] and np.all(np.diff(steps) > 0)
+    assert levelling(returns) == (returns[8], returns[9])
+    assert training_curve(tmp_path / "nothing") is None
