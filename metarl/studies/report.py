@@ -126,7 +126,7 @@ def _levelling_lines(study_dir: Path, manifest: dict[str, Any], family: str) -> 
     rows = []
     for method in manifest["methods"]:
         pairs = []
-        for run in (r for r in manifest["runs"] if r["family"] == family and r["method"] == method):
+        for run in _runs(manifest, family, method, done=True):  # finished training: whole curves only
             curve = training_curve(study_dir / run["path"])
             level = None if curve is None else levelling(curve[1])
             if level is not None:
@@ -137,7 +137,7 @@ def _levelling_lines(study_dir: Path, manifest: dict[str, Any], family: str) -> 
     if not rows:
         return []
     return ["Has training levelled off? Training return (MAML: after adaptation) over the last tenth of each "
-            "run's rows of metrics.csv against the tenth just before, mean over the runs:", "",
+            "finished run's rows of metrics.csv against the tenth just before, mean over the runs:", "",
             "| method | runs | previous tenth | last tenth | change |", "|---|---:|---:|---:|---:|", *rows, ""]
 
 
@@ -153,7 +153,7 @@ def write_training_curves(study_dir: Path, manifest: dict[str, Any], family: str
     drawn = False
     for index, method in enumerate(manifest["methods"]):
         labelled = False
-        for run in (r for r in manifest["runs"] if r["family"] == family and r["method"] == method):
+        for run in _runs(manifest, family, method):
             curve = training_curve(study_dir / run["path"])
             if curve is None:
                 continue
@@ -171,6 +171,12 @@ def write_training_curves(study_dir: Path, manifest: dict[str, Any], family: str
         os.replace(temp, target)
     plt.close(figure)
     return drawn
+
+
+def _runs(manifest: dict[str, Any], family: str, method: str, done: bool = False) -> list[dict[str, Any]]:
+    """The manifest's runs of ``family`` and ``method`` (only the finished ones if ``done``)."""
+    return [run for run in manifest["runs"] if run["family"] == family and run["method"] == method
+            and (not done or run["status"] == "done")]
 
 
 def _mean_cell(values: list[float | None], digits: int = 0) -> str:
@@ -236,16 +242,17 @@ def write_report(study_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
         if write_training_curves(study_dir, manifest, family, out_dir / family / "training_curves.png"):
             lines += [f"![training curves]({family}/training_curves.png)", ""]
         lines += _levelling_lines(study_dir, manifest, family)
-        lines += ["Training cost per run, mean over seeds: environment steps trained on, training time the "
-                  "checkpoint records, and the wall-clock of the study's tasks (train and evaluate, all attempts).",
+        lines += ["Training cost per finished run, mean over its seeds: environment steps trained on, training "
+                  "time the checkpoint records, and the wall-clock of the study's tasks (train and evaluate, all "
+                  "attempts); attempts count every run.",
                   "", "| method | env steps | train s | task wall s | attempts |", "|---|---:|---:|---:|---:|"]
         for method in manifest["methods"]:
-            runs = [run for run in manifest["runs"] if run["family"] == family and run["method"] == method]
-            paths = [study_dir / run["path"] for run in runs]
+            runs = _runs(manifest, family, method)
+            done = [run if run["status"] == "done" else None for run in runs]  # unfinished runs count as unknown
             lines.append(
-                f"| {method} | {_mean_cell([env_steps(p) for p in paths])} | "
-                f"{_mean_cell([train_seconds(p) for p in paths])} | "
-                f"{_mean_cell([run['wall_seconds'] or None for run in runs])} | "
+                f"| {method} | {_mean_cell([run and env_steps(study_dir / run['path']) for run in done])} | "
+                f"{_mean_cell([run and train_seconds(study_dir / run['path']) for run in done])} | "
+                f"{_mean_cell([run and (run['wall_seconds'] or None) for run in done])} | "
                 f"{sum(run['attempts'] for run in runs)} |"
             )
         lines.append("")

@@ -215,3 +215,30 @@ def test_levelling_compares_the_last_tenth_of_a_training_curve_with_the_tenth_be
     assert steps.tolist() == [row["train/env_steps"] for row in rows] and np.all(np.diff(steps) > 0)
     assert levelling(returns) == (returns[8], returns[9])
     assert training_curve(tmp_path / "nothing") is None
+
+
+def test_report_costs_and_levelling_count_finished_runs_only(tmp_path: Path) -> None:
+    from metarl.storage.checkpoint import load_checkpoint
+    from metarl.studies.manifest import Manifest
+    from metarl.studies.report import write_report
+    from metarl.studies.runner import _train_and_evaluate
+
+    document = tiny_document()
+    document["methods"]["maml-trpo"]["options"]["iterations"] = 20
+    spec = parse_study(document)
+    study = tmp_path / "study"
+    done, unfinished = spec.plans()[:2]
+    _train_and_evaluate(done, study, store=None)
+    argv = unfinished.train_argv(study, resume=False)
+    argv[argv.index("--iterations") + 1] = "10"  # stopped half-way
+    assert cli_main(["train", "maml", *argv]) == 0
+    manifest = Manifest(study, spec, spec.plans())
+    manifest.update(done.key, status="done", attempts=1, wall_seconds=30.0)
+    manifest.update(unfinished.key, status="stopped", attempts=1, wall_seconds=12.0)
+    manifest.write()
+    text = write_report(study).read_text()
+    steps = load_checkpoint(study / done.path / "checkpoint" / "latest.safetensors")[1]["env_steps"]
+    row = next(line for line in text.splitlines() if line.startswith("| maml-trpo | ") and "runs)" in line)
+    assert row.startswith(f"| maml-trpo | {steps:,} (1/2 runs) |") and row.endswith("| 30 (1/2 runs) | 2 |")
+    levels = next(line for line in text.splitlines() if line.startswith("| maml-trpo | 1 | "))  # one finished run
+    assert levels
