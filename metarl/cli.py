@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sys
 
 from metarl.core.errors import UserError
@@ -136,7 +137,16 @@ def _load_plugins(name: str) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``metarl`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # the reader went away (`metarl --help | head`): stop quietly like other command-line tools, and keep
+        # Python from reporting the same broken pipe again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -178,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 return dispatch.train(words[1], rest)
             module = importlib.import_module(f"metarl.commands.{COMMANDS[words][0]}")
             return int(module.main(rest) or 0)
+    except BrokenPipeError:
+        raise  # not a failure of the command: main stops quietly
     except (UserError, ValueError, FileExistsError, MujocoGLError) as error:
         print(_one_line(f"metarl {name}: error: {error}"), file=sys.stderr)
         return 2

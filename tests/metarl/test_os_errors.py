@@ -134,3 +134,30 @@ def test_evaluate_never_throws_a_finished_evaluation_away(
     assert len(saved) == 1 and str(saved[0]) in err
     document = json.loads(saved[0].read_text())
     assert document["num_tasks"] == 2 and len(document["per_task"]) == 2
+
+
+class _ClosedPipe:
+    """A stdout whose reader has gone away (``metarl envs | head -1``): every write fails with EPIPE."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+@pytest.mark.parametrize("argv", [["envs"], ["--help"]])
+def test_closed_stdout_stops_quietly(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A reader that stops early is not an error of the command: no message, exit status 1, and stdout is
+    pointed at /dev/null so that Python's flush at exit does not report the pipe again."""
+    with open(tmp_path / "stdout", "w") as sink:
+        monkeypatch.setattr("sys.stdout", _ClosedPipe(sink.fileno()))
+        assert cli.main(argv) == 1
+    assert capsys.readouterr().err == ""
