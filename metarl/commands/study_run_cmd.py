@@ -38,6 +38,9 @@ class StudyRunArgs:
     worker_dir: Annotated[str | None, optional("PATH", "tasks on this machine work in --out directly, others in a temporary folder")] = None
     """Where tasks keep their working copy of a run. Given: every task works there and sends its files
     to --out as they are written (what happens on nodes that do not share --out's filesystem)."""
+    only: Annotated[tuple[str, ...], tyro.conf.arg(metavar="PATTERN", help_behavior_hint="(default: every run)")] = ()
+    """Run only these runs, each a family, family/method, */method or family/method/seedN (shell patterns,
+    e.g. HalfCheetahCrippled or '*/maml-trpo'); the others are left as they are."""
     no_progress: OffSwitch = False
     """Do not print the progress line."""
 
@@ -54,7 +57,7 @@ def main(argv: list[str]) -> int:
     options = RunOptions(
         address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
         max_retries=args.max_retries, progress=not args.no_progress, num_cpus=args.num_cpus,
-        worker_dir=args.worker_dir,
+        worker_dir=args.worker_dir, only=args.only,
     )
     result = run_study(spec, args.out, options)
     if result.failed:
@@ -62,5 +65,6 @@ def main(argv: list[str]) -> int:
             print(f"failed: {key}: {error}")
         print(f"{len(result.failed)} run(s) failed; fix the cause and rerun the same command to retry them")
         return 1
-    print(f"study {spec.name}: every run finished; report it with `metarl study report {args.out}`")
+    which = "every selected run" if args.only else "every run"
+    print(f"study {spec.name}: {which} finished; report it with `metarl study report {args.out}`")
     return 0

@@ -27,6 +27,7 @@ status, node, seed, attempts and wall time, and the package versions.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
 import shutil
 import signal
@@ -79,6 +80,9 @@ class RunOptions:
     """How often a task away from the study directory sends its changed files."""
     progress_seconds: float = 10.0
     """How often the progress line is printed."""
+    only: tuple[str, ...] = ()
+    """Run only the runs whose key (``family/method/seedN``) matches one of these shell patterns, or
+    starts with one of them followed by ``/`` (``HalfCheetahCrippled``, ``*/maml-trpo``); empty: every run."""
 
     def __post_init__(self) -> None:
         if not self.cpus_per_run > 0:
@@ -197,6 +201,29 @@ class StudyResult:
     manifest: Path
 
 
+def select_runs(plans: list[RunPlan], patterns: tuple[str, ...]) -> set[str]:
+    """The keys of the runs that ``patterns`` select (:attr:`RunOptions.only`; all runs if empty), with
+    every run that a selected run is made like (its initial weights come from that run).
+
+    Raises:
+        UserError: a pattern matches no run.
+    """
+    if not patterns:
+        return {plan.key for plan in plans}
+
+    def matches(key: str, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(key, pattern) or fnmatch.fnmatchcase(key, pattern.rstrip("/") + "/*")
+
+    for pattern in patterns:
+        if not any(matches(plan.key, pattern) for plan in plans):
+            examples = ", ".join(sorted({plan.family for plan in plans}) + [f"*/{plans[0].method}", plans[0].key])
+            raise UserError(f"--only {pattern!r} matches no run of the study; runs are named family/method/seedN "
+                            f"and a pattern may name a family, a method or a run, e.g. {examples}")
+    chosen = {plan.key for plan in plans if any(matches(plan.key, pattern) for pattern in patterns)}
+    chosen |= {plan.like_key for plan in plans if plan.key in chosen and plan.like_key is not None}
+    return chosen
+
+
 def _format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -229,13 +256,18 @@ def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions 
     adopted = [key for key in skipped if manifest.runs[key]["status"] != "done"]
     for key in adopted:
         manifest.update(key, status="done")
-    todo = [plan for plan in plans if plan.key not in skipped]
+    chosen = select_runs(plans, options.only)
+    todo = [plan for plan in plans if plan.key not in skipped and plan.key in chosen]
     result = StudyResult([], {}, skipped, [], manifest.path)
     if not todo:  # a finished study: write nothing unless the manifest lacked some finished runs
         if adopted or not manifest.path.is_file():
             manifest.write()
-        log(f"study {spec.name}: all {len(plans)} runs are finished; nothing to do")
+        which = f"{len(chosen)} selected" if options.only else str(len(plans))
+        log(f"study {spec.name}: all {which} runs are finished; nothing to do")
         return result
+    if options.only:
+        log(f"study {spec.name}: --only selects {len(chosen)} of {len(plans)} runs; the others are left as "
+            "they are")
     if spec.text:
         atomic_write_text(study_dir / STUDY_FILE, spec.text)
     for plan in todo:

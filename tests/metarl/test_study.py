@@ -15,7 +15,7 @@ import pytest
 from metarl.cli import main as cli_main
 from metarl.core.errors import UserError
 from metarl.studies.plan import run_state
-from metarl.studies.runner import RunOptions, run_study
+from metarl.studies.runner import RunOptions, run_study, select_runs
 from metarl.studies.spec import load_study, parse_study, shipped_studies
 
 # The command the unseen-dynamics study's MAML runs were started with before the runner existed.
@@ -242,3 +242,19 @@ def test_report_costs_and_levelling_count_finished_runs_only(tmp_path: Path) -> 
     assert row.startswith(f"| maml-trpo | {steps:,} (1/2 runs) |") and row.endswith("| 30 (1/2 runs) | 2 |")
     levels = next(line for line in text.splitlines() if line.startswith("| maml-trpo | 1 | "))  # one finished run
     assert levels
+
+
+def test_only_selects_by_family_method_or_run_and_adds_the_runs_they_are_made_like() -> None:
+    document = tiny_document(families=["Point2DNav", "HalfCheetahVel"])
+    plans = parse_study(document).plans()
+    keys = {plan.key for plan in plans}
+    assert select_runs(plans, ()) == keys
+    assert select_runs(plans, ("HalfCheetahVel",)) == {key for key in keys if key.startswith("HalfCheetahVel/")}
+    assert select_runs(plans, ("*/maml-trpo",)) == {key for key in keys if "/maml-trpo/" in key}
+    assert select_runs(plans, ("Point2DNav/maml-trpo/seed1", "HalfCheetahVel/maml-trpo/")) == {
+        "Point2DNav/maml-trpo/seed1", "HalfCheetahVel/maml-trpo/seed0", "HalfCheetahVel/maml-trpo/seed1"}
+    # random-init starts from the weights of the maml-trpo run of its seed: selecting it selects that run
+    assert select_runs(plans, ("Point2DNav/random-init/seed0",)) == {
+        "Point2DNav/random-init/seed0", "Point2DNav/maml-trpo/seed0"}
+    with pytest.raises(UserError, match=r"--only 'Point2D' matches no run.*Point2DNav, \*/maml-trpo"):
+        select_runs(plans, ("HalfCheetahVel", "Point2D"))

@@ -231,3 +231,18 @@ def test_sigterm_stops_every_run_with_its_checkpoint_and_a_rerun_finishes(tmp_pa
     assert {run["status"] for run in manifest["runs"]} == {"done"}
     assert all(run["attempts"] == 2 for run in manifest["runs"])
     assert all(load_checkpoint(path)[1]["iteration"] == 120 for path in checkpoints)
+
+
+def test_only_runs_the_selected_runs_and_what_they_need_and_leaves_the_others(local_ray, tmp_path: Path) -> None:
+    spec = parse_study(tiny_document())
+    study = tmp_path / "study"
+    result = run_study(spec, study, RunOptions(num_cpus=2, progress=False, only=("*/random-init/seed1",)))
+    assert sorted(result.done) == ["Point2DNav/maml-trpo/seed1", "Point2DNav/random-init/seed1"]
+    statuses = {run["key"]: run["status"] for run in json.loads((study / "manifest.json").read_text())["runs"]}
+    assert statuses == {"Point2DNav/maml-trpo/seed0": "waiting", "Point2DNav/maml-trpo/seed1": "done",
+                        "Point2DNav/random-init/seed0": "waiting", "Point2DNav/random-init/seed1": "done"}
+    assert not (study / "runs" / "Point2DNav" / "maml-trpo" / "seed0").exists()
+    again = run_study(spec, study, RunOptions(num_cpus=2, progress=False, only=("Point2DNav/*/seed1",)))
+    assert again.done == [] and len(again.skipped) == 2
+    rest = run_study(spec, study, RunOptions(num_cpus=2, progress=False))
+    assert sorted(rest.done) == ["Point2DNav/maml-trpo/seed0", "Point2DNav/random-init/seed0"]
