@@ -8,6 +8,10 @@ improved.
 
 usage: python scripts/inner_step_probe.py RUN_DIR --split ood --num-tasks 40 \
            --episodes 20 80 --inner-lrs 0.05 0.1 0.2
+       python scripts/inner_step_probe.py RUN_DIR --split ood --episodes 20 80 --agreement
+
+With --agreement it prints instead, per episode count, how far one step's direction is task-specific rather
+than sampling noise (metarl.evaluation.probe.inner_gradient_agreement).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from metarl.evaluation.probe import inner_gradient_agreement
 from metarl.evaluation.protocol import (
     EvalOptions,
     adaptation_settings,
@@ -36,12 +41,26 @@ def main() -> None:
                         help="episodes per adaptation step to try (default 20 80)")
     parser.add_argument("--inner-lrs", type=float, nargs="+", default=None,
                         help="inner learning rates to try (default: the run's own)")
+    parser.add_argument("--agreement", action="store_true",
+                        help="instead of the gains, print how much two batches' inner steps agree on the same task "
+                             "and across tasks, per episode count (metarl.evaluation.probe)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     run = RunDir(args.run_dir)
     config = run.read_config()
     settings = adaptation_settings(config).keywords()
     policy = load_policy(run)
+    if args.agreement:
+        others = {name: value for name, value in settings.items() if name != "inner_lr"}
+        for episodes in args.episodes:
+            start = time.perf_counter()
+            options = EvalOptions(split=args.split, num_tasks=args.num_tasks, episodes_per_step=episodes, device="cpu")
+            agreement = inner_gradient_agreement(policy, policy.params(), config["family"], options,
+                                                 horizon=config.get("horizon"), **others)
+            line = {name: round(value, 3) for name, value in agreement.summary().items()}
+            print(json.dumps({"split": args.split, **line, "tasks": args.num_tasks,
+                              "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+        return
     for episodes in args.episodes:
         for lr in args.inner_lrs or [settings["inner_lr"]]:
             start = time.perf_counter()
