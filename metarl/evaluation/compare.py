@@ -218,6 +218,9 @@ def markdown_table(results: Sequence[RunResult], differences: Sequence[ProtocolD
             "Rows marked (N seeds) pool N training seeds evaluated on the same tasks: mean and IQM "
             "over seeds and tasks, CI from a bootstrap over both.",
         ]
+    iqms = iqm_table(results)
+    if iqms:
+        lines += ["", *iqms]
     gains = gain_table(results)
     if gains:
         lines += ["", *gains]
@@ -225,6 +228,25 @@ def markdown_table(results: Sequence[RunResult], differences: Sequence[ProtocolD
         lines += ["", f"Evaluated under different protocols ({ALLOW_MIXED_FLAG}); the rows differ in:"]
         lines += [f"- {difference.describe()}" for difference in differences]
     return "\n".join(lines) + "\n"
+
+
+def iqm_table(results: Sequence[RunResult]) -> list[str]:
+    """Markdown lines: each run's interquartile mean per k with its 95% bootstrap interval.
+
+    Empty when no row has an IQM (reference curves have none)."""
+    rows = [r for r in results if not np.all(np.isnan(np.asarray(r.iqm, dtype=float)))]
+    if not rows:
+        return []
+    num_k = max(r.num_k for r in rows)
+    lines = ["Interquartile mean (the mean of the middle half of the (seed, task) returns) [95% CI] after k "
+             "adaptation steps.", "",
+             "| run | " + " | ".join(f"k={k}" for k in range(num_k)) + " |",
+             "|---|" + "---:|" * num_k]
+    for r in rows:
+        cells = [_interval_cell(r.iqm[k], r.iqm_ci95[k]) for k in range(r.num_k)]
+        cells += ["–"] * (num_k - len(cells))
+        lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _gains(result: RunResult) -> dict[str, list] | None:

@@ -333,3 +333,26 @@ def test_gain_table_pairs_each_task_with_itself_and_finds_a_gain_the_means_hide(
     assert float(rows[1]["gain"]) == pytest.approx(gains[..., 0].mean())
     assert float(rows[1]["share_improved"]) == pytest.approx(89 / 90)
     assert rows[0]["gain"] == "0.0" and rows[0]["share_improved"] == ""
+
+
+def test_iqm_table_shows_the_interquartile_mean_and_its_interval_at_every_k(tmp_path: Path) -> None:
+    # 3 seeds x 20 tasks; a few tasks with huge returns pull the mean up but not the IQM
+    rng = np.random.default_rng(7)
+    per_seed = rng.normal(10.0, 2.0, size=(3, 20, 3)) + np.array([0.0, 1.0, 2.0])
+    per_seed[:, :2, :] += 500.0
+    seeds = [_write_seed_run(tmp_path / f"s{i}", i, per_seed[i]) for i in range(3)]
+    table, _ = compare_runs(seeds, "ood", tmp_path / "out", group_seeds=True)
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Interquartile mean"))
+    row = next(line for line in lines[start:] if line.startswith("| s0 (3 seeds"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    assert len(cells) == 3
+    for k, cell in enumerate(cells):
+        values = np.sort(per_seed[..., k].ravel())
+        middle = values[len(values) // 4: len(values) - len(values) // 4]  # 60 values: the middle 30
+        mean, interval = cell.split(" [")
+        low, high = (float(v) for v in interval.rstrip("]").split(", "))
+        assert float(mean) == pytest.approx(middle.mean(), abs=0.051)
+        assert low < float(mean) < high < 20.0  # the huge tasks are outside the middle half
+    pooled = pooled_result(seeds, "ood")
+    assert pooled.mean[0] > 40.0  # while the mean is pulled far up

@@ -108,13 +108,13 @@ def test_tiny_study_completes_resumes_reruns_as_nothing_and_reports_compare_rows
             expected = pooled_result(seeds, split)
             for field in ("mean", "mean_ci95", "iqm", "iqm_ci95"):
                 np.testing.assert_array_equal(getattr(row, field), getattr(expected, field))
-            # the report's rows show compare's numbers, the returns' and the paired gains' (rows with a
-            # share improved, in %): every cell after the label
+            # the report's rows show compare's numbers, the returns', the IQM's and the paired gains' (rows
+            # with a share improved, in %): every cell after the label
             report_table = (study / "report" / "Point2DNav" / split / "comparison.md").read_text()
             compare_rows = [line for line in table.splitlines() if line.startswith("| seed")]
             report_rows = [line for line in text.splitlines() if line.startswith(f"| {method} (")
                            and line in report_table]
-            assert len(compare_rows) == len(report_rows) == 2 and "%" in compare_rows[1]
+            assert len(compare_rows) == len(report_rows) == 3 and "%" in compare_rows[2]
             for report_row, compare_row in zip(report_rows, compare_rows, strict=True):
                 assert report_row.split("|")[2:] == compare_row.split("|")[2:]
         assert (study / "report" / "Point2DNav" / split / "return_vs_k.png").is_file()
