@@ -139,11 +139,30 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``metarl`` console script."""
     try:
         return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError as error:
+        if not _stdout_is_closed():
+            print(_one_line(f"metarl: error: {os_error_message(error)}"), file=sys.stderr)
+            return 2
+        return 1  # the reader went away (`metarl envs | head -1`): stop quietly, as other command-line tools do
+
+
+def _stdout_is_closed() -> bool:
+    """True if stdout's reader has gone away; then stdout is pointed at /dev/null, so that Python does not
+    report the same broken pipe again when it flushes stdout at exit."""
+    try:
+        sys.stdout.flush()
+        return False
     except BrokenPipeError:
-        # the reader went away (`metarl --help | head`): stop quietly like other command-line tools, and keep
-        # Python from reporting the same broken pipe again when it flushes stdout at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (main() called with stdout captured)
+        pass
+    return True
 
 
 def _main(argv: list[str]) -> int:

@@ -43,7 +43,8 @@ def main() -> None:
                         help="inner learning rates to try (default: the run's own)")
     parser.add_argument("--agreement", action="store_true",
                         help="instead of the gains, print how much two batches' inner steps agree on the same task "
-                             "and across tasks, per episode count (metarl.evaluation.probe)")
+                             "and across tasks, per episode count (metarl.evaluation.probe); cosines do not depend "
+                             "on the learning rate, so --inner-lrs is not used")
     args = parser.parse_args()
     torch.set_num_threads(1)
     run = RunDir(args.run_dir)

@@ -8,11 +8,13 @@ and compares their directions by cosine similarity:
 
 - ``same_task``: the two batches of one task (mean over tasks). High when the step is not dominated by
   sampling noise.
-- ``across_tasks``: a batch of one task against a batch of another. A step shared by every task (improve
-  the policy in general) makes this as high as ``same_task``.
+- ``across_tasks``: a batch of one task against a batch of another, different task (pairs of equal tasks,
+  which a family with a few discrete variants draws often, are left out). A step shared by every task
+  (improve the policy in general) makes this as high as ``same_task``.
 - ``task_specific``: the same-task cosine of what remains after removing the mean step over tasks (from
   each batch's own mean). This is the signal that adapts to *this* task: near 0, the task-specific part
   of the step is noise, and more episodes per step (or a step that averages the noise) would be needed.
+  Where tasks repeat (a disabled actuator out of a few), this is the signal specific to the variant.
 
 ``scripts/inner_step_probe.py --agreement`` prints these for a run; docs/results/unseen-dynamics.md uses
 them to explain where MAML's step adapts and where it does not.
@@ -42,7 +44,7 @@ class GradientAgreement:
     same_task: np.ndarray
     """``[tasks]``: cosine between the steps of a task's two batches."""
     across_tasks: float
-    """Mean cosine between a batch of one task and a batch of another."""
+    """Mean cosine between a batch of one task and a batch of another, different task."""
     task_specific: np.ndarray
     """``[tasks]``: cosine between the two batches' steps after removing each batch's mean step over tasks."""
 
@@ -90,6 +92,10 @@ def inner_gradient_agreement(
     check_int("num_tasks", options.num_tasks, low=2)
     device = resolve_device(options.device)
     tasks = options_tasks(family, options)
+    described = [repr(sorted(task.to_dict().items())) for task in tasks]
+    different = torch.tensor([[a != b for b in described] for a in described], dtype=torch.bool)
+    if not different.any():
+        raise ValueError(f"the {len(tasks)} tasks are all the same task: nothing to compare across tasks")
     sampler = VectorEnvSampler(family, len(tasks), device, horizon=horizon)
     generator = torch.Generator().manual_seed(options.seed)
     policy = policy.to(device)
@@ -104,13 +110,18 @@ def inner_gradient_agreement(
                                    dim=1).double().cpu())
     finally:
         sampler.close()
-    first, second = steps
+    return agreement_of_steps(*steps, different, options.episodes_per_step)
+
+
+def agreement_of_steps(first: torch.Tensor, second: torch.Tensor, different: torch.Tensor,
+                       episodes: int) -> GradientAgreement:
+    """The cosines of two batches' flattened steps ``[tasks, P]`` each; ``different[i, j]``: tasks i and j
+    differ (only those pairs count across tasks)."""
     cosines = _cosines(first, second)
-    off_diagonal = ~torch.eye(len(tasks), dtype=torch.bool)
     specific = _cosines(first - first.mean(0), second - second.mean(0)).diagonal()
     return GradientAgreement(
-        episodes=options.episodes_per_step,
+        episodes=episodes,
         same_task=cosines.diagonal().numpy(),
-        across_tasks=float(cosines[off_diagonal].mean()),
+        across_tasks=float(cosines[different].mean()),
         task_specific=specific.numpy(),
     )

@@ -44,7 +44,7 @@ from metarl.core.errors import UserError
 from metarl.core.interrupts import sigterm_as_interrupt
 from metarl.methods import dispatch
 from metarl.storage.checkpoint import atomic_write_text
-from metarl.storage.runs import RunDir, RunDirError
+from metarl.storage.runs import RunDir, RunDirError, RunDirLockedError, run_dir_lock
 from metarl.studies.manifest import Manifest, _now
 from metarl.studies.plan import RunPlan, run_state
 from metarl.studies.spec import StudySpec
@@ -91,6 +91,8 @@ class RunOptions:
             raise UserError(f"--gpus-per-run must be >= 0, got {self.gpus_per_run}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise UserError(f"--max-retries must be a non-negative integer, got {self.max_retries!r}")
+        if isinstance(self.only, str) or not all(isinstance(pattern, str) and pattern for pattern in self.only):
+            raise UserError(f"only must be a tuple of non-empty patterns (--only PATTERN ...), got {self.only!r}")
         if not self.sync_seconds > 0 or not self.progress_seconds > 0:
             raise UserError("sync_seconds and progress_seconds must be > 0")
 
@@ -218,10 +220,13 @@ def select_runs(plans: list[RunPlan], patterns: tuple[str, ...]) -> set[str]:
         if not any(matches(plan.key, pattern) for plan in plans):
             examples = ", ".join(sorted({plan.family for plan in plans}) + [f"*/{plans[0].method}", plans[0].key])
             raise UserError(f"--only {pattern!r} matches no run of the study; runs are named family/method/seedN "
-                            f"and a pattern may name a family, a method or a run, e.g. {examples}")
+                            f"and a pattern may name a family, a family/method, a method as */METHOD or a run, e.g. {examples}")
     chosen = {plan.key for plan in plans if any(matches(plan.key, pattern) for pattern in patterns)}
-    chosen |= {plan.like_key for plan in plans if plan.key in chosen and plan.like_key is not None}
-    return chosen
+    while True:  # the run each chosen run is like, and the one that run is like ...
+        needed = {plan.like_key for plan in plans if plan.key in chosen and plan.like_key is not None} - chosen
+        if not needed:
+            return chosen
+        chosen |= needed
 
 
 def _format_seconds(seconds: float) -> str:
@@ -240,7 +245,6 @@ def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     ray = require_ray()
     study_dir = Path(out).resolve()
-    study_dir.mkdir(parents=True, exist_ok=True)
     plans = spec.plans()
     manifest = Manifest(study_dir, spec, plans)
     # Check every run directory before anything runs: refuse those of another configuration.
@@ -261,6 +265,7 @@ def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions 
     result = StudyResult([], {}, skipped, [], manifest.path)
     if not todo:  # a finished study: write nothing unless the manifest lacked some finished runs
         if adopted or not manifest.path.is_file():
+            study_dir.mkdir(parents=True, exist_ok=True)
             manifest.write()
         which = f"{len(chosen)} selected" if options.only else str(len(plans))
         log(f"study {spec.name}: all {which} runs are finished; nothing to do")
@@ -268,6 +273,22 @@ def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions 
     if options.only:
         log(f"study {spec.name}: --only selects {len(chosen)} of {len(plans)} runs; the others are left as "
             "they are")
+    # one `study run` per study directory at a time: each rewrites the whole manifest
+    lock = run_dir_lock(study_dir)
+    try:
+        lock.__enter__()
+    except RunDirLockedError as error:
+        raise UserError(f"study directory {error}") from None
+    try:
+        return _run_todo(spec, study_dir, options, log, ray, manifest, todo, result)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_todo(spec: StudySpec, study_dir: Path, options: RunOptions, log: Callable[[str], None], ray: Any,
+              manifest: Manifest, todo: list[RunPlan], result: StudyResult) -> StudyResult:
+    """The runs of :func:`run_study` that are left to do, with the study directory's writer lock held."""
+    skipped = result.skipped
     if spec.text:
         atomic_write_text(study_dir / STUDY_FILE, spec.text)
     for plan in todo:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from metarl.core.policy import GaussianMLPPolicy
-from metarl.evaluation.probe import _cosines, inner_gradient_agreement
+from metarl.evaluation.probe import _cosines, agreement_of_steps, inner_gradient_agreement
 from metarl.evaluation.protocol import EvalOptions
 
 
@@ -43,3 +43,26 @@ def test_needs_two_tasks() -> None:
     with pytest.raises(ValueError, match="num_tasks"):
         inner_gradient_agreement(policy, policy.params(), "Point2DNav",
                                  EvalOptions(split="test", num_tasks=1, episodes_per_step=2, device="cpu"))
+
+
+def test_across_tasks_leaves_out_pairs_of_the_same_task() -> None:
+    """Tasks A, A, B, B (a family of a few discrete variants repeats them): steps of equal tasks point the
+    same way, steps of different tasks are orthogonal; only the A-B pairs count across tasks."""
+    a, b = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+    steps = torch.stack([a, a, b, b]).double()
+    labels = ["A", "A", "B", "B"]
+    different = torch.tensor([[x != y for y in labels] for x in labels])
+    result = agreement_of_steps(steps, steps.clone(), different, episodes=5)
+    np.testing.assert_allclose(result.same_task, 1.0)
+    assert result.across_tasks == pytest.approx(0.0)  # with the equal pairs it would be 4 / 12
+    np.testing.assert_allclose(result.task_specific, 1.0)
+
+
+def test_tasks_that_are_all_the_same_are_refused() -> None:
+    from metarl.evaluation.protocol import evaluation_tasks
+
+    task = evaluation_tasks("Point2DNav", "test", 1, 0)[0]
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(4,))
+    options = EvalOptions(split="custom", num_tasks=3, episodes_per_step=2, device="cpu", tasks=(task,) * 3)
+    with pytest.raises(ValueError, match="all the same task"):
+        inner_gradient_agreement(policy, policy.params(), "Point2DNav", options)

@@ -161,3 +161,15 @@ def test_closed_stdout_stops_quietly(argv: list[str], tmp_path: Path, monkeypatc
         monkeypatch.setattr("sys.stdout", _ClosedPipe(sink.fileno()))
         assert cli.main(argv) == 1
     assert capsys.readouterr().err == ""
+
+
+def test_a_broken_pipe_elsewhere_is_an_error(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Only a closed stdout ends quietly: a broken pipe of anything else (a socket, a subprocess) while stdout
+    is fine is reported as an error."""
+    def broken(argv: list[str]) -> int:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr("metarl.commands.envs_cmd.main", broken)
+    assert cli.main(["envs"]) == 2
+    assert "metarl: error:" in capsys.readouterr().err
