@@ -1,5 +1,11 @@
 """The study's manifest, ``DIR/manifest.json``: the expanded grid, each run's status, node, seed,
-attempts and wall time, and the package versions."""
+attempts and wall time, the sessions of ``metarl study run`` that worked on it, and the package versions.
+
+A session is one ``metarl study run`` that had runs to do: when it started, how many runs it had to do,
+the CPUs each run held, when it last wrote the manifest (it rewrites it about every second while runs
+go, so a session killed outright, by SIGKILL or a machine that stopped, is known to have ended within
+seconds of that time), and, if it ended by itself, when and how (``finished``, ``stopped`` by Ctrl-C or
+SIGTERM, or ``error``)."""
 
 from __future__ import annotations
 
@@ -72,12 +78,29 @@ class Manifest:
                 "error": old.get("error"),
             })
         self.runs = {run["key"]: run for run in self.document["runs"]}
+        self.session: dict[str, Any] | None = None  # this process's session, once it has runs to do
         # attempts and wall time of earlier sessions, to which this session's are added
         self.before = {key: (run["attempts"], run["wall_seconds"]) for key, run in self.runs.items()}
 
     def update(self, key: str, **values: Any) -> None:
         self.runs[key].update(values)
 
+    def start_session(self, runs: int, cpus_per_run: float) -> None:
+        """Record a new session of the study runner, with ``runs`` runs to do (see the module docstring)."""
+        now = _now()
+        self.session = {"started": now, "runs": runs, "cpus_per_run": cpus_per_run, "last_written": now,
+                        "ended": None, "outcome": "running"}
+        self.document["sessions"].append(self.session)
+
+    def end_session(self, outcome: str) -> None:
+        """Mark this process's session ended, with ``outcome`` (finished, stopped or error)."""
+        if self.session is not None and self.session["ended"] is None:
+            self.session["ended"] = _now()
+            self.session["outcome"] = outcome
+
     def write(self) -> None:
-        self.document["updated"] = _now()
+        now = _now()
+        self.document["updated"] = now
+        if self.session is not None and self.session["ended"] is None:
+            self.session["last_written"] = now
         atomic_write_text(self.path, json.dumps(self.document, indent=2) + "\n")

@@ -11,6 +11,7 @@ ood, per k) of each method, the environment steps each method trained on
 (from the manifest, and the training time the checkpoints record), and the
 training curves (training return against env steps, one line per seed) with, per method, the
 training return over the last tenth of each run against the tenth before (has it levelled off?).
+Last, the study's time: each session of the runner, its wall-clock and how it ended, and the task time.
 
 Writes ``DIR/report/report.md`` and, per family and split,
 ``DIR/report/<family>/<split>/{comparison.md,comparison.csv,return_vs_k.png,return_vs_samples.png}``
@@ -21,6 +22,7 @@ Runs not yet evaluated on a split are left out of its table (the report says whi
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 from pathlib import Path
@@ -203,6 +205,76 @@ def _gap_table(by_split: dict[str, list[RunResult]]) -> list[str]:
     return lines + [""]
 
 
+# a session without an end whose manifest was written this recently is taken as still running (a running
+# `metarl study run` rewrites the manifest about every second)
+RUNNING_WITHIN_S = 300.0
+
+
+def _time(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text)
+
+
+def _hours_minutes(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def session_times(manifest: dict[str, Any], now: datetime.datetime | None = None
+                  ) -> list[tuple[dict[str, Any], float | None, str]]:
+    """Each session of the manifest with its wall-clock in seconds (None if not recorded) and how it ended:
+    ``finished``, ``stopped`` (Ctrl-C or SIGTERM), ``error``, ``running``, ``killed`` (no end recorded and
+    not written for :data:`RUNNING_WITHIN_S`: SIGKILL, or its machine stopped; its wall-clock runs to its
+    last write) or ``not recorded`` (written by a metarl that did not record ends)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    sessions = manifest.get("sessions", [])
+    out = []
+    for index, session in enumerate(sessions):
+        started = _time(session["started"])
+        if session.get("ended"):
+            out.append((session, (_time(session["ended"]) - started).total_seconds(), session["outcome"]))
+        elif session.get("last_written"):
+            last = _time(session["last_written"])
+            running = index == len(sessions) - 1 and (now - last).total_seconds() < RUNNING_WITHIN_S
+            out.append((session, (last - started).total_seconds(), "running" if running else "killed"))
+        else:
+            out.append((session, None, "not recorded"))
+    return out
+
+
+def study_time_lines(manifest: dict[str, Any], now: datetime.datetime | None = None) -> list[str]:
+    """The report's "Study time" section: one row per session, and the totals (wall-clock, task time,
+    how many times the study was stopped and continued)."""
+    times = session_times(manifest, now)
+    task_hours = sum(run["wall_seconds"] for run in manifest["runs"]) / 3600
+    lines = ["## Study time", ""]
+    if times:
+        lines += ["Each session is one `metarl study run` that had runs to do (UTC; a killed session's wall-clock "
+                  "runs to its last write of the manifest, within seconds of its end):", "",
+                  "| session | started | wall-clock | runs to do | CPUs per run | how it ended |",
+                  "|---:|---|---:|---:|---:|---|"]
+        for number, (session, seconds, outcome) in enumerate(times, 1):
+            cpus = session.get("cpus_per_run")
+            lines.append(f"| {number} | {session['started'][:16].replace('T', ' ')} | "
+                         f"{'–' if seconds is None else _hours_minutes(seconds)} | {session['runs']} | "
+                         f"{'–' if cpus is None else f'{cpus:g}'} | {outcome} |")
+        lines.append("")
+        known = [seconds for _, seconds, _ in times if seconds is not None]
+        outcomes = [outcome for _, _, outcome in times]
+        ends = ", ".join(f"{outcomes.count(o)} {o}" for o in
+                         ("finished", "stopped", "killed", "error", "running", "not recorded") if o in outcomes)
+        wall = ("not recorded" if not known else f"{sum(known) / 3600:.2f} h" + (
+            "" if len(known) == len(times) else f" over the {len(known)} of {len(times)} sessions that recorded it"))
+        continued = len(times) - 1
+        lines += [f"{len(times)} session{'s' if len(times) != 1 else ''} ({ends}): the study was continued "
+                  f"{continued} time{'s' if continued != 1 else ''}. Wall-clock: {wall}."]
+    cpus = {session.get("cpus_per_run") for session in manifest.get("sessions", [])}
+    cpu_hours = (f" With {next(iter(cpus)):g} CPU per run in every session, {task_hours * next(iter(cpus)):.2f} "
+                 "CPU-hours." if len(cpus) == 1 and None not in cpus else "")
+    lines += [f"Task time, the sum of every run's wall-clock over all its attempts: {task_hours:.2f} h.{cpu_hours}",
+              ""]
+    return lines
+
+
 def write_report(study_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write the study's report (see the module docstring); returns the path of ``report.md``."""
     study_dir = Path(study_dir)
@@ -256,13 +328,12 @@ def write_report(study_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
                 f"{sum(run['attempts'] for run in runs)} |"
             )
         lines.append("")
-    total = sum(run["wall_seconds"] for run in manifest["runs"])
-    lines += [f"Total task wall-clock over all runs: {total / 3600:.2f} h. Package versions: "
-              + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()) + ".", ""]
+    lines += study_time_lines(manifest)
+    lines += ["Package versions: " + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()) + ".", ""]
     report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines))
     return report
 
 
-__all__ = ["write_report", "method_results", "write_training_curves", "training_curve", "levelling", "env_steps",
+__all__ = ["write_report", "study_time_lines", "session_times", "method_results", "write_training_curves", "training_curve", "levelling", "env_steps",
            "train_seconds", "REPORT_DIR"]

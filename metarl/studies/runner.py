@@ -45,7 +45,7 @@ from metarl.core.interrupts import sigterm_as_interrupt
 from metarl.methods import dispatch
 from metarl.storage.checkpoint import atomic_write_text
 from metarl.storage.runs import RunDir, RunDirError, RunDirLockedError, run_dir_lock
-from metarl.studies.manifest import Manifest, _now
+from metarl.studies.manifest import Manifest
 from metarl.studies.plan import RunPlan, run_state
 from metarl.studies.spec import StudySpec
 from metarl.studies.store import FileSync, RunStore, store_name
@@ -287,14 +287,33 @@ def run_study(spec: StudySpec, out: str | os.PathLike[str], options: RunOptions 
 
 def _run_todo(spec: StudySpec, study_dir: Path, options: RunOptions, log: Callable[[str], None], ray: Any,
               manifest: Manifest, todo: list[RunPlan], result: StudyResult) -> StudyResult:
-    """The runs of :func:`run_study` that are left to do, with the study directory's writer lock held."""
-    skipped = result.skipped
+    """The runs of :func:`run_study` that are left to do, with the study directory's writer lock held; one
+    session of the manifest, whose end and outcome are recorded however it ends."""
     if spec.text:
         atomic_write_text(study_dir / STUDY_FILE, spec.text)
     for plan in todo:
         manifest.update(plan.key, status="waiting", error=None)
-    manifest.document["sessions"].append({"started": _now(), "runs": len(todo)})
+    manifest.start_session(len(todo), options.cpus_per_run)
     manifest.write()
+    try:
+        result = _run_session(spec, study_dir, options, log, ray, manifest, todo, result)
+    except KeyboardInterrupt:
+        manifest.end_session("stopped")
+        manifest.write()
+        raise
+    except BaseException:
+        manifest.end_session("error")
+        manifest.write()
+        raise
+    manifest.end_session("finished")
+    manifest.write()
+    return result
+
+
+def _run_session(spec: StudySpec, study_dir: Path, options: RunOptions, log: Callable[[str], None], ray: Any,
+                 manifest: Manifest, todo: list[RunPlan], result: StudyResult) -> StudyResult:
+    """Start Ray, run ``todo`` on it and fold each run's outcome into ``manifest`` (one session)."""
+    skipped = result.skipped
 
     init_ray(options.address, num_cpus=options.num_cpus)
     driver_node = ray.get_runtime_context().get_node_id()

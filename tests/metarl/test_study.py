@@ -285,3 +285,55 @@ def test_one_study_run_per_directory_and_only_takes_patterns(tmp_path: Path) -> 
     assert not (study / "manifest.json").exists()
     with pytest.raises(UserError, match="only must be a tuple"):
         RunOptions(only="Point2DNav")
+
+
+def test_sessions_record_how_they_ended_and_the_report_totals_the_study_time(tmp_path: Path) -> None:
+    import datetime
+
+    from metarl.studies.manifest import Manifest
+    from metarl.studies.report import study_time_lines
+
+    spec = parse_study(tiny_document())
+    study = tmp_path / "study"
+    study.mkdir()
+    first = Manifest(study, spec, spec.plans())
+    first.start_session(4, 1.0)
+    first.write()
+    # the process is killed: nothing ends its session. The next one finds it unended, and ends its own.
+    second = Manifest(study, spec, spec.plans())
+    second.start_session(2, 2.0)
+    second.end_session("stopped")
+    second.end_session("finished")  # an ended session keeps its first end
+    second.write()
+    sessions = json.loads((study / "manifest.json").read_text())["sessions"]
+    assert [s["outcome"] for s in sessions] == ["running", "stopped"]
+    assert sessions[0]["ended"] is None and sessions[0]["last_written"] and sessions[1]["ended"]
+    assert sessions[1]["cpus_per_run"] == 2.0
+
+    def at(minutes: int) -> str:
+        return (datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+                + datetime.timedelta(minutes=minutes)).isoformat(timespec="seconds")
+
+    document = {"runs": [{"wall_seconds": 5400.0}, {"wall_seconds": 1800.0}], "sessions": [
+        {"started": at(0), "runs": 2},  # from a metarl that did not record ends
+        {"started": at(100), "runs": 2, "cpus_per_run": 1.0, "last_written": at(160), "ended": None,
+         "outcome": "running"},  # killed: never written again
+        {"started": at(200), "runs": 2, "cpus_per_run": 1.0, "last_written": at(230), "ended": at(230),
+         "outcome": "stopped"},
+        {"started": at(300), "runs": 1, "cpus_per_run": 1.0, "last_written": at(390), "ended": None,
+         "outcome": "running"},
+    ]}
+    now = datetime.datetime.fromisoformat(at(391))
+    text = "\n".join(study_time_lines(document, now))
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split(" | ")[2] for row in rows] == ["–", "1:00", "0:30", "1:30"]
+    assert [row.rstrip(" |").rsplit("| ", 1)[1] for row in rows] == ["not recorded", "killed", "stopped", "running"]
+    assert ("4 sessions (1 stopped, 1 killed, 1 running, 1 not recorded): the study was continued 3 times. "
+            "Wall-clock: 3.00 h over the 3 of 4 sessions that recorded it.") in text
+    assert "Task time, the sum of every run's wall-clock over all its attempts: 2.00 h." in text
+    assert "CPU-hours" not in text  # the first session's CPUs per run are unknown
+    # an hour later the last session has not written either: it was killed, not running
+    later = "\n".join(study_time_lines(document, now + datetime.timedelta(hours=1)))
+    assert "2 killed" in later and "running" not in later.split("how it ended")[1]
+    document["sessions"] = document["sessions"][1:]
+    assert "With 1 CPU per run in every session, 2.00 CPU-hours." in "\n".join(study_time_lines(document, now))

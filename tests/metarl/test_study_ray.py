@@ -222,6 +222,7 @@ def test_sigterm_stops_every_run_with_its_checkpoint_and_a_rerun_finishes(tmp_pa
     assert driver.returncode == 143, output
     manifest = json.loads((study / "manifest.json").read_text())
     assert {run["status"] for run in manifest["runs"]} == {"stopped"}, output
+    assert [(s["outcome"], bool(s["ended"])) for s in manifest["sessions"]] == [("stopped", True)]
     saved = [load_checkpoint(path)[1]["iteration"] for path in checkpoints]
     assert all(1 <= iteration < 120 for iteration in saved), saved
     # the interrupted runs continue from their checkpoints
@@ -230,6 +231,10 @@ def test_sigterm_stops_every_run_with_its_checkpoint_and_a_rerun_finishes(tmp_pa
     manifest = json.loads((study / "manifest.json").read_text())
     assert {run["status"] for run in manifest["runs"]} == {"done"}
     assert all(run["attempts"] == 2 for run in manifest["runs"])
+    assert [s["outcome"] for s in manifest["sessions"]] == ["stopped", "finished"]
+    from metarl.studies.report import write_report
+
+    assert "2 sessions (1 finished, 1 stopped): the study was continued 1 time." in write_report(study).read_text()
     assert all(load_checkpoint(path)[1]["iteration"] == 120 for path in checkpoints)
 
 
