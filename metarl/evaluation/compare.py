@@ -55,6 +55,7 @@ from metarl.evaluation.results import (
     load_run_result,
     pooled_result,
     reference_results,
+    stale_evaluation,
 )
 from metarl.evaluation.stats import paired_gains
 
@@ -437,6 +438,10 @@ def compare_runs(
     if not os.access(out, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write into --out {str(out)!r}: permission denied")
     table = markdown_table(results, differences)
+    stale = [f"{path}: {reason}" for path in run_dirs if (reason := stale_evaluation(path, split, eval_file))]
+    if stale:
+        table += ("\nEvaluated before the run was trained further; evaluate it again (`metarl evaluate RUN_DIR "
+                  f"--split {split}`) to compare its policy of now:\n\n" + "".join(f"- {line}\n" for line in stale))
     table_path = out / "comparison.md"
     _atomic_write_bytes(table_path, table.encode())
     written = [table_path, write_csv(results, out / "comparison.csv"), *write_plots(results, out)]

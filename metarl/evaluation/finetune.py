@@ -26,7 +26,7 @@ from metarl.evaluation.protocol import (
     returns_document,
     write_eval_json,
 )
-from metarl.storage.runs import RunDir
+from metarl.storage.runs import RunDir, checkpoint_progress
 from metarl_envs.tasks import Task
 
 
@@ -74,6 +74,7 @@ def evaluate_finetune_run(run_dir: RunDir, config: dict[str, Any], options: Eval
     extra = {"algo": spec.algo, "recipe": dataclasses.asdict(recipe), "pretrain_timesteps": run_config.pretrain_steps,
              "params": parameter_count(spec), "flops_per_forward": flops_per_forward(spec),
              "macs_per_forward": flops_per_forward(spec) // 2}
-    document = returns_document(METHOD, spec.family, options, result, same_shape, extra=extra, progress=progress).to_json()
+    document = returns_document(METHOD, spec.family, options, result, same_shape, extra=extra, progress=progress,
+                                trained=checkpoint_progress(run_dir)).to_json()
     write_eval_json(run_dir, document)
     return document

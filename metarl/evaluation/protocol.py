@@ -88,7 +88,7 @@ from metarl.evaluation.document import (
     write_eval_json,
 )
 from metarl.evaluation.stats import summarize
-from metarl.storage.runs import RunDir, load_policy
+from metarl.storage.runs import RunDir, checkpoint_progress, load_policy
 
 EVAL_SEED = 20170  # the fixed evaluation seed: the same unseen tasks for every method and run
 NUM_TASKS = 40
@@ -367,6 +367,7 @@ def returns_document(
     extra: Mapping[str, Any] | None = None,
     progress: bool = False,
     horizon: int | None = None,
+    trained: tuple[int | None, int | None] = (None, None),
 ) -> ReturnsDocument:
     """The typed ``eval_<split>.json`` (:class:`metarl.evaluation.document.ReturnsDocument`) of an evaluation.
 
@@ -375,7 +376,9 @@ def returns_document(
     length sampled: by default ``result.horizon``, else the family's registered horizon (what a
     sampler given no horizon uses, e.g. fine-tuning's). With ``progress``, a status line on stderr
     names the bootstrap of the confidence intervals while it runs (seconds, after the evaluation's
-    bar ends).
+    bar ends). ``trained`` is the training iteration and environment steps of the checkpoint
+    evaluated (:func:`metarl.storage.policy_store.checkpoint_progress`), so that an evaluation of a
+    run trained further since can be told apart.
     """
     if horizon is None:
         horizon = result.horizon if result.horizon is not None else envs.family_spec(family).horizon
@@ -406,6 +409,8 @@ def returns_document(
         samples_per_step=result.samples_per_step,
         adapt_seconds=float(result.adapt_seconds),
         method_fields=fields,
+        trained_iteration=trained[0],
+        trained_env_steps=trained[1],
         **counts,
     )
 
@@ -461,7 +466,8 @@ def evaluate_gradient_run(
         policy, policy.params(), config["family"], options=options, horizon=config.get("horizon"),
         progress=progress, **adaptation_settings(config).keywords(),
     )
-    document = returns_document(method, config["family"], options, result, policy, extra=extra, progress=progress).to_json()
+    document = returns_document(method, config["family"], options, result, policy, extra=extra, progress=progress,
+                                trained=checkpoint_progress(run_dir)).to_json()
     write_eval_json(run_dir, document)
     return document
 

@@ -16,6 +16,7 @@ one row: the mean and IQM over seeds and tasks, with rliable's stratified
 bootstrap over both for the interval (docs/design.md, "Evaluation protocol"), so
 a claim rests on every seed trained and not on one. :func:`reference_results`
 turns published curves (the MAML paper's, ``{method: [k0, k1, ...]}``) into rows.
+:func:`stale_evaluation` tells whether a run was trained further after it was evaluated.
 """
 
 from __future__ import annotations
@@ -175,6 +176,67 @@ def read_returns_document(directory: Path, path: Path, missing_hint: str) -> Ret
         ) from None
     assert isinstance(document, ReturnsDocument)
     return _version1_horizon(document, _read_config(directory))
+
+
+def stale_evaluation(run_dir: str | os.PathLike[str], split: str, eval_file: str | None = None) -> str | None:
+    """Why the run's evaluation on ``split`` (a returns document) no longer describes its policy, or None
+    if it does (or cannot be told).
+
+    A document records the training iteration and environment steps of the checkpoint it evaluated
+    (``trained_iteration``, ``trained_env_steps``); if the checkpoint holds others now, the run was
+    trained further (or again) since. A document written before those fields were recorded is stale
+    when the checkpoint is short of the iterations its ``config.json`` now asks for: the run's training
+    was extended after it was evaluated and has not finished.
+    """
+    from metarl.storage.runs import RunDir, checkpoint_progress
+
+    directory = Path(run_dir)
+    path, missing_hint = _eval_path(directory, split, eval_file)
+    document = read_eval_document(path, missing_hint)
+    if not isinstance(document, ReturnsDocument):  # an identification accuracy records no checkpoint
+        return None
+    try:
+        iteration, env_steps = checkpoint_progress(RunDir(directory))
+    except (OSError, ValueError):  # a damaged checkpoint: evaluate or resume say so
+        return None
+    recorded = (document.trained_iteration, document.trained_env_steps)
+    if recorded != (None, None):
+        if recorded == (iteration, env_steps):
+            return None
+        def point(at: int | None, steps: int | None) -> str:
+            return f"iteration {at}" + ("" if steps is None else f" ({steps:,} env steps)")
+
+        return (f"{path.name} evaluated the checkpoint of {point(*recorded)}; the run's checkpoint is at "
+                f"{point(iteration, env_steps)} now")
+    planned = (_read_config(directory) or {}).get("iterations")
+    if iteration is not None and isinstance(planned, int) and iteration < planned:
+        return (f"{path.name} predates the extension of its training to {planned} iterations (the checkpoint is at "
+                f"iteration {iteration})")
+    return None
+
+
+def record_evaluated_checkpoint(run_dir: str | os.PathLike[str], split: str) -> bool:
+    """Record in the run's ``eval_<split>.json`` the iteration and environment steps of its checkpoint, if
+    the document does not record them and is not stale (:func:`stale_evaluation`), so it did evaluate
+    that checkpoint. Called before a finished run's training is extended, so that the document then
+    reads as stale until the run is evaluated again. Returns whether the document was rewritten."""
+    from metarl.evaluation.document import write_eval_json
+    from metarl.storage.runs import RunDir, checkpoint_progress
+
+    directory = Path(run_dir)
+    path, missing_hint = _eval_path(directory, split, None)
+    document = read_eval_document(path, missing_hint, expect="returns")
+    assert isinstance(document, ReturnsDocument)
+    if (document.trained_iteration, document.trained_env_steps) != (None, None):
+        return False
+    if stale_evaluation(directory, split) is not None:
+        return False
+    iteration, env_steps = checkpoint_progress(RunDir(directory))
+    if (iteration, env_steps) == (None, None):
+        return False
+    write_eval_json(directory, dataclasses.replace(document, trained_iteration=iteration,
+                                                   trained_env_steps=env_steps))
+    return True
 
 
 def load_run_result(

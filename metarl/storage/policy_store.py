@@ -90,6 +90,18 @@ def load_policy(run_dir: RunDir, config: Mapping[str, Any] | None = None) -> Gau
     return policy
 
 
+def checkpoint_progress(run_dir: RunDir) -> tuple[int | None, int | None]:
+    """The training iteration and environment steps of the run's checkpoint
+    (``checkpoint/latest.safetensors``), each None where its metadata records none (a random
+    initialisation, or no checkpoint yet)."""
+    try:
+        _, metadata = load_checkpoint(run_dir.checkpoint_path)
+    except FileNotFoundError:
+        return None, None
+    iteration, env_steps = metadata.get("iteration"), metadata.get("env_steps")
+    return (None if iteration is None else int(iteration)), (None if env_steps is None else int(env_steps))
+
+
 def gradient_run_document(
     run_config: Any, method: str, seed: int, device: str, preset: str | None
 ) -> dict[str, Any]:

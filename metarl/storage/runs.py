@@ -21,6 +21,7 @@ from metarl.storage.metrics import MetricsLogger, check_resume, read_metrics
 from metarl.storage.policy_store import (
     POLICY_PREFIX,
     build_policy,
+    checkpoint_progress,
     gradient_run_document,
     load_policy,
     load_policy_weights,
@@ -47,6 +48,6 @@ __all__ = [
     "ADDED_FIELD_DEFAULTS", "CHECKPOINT_DIR", "CONFIG_NAME", "ENV_BYTES", "LATEST_CHECKPOINT", "LOCK_NAME",
     "LOCK_PID_NAME", "METRICS_NAME", "POLICY_PREFIX", "RESUME_MAY_CHANGE", "TENSORBOARD_DIR", "IterationState",
     "MetricsLogger", "RunDir", "RunDirError", "RunDirLockedError", "build_policy", "check_batch_memory",
-    "check_resume", "check_run_dir", "gradient_run_document", "load_policy", "load_policy_weights",
+    "check_resume", "checkpoint_progress", "check_run_dir", "gradient_run_document", "load_policy", "load_policy_weights",
     "policy_config", "policy_tensors", "read_metrics", "run_dir_lock", "writing_run",
 ]

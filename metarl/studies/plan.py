@@ -18,6 +18,7 @@ import tyro
 
 import metarl.methods as methods
 from metarl.core.errors import UserError
+from metarl.evaluation.results import stale_evaluation
 from metarl.methods import Method
 from metarl.storage.checkpoint import CheckpointError, load_checkpoint
 from metarl.storage.runs import RunDir, RunDirError, check_run_dir
@@ -166,7 +167,8 @@ class RunState:
     trained: bool
     """Training is complete (the checkpoint is at the planned iteration, or the weights exist)."""
     evaluated: tuple[str, ...]
-    """Splits whose ``eval_<split>.json`` has the planned protocol."""
+    """Splits whose ``eval_<split>.json`` has the planned protocol and evaluated the run's checkpoint of now
+    (:func:`metarl.evaluation.results.stale_evaluation`)."""
 
     def done(self, plan: RunPlan) -> bool:
         return self.trained and set(plan.evaluation.splits) <= set(self.evaluated)
@@ -221,5 +223,6 @@ def run_state(root: Path, plan: RunPlan) -> RunState:
                 f"{path} was written with another evaluation protocol than the study's ({plan.evaluation}); "
                 "move it away to re-evaluate, or run the study with that protocol"
             )
-        evaluated.append(split)
+        if stale_evaluation(run.path, split) is None:  # not of a shorter training than the checkpoint's
+            evaluated.append(split)
     return RunState(True, trained, tuple(evaluated))

@@ -32,7 +32,7 @@ import numpy as np
 
 from metarl.core.errors import UserError
 from metarl.evaluation.compare import markdown_table, write_csv, write_plots
-from metarl.evaluation.results import RunResult, pooled_result
+from metarl.evaluation.results import RunResult, pooled_result, stale_evaluation
 from metarl.storage.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
 from metarl.storage.runs import RunDir, read_metrics
 from metarl.studies.manifest import MANIFEST
@@ -49,14 +49,22 @@ def _read_manifest(study_dir: Path) -> dict[str, Any]:
 
 def method_results(study_dir: Path, manifest: dict[str, Any], family: str, split: str
                    ) -> tuple[list[RunResult], list[str]]:
-    """Each method's seeds of ``family`` evaluated on ``split``, pooled into one row; and the runs left out."""
+    """Each method's seeds of ``family`` evaluated on ``split``, pooled into one row; and the runs left out:
+    those not evaluated on ``split`` yet (their key) and those trained further since their evaluation
+    (their key and why, :func:`metarl.evaluation.results.stale_evaluation`)."""
     results, missing = [], []
     for method in manifest["methods"]:
         runs = [run for run in manifest["runs"] if run["family"] == family and run["method"] == method]
-        evaluated = [study_dir / run["path"] for run in runs
-                     if (study_dir / run["path"] / f"eval_{split}.json").is_file()]
-        missing += [run["key"] for run in runs if study_dir / run["path"] not in evaluated
-                    and split in run["splits"]]
+        evaluated = []
+        for run in runs:
+            path = study_dir / run["path"]
+            if not (path / f"eval_{split}.json").is_file():
+                if split in run["splits"]:
+                    missing.append(run["key"])
+            elif (reason := stale_evaluation(path, split)) is not None:
+                missing.append(f"{run['key']} ({reason})")
+            else:
+                evaluated.append(path)
         if not evaluated:
             continue
         pooled = pooled_result(evaluated, split)
@@ -306,7 +314,7 @@ def write_report(study_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
             relative = folder.relative_to(out_dir)
             lines += [f"### {split} split", "", table.rstrip(), ""]
             if missing:
-                lines += [f"Not evaluated on {split} yet (left out): {', '.join(missing)}.", ""]
+                lines += [f"Left out, not evaluated on {split} yet or trained further since: {', '.join(missing)}.", ""]
             lines += [f"![return vs k]({relative}/return_vs_k.png) "
                       f"![return vs samples]({relative}/return_vs_samples.png)", ""]
         lines += _gap_table(by_split)

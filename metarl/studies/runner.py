@@ -42,6 +42,7 @@ from typing import Any
 from metarl.cluster.ray_support import init_ray, require_ray
 from metarl.core.errors import UserError
 from metarl.core.interrupts import sigterm_as_interrupt
+from metarl.evaluation.results import record_evaluated_checkpoint
 from metarl.methods import dispatch
 from metarl.storage.checkpoint import atomic_write_text
 from metarl.storage.runs import RunDir, RunDirError, RunDirLockedError, run_dir_lock
@@ -179,6 +180,9 @@ def _train_and_evaluate(plan: RunPlan, root: Path, store: Any) -> None:
             shutil.rmtree(run.path)
             if store is not None:
                 require_ray().get(store.clear.remote(plan.path))
+        if resume:  # a finished run extended (the study's iterations grew): its evaluations become stale
+            for split in state.evaluated:
+                record_evaluated_checkpoint(run.path, split)
         dispatch.train(plan.train, plan.train_argv(root, resume))  # as `metarl train <train> ...`
         # evaluations of the run before this training (a study whose iterations grew) are stale
         state = dataclasses.replace(state, evaluated=())

@@ -95,6 +95,12 @@ def test_a_new_document_has_the_version_kind_and_horizon_and_round_trips(tmp_pat
     # a method that adapts without learning rates (or does not adapt) records none
     still = dataclasses.replace(_result(), inner_lrs=[])
     assert returns_document("toy", "Point2DNav", options, still, policy).to_json()["inner_lrs"] == []
+    # the checkpoint evaluated: recorded when known, absent otherwise, and read back
+    assert "trained_iteration" not in data and document.trained_iteration is None
+    trained = returns_document("maml", "Point2DNav", options, _result(), policy, trained=(200, 32_000_000))
+    stamped = trained.to_json()
+    assert (stamped["trained_iteration"], stamped["trained_env_steps"]) == (200, 32_000_000)
+    assert "trained_iteration" not in trained.method_fields and document_from_json(stamped) == trained
 
 
 @pytest.mark.parametrize(
@@ -109,6 +115,8 @@ def test_a_new_document_has_the_version_kind_and_horizon_and_round_trips(tmp_pat
         (lambda d: d.update(schema_version=2), "kind must be one of returns, identification"),
         (lambda d: d.update(schema_version=2, kind="returns"), "needs horizon"),
         (lambda d: d.update(inner_lrs=[0.1, 0.2]), "inner_lrs holds 2 learning rates for 1 adaptation steps"),
+        (lambda d: d.update(trained_iteration=-1), "trained_iteration must be"),
+        (lambda d: d.update(trained_env_steps="many"), "trained_env_steps must be"),
     ],
 )
 def test_a_malformed_document_is_refused_naming_the_file_and_field(tmp_path: Path, change, message: str) -> None:

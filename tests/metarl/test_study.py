@@ -337,3 +337,57 @@ def test_sessions_record_how_they_ended_and_the_report_totals_the_study_time(tmp
     assert "2 killed" in later and "running" not in later.split("how it ended")[1]
     document["sessions"] = document["sessions"][1:]
     assert "With 1 CPU per run in every session, 2.00 CPU-hours." in "\n".join(study_time_lines(document, now))
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["document-records-its-checkpoint", "older-document"])
+def test_a_run_stopped_between_its_extension_and_its_evaluation_is_evaluated_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: bool
+) -> None:
+    from metarl.evaluation.compare import compare_runs
+    from metarl.evaluation.results import stale_evaluation
+    from metarl.methods import dispatch
+    from metarl.studies.manifest import Manifest
+    from metarl.studies.report import method_results
+    from metarl.studies.runner import _train_and_evaluate
+
+    def maml_study(iterations: int):  # noqa: ANN202
+        document = tiny_document(seeds=[0])
+        document["methods"] = {"maml-trpo": {"train": "maml", "options": {
+            "preset": "tiny", "iterations": iterations, "device": "cpu", "no-tensorboard": True}}}
+        return parse_study(document)
+
+    study = tmp_path / "study"
+    short = maml_study(1).plans()[0]
+    _train_and_evaluate(short, study, store=None)
+    run = study / short.path
+    document = json.loads((run / "eval_test.json").read_text())
+    assert document["trained_iteration"] == 1 and document["trained_env_steps"] > 0
+    if not recorded:  # as written before evaluations recorded their checkpoint
+        del document["trained_iteration"], document["trained_env_steps"]
+        (run / "eval_test.json").write_text(json.dumps(document))
+    assert stale_evaluation(run, "test") is None
+
+    spec = maml_study(2)
+    longer = spec.plans()[0]
+    real_evaluate = dispatch.evaluate_run
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # the machine stops once the extended training has ended
+
+    monkeypatch.setattr(dispatch, "evaluate_run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _train_and_evaluate(longer, study, store=None)
+    state = run_state(study, longer)
+    assert state.trained and state.evaluated == () and not state.done(longer)  # not taken as finished
+    reason = stale_evaluation(run, "test")
+    assert reason is not None and "iteration 1" in reason and "iteration 2" in reason
+    manifest = Manifest(study, spec, spec.plans()).document
+    rows, left_out = method_results(study, manifest, "Point2DNav", "test")
+    assert rows == [] and left_out == [f"{longer.key} ({reason})"]
+    table, _ = compare_runs([run], "test", tmp_path / "compare")
+    assert "Evaluated before the run was trained further" in table and reason in table
+
+    monkeypatch.setattr(dispatch, "evaluate_run", real_evaluate)
+    _train_and_evaluate(longer, study, store=None)
+    assert json.loads((run / "eval_test.json").read_text())["trained_iteration"] == 2
+    assert run_state(study, longer).done(longer) and stale_evaluation(run, "test") is None

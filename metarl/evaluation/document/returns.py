@@ -130,7 +130,8 @@ class TaskReturns:
 _RETURNS_KEYS = frozenset({
     "schema_version", "kind", "method", "family", "split", "num_tasks", "episodes_per_step", "returns",
     "per_task", "samples_per_step", "adapt_seconds", "params", "flops_per_forward", "macs_per_forward",
-    "inner_lrs", "eval_seed", "horizon", "tasks_file", "samples_per_step_budget",
+    "inner_lrs", "eval_seed", "horizon", "tasks_file", "samples_per_step_budget", "trained_iteration",
+    "trained_env_steps",
 })  # fmt: skip
 # fields every version-2 returns document records (None only in version-1 documents)
 _RETURNS_REQUIRED_V2 = ("samples_per_step", "adapt_seconds", "params", "flops_per_forward", "macs_per_forward")
@@ -152,6 +153,9 @@ class ReturnsDocument:
         flops_per_forward: 2 x the multiply-adds of one policy forward for one observation.
         macs_per_forward: Those multiply-adds.
         method_fields: The method's own top-level keys (e.g. fine-tuning's ``algo``, ``recipe``).
+        trained_iteration: The training iteration of the checkpoint evaluated (None: the checkpoint
+            records none, e.g. random initialisation, or the document predates this field).
+        trained_env_steps: The environment steps that checkpoint had trained on (None likewise).
         schema_version: 1 for documents written before the schema had a version, else :data:`SCHEMA_VERSION`.
     """
 
@@ -165,6 +169,8 @@ class ReturnsDocument:
     flops_per_forward: int | None = None
     macs_per_forward: int | None = None
     method_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    trained_iteration: int | None = None
+    trained_env_steps: int | None = None
     schema_version: int = SCHEMA_VERSION
 
     kind: Literal["returns"] = dataclasses.field(default="returns", init=False)
@@ -182,7 +188,7 @@ class ReturnsDocument:
                                  f"returns.mean {len(self.returns.mean)}")
         as_optional_int(self.samples_per_step, "samples_per_step", 0)
         as_optional_float(self.adapt_seconds, "adapt_seconds")
-        for name in ("params", "flops_per_forward", "macs_per_forward"):
+        for name in ("params", "flops_per_forward", "macs_per_forward", "trained_iteration", "trained_env_steps"):
             as_optional_int(getattr(self, name), name, 0)
         clash = sorted(set(self.method_fields) & _RETURNS_KEYS)
         if clash:
@@ -214,6 +220,8 @@ class ReturnsDocument:
             "horizon": protocol.horizon,
             "tasks_file": protocol.tasks_file,
             "samples_per_step_budget": protocol.samples_per_step_budget,
+            "trained_iteration": self.trained_iteration,
+            "trained_env_steps": self.trained_env_steps,
         }
         data.update({key: value for key, value in optional.items() if value is not None})
         data.update(self.method_fields)
@@ -260,5 +268,7 @@ class ReturnsDocument:
             flops_per_forward=data.get("flops_per_forward"),
             macs_per_forward=data.get("macs_per_forward"),
             method_fields={key: value for key, value in data.items() if key not in _RETURNS_KEYS},
+            trained_iteration=data.get("trained_iteration"),
+            trained_env_steps=data.get("trained_env_steps"),
             schema_version=schema_version,
         )
