@@ -440,8 +440,10 @@ def compare_runs(
     table = markdown_table(results, differences)
     stale = [f"{path}: {reason}" for path in run_dirs if (reason := stale_evaluation(path, split, eval_file))]
     if stale:
-        table += ("\nEvaluated before the run was trained further; evaluate it again (`metarl evaluate RUN_DIR "
-                  f"--split {split}`) to compare its policy of now:\n\n" + "".join(f"- {line}\n" for line in stale))
+        again = (f"`metarl evaluate RUN_DIR --split {split}`" if eval_file is None else
+                 f"with the flags that wrote {eval_file}")
+        table += (f"\nEvaluated before the run was trained further; evaluate it again ({again}) to compare its "
+                  "policy of now:\n\n" + "".join(f"- {line}\n" for line in stale))
     table_path = out / "comparison.md"
     _atomic_write_bytes(table_path, table.encode())
     written = [table_path, write_csv(results, out / "comparison.csv"), *write_plots(results, out)]

@@ -22,11 +22,12 @@ from metarl.core.policy import GaussianMLPPolicy
 from metarl.evaluation.protocol import (
     AdaptationResult,
     EvalOptions,
+    evaluated_checkpoint,
     options_tasks,
     returns_document,
     write_eval_json,
 )
-from metarl.storage.runs import RunDir, checkpoint_progress
+from metarl.storage.runs import RunDir
 from metarl_envs.tasks import Task
 
 
@@ -63,6 +64,7 @@ def evaluate_finetune_run(run_dir: RunDir, config: dict[str, Any], options: Eval
         raise ValueError("--samples-per-step is for runs adapted by gradient steps (maml, pretrain, random_init); "
                          "a fine-tune run's budget is --episodes-per-step episodes per chunk")
     run_config, spec, state = load_run(run_dir.path)
+    trained = evaluated_checkpoint(run_dir)  # the training checkpoint's progress (the weights come from policy)
     recipe = dataclasses.replace(run_config.recipe, episodes_per_step=options.episodes_per_step,
                                  num_steps=options.steps)
     torch.set_num_threads(1)  # small networks; threads only add contention
@@ -75,6 +77,6 @@ def evaluate_finetune_run(run_dir: RunDir, config: dict[str, Any], options: Eval
              "params": parameter_count(spec), "flops_per_forward": flops_per_forward(spec),
              "macs_per_forward": flops_per_forward(spec) // 2}
     document = returns_document(METHOD, spec.family, options, result, same_shape, extra=extra, progress=progress,
-                                trained=checkpoint_progress(run_dir)).to_json()
+                                trained=trained).to_json()
     write_eval_json(run_dir, document)
     return document

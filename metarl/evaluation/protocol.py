@@ -447,6 +447,16 @@ def adaptation_settings(config: Mapping[str, Any]) -> AdaptationSettings:
     return AdaptationSettings.from_config(config)
 
 
+def evaluated_checkpoint(run_dir: RunDir) -> tuple[int | None, int | None]:
+    """The training iteration and environment steps of the run's checkpoint, for the evaluation document
+    (:func:`metarl.storage.policy_store.checkpoint_progress`); read before evaluating, and (None, None)
+    where they cannot be read, so that an evaluation is never lost for the want of them."""
+    try:
+        return checkpoint_progress(run_dir)
+    except (OSError, ValueError):  # a damaged or unreadable checkpoint (CheckpointError is a ValueError)
+        return None, None
+
+
 def evaluate_gradient_run(
     method: str,
     run_dir: RunDir,
@@ -462,12 +472,13 @@ def evaluate_gradient_run(
     to the document. MAML, pretrain and random-init runs are evaluated by it.
     """
     policy = load_policy(run_dir, config)
+    trained = evaluated_checkpoint(run_dir)
     result = evaluate_gradient_adaptation(
         policy, policy.params(), config["family"], options=options, horizon=config.get("horizon"),
         progress=progress, **adaptation_settings(config).keywords(),
     )
     document = returns_document(method, config["family"], options, result, policy, extra=extra, progress=progress,
-                                trained=checkpoint_progress(run_dir)).to_json()
+                                trained=trained).to_json()
     write_eval_json(run_dir, document)
     return document
 

@@ -46,7 +46,9 @@ __all__ = [
     "load_run_result",
     "pooled_result",
     "read_returns_document",
+    "record_evaluated_checkpoint",
     "reference_results",
+    "stale_evaluation",
 ]
 
 SPLITS: tuple[str, ...] = ("test", "ood")
@@ -195,8 +197,11 @@ def stale_evaluation(run_dir: str | os.PathLike[str], split: str, eval_file: str
     document = read_eval_document(path, missing_hint)
     if not isinstance(document, ReturnsDocument):  # an identification accuracy records no checkpoint
         return None
+    run = RunDir(directory)
+    if not run.checkpoint_path.is_file():  # removed (to save space, say): nothing to compare with
+        return None
     try:
-        iteration, env_steps = checkpoint_progress(RunDir(directory))
+        iteration, env_steps = checkpoint_progress(run)
     except (OSError, ValueError):  # a damaged checkpoint: evaluate or resume say so
         return None
     recorded = (document.trained_iteration, document.trained_env_steps)
@@ -215,28 +220,38 @@ def stale_evaluation(run_dir: str | os.PathLike[str], split: str, eval_file: str
     return None
 
 
-def record_evaluated_checkpoint(run_dir: str | os.PathLike[str], split: str) -> bool:
-    """Record in the run's ``eval_<split>.json`` the iteration and environment steps of its checkpoint, if
-    the document does not record them and is not stale (:func:`stale_evaluation`), so it did evaluate
-    that checkpoint. Called before a finished run's training is extended, so that the document then
-    reads as stale until the run is evaluated again. Returns whether the document was rewritten."""
+def record_evaluated_checkpoint(run_dir: str | os.PathLike[str]) -> list[str]:
+    """Record in each of the run's ``eval_<split>.json`` (returns documents, every split) the iteration and
+    environment steps of its checkpoint, where the document does not record them and is not stale
+    (:func:`stale_evaluation`), so it did evaluate that checkpoint. Called before a finished run's
+    training is extended, so that its documents then read as stale until it is evaluated again.
+    Returns the splits whose document was rewritten (none if the checkpoint cannot be read)."""
     from metarl.evaluation.document import write_eval_json
     from metarl.storage.runs import RunDir, checkpoint_progress
 
     directory = Path(run_dir)
-    path, missing_hint = _eval_path(directory, split, None)
-    document = read_eval_document(path, missing_hint, expect="returns")
-    assert isinstance(document, ReturnsDocument)
-    if (document.trained_iteration, document.trained_env_steps) != (None, None):
-        return False
-    if stale_evaluation(directory, split) is not None:
-        return False
-    iteration, env_steps = checkpoint_progress(RunDir(directory))
+    try:
+        iteration, env_steps = checkpoint_progress(RunDir(directory))
+    except (OSError, ValueError):  # a damaged checkpoint: `train --resume` says so
+        return []
     if (iteration, env_steps) == (None, None):
-        return False
-    write_eval_json(directory, dataclasses.replace(document, trained_iteration=iteration,
-                                                   trained_env_steps=env_steps))
-    return True
+        return []
+    rewritten = []
+    for split in SPLITS:
+        path = directory / f"eval_{split}.json"
+        if not path.is_file():
+            continue
+        document = read_eval_document(path, "")
+        if not isinstance(document, ReturnsDocument):
+            continue
+        if (document.trained_iteration, document.trained_env_steps) != (None, None):
+            continue
+        if stale_evaluation(directory, split) is not None:
+            continue
+        write_eval_json(directory, dataclasses.replace(document, trained_iteration=iteration,
+                                                       trained_env_steps=env_steps))
+        rewritten.append(split)
+    return rewritten
 
 
 def load_run_result(

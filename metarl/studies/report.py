@@ -234,6 +234,8 @@ def session_times(manifest: dict[str, Any], now: datetime.datetime | None = None
     not written for :data:`RUNNING_WITHIN_S`: SIGKILL, or its machine stopped; its wall-clock runs to its
     last write) or ``not recorded`` (written by a metarl that did not record ends)."""
     now = now or datetime.datetime.now(datetime.UTC)
+    if now.tzinfo is None:  # the manifest's times are UTC
+        now = now.replace(tzinfo=datetime.UTC)
     sessions = manifest.get("sessions", [])
     out = []
     for index, session in enumerate(sessions):
@@ -263,7 +265,7 @@ def study_time_lines(manifest: dict[str, Any], now: datetime.datetime | None = N
         for number, (session, seconds, outcome) in enumerate(times, 1):
             cpus = session.get("cpus_per_run")
             lines.append(f"| {number} | {session['started'][:16].replace('T', ' ')} | "
-                         f"{'–' if seconds is None else _hours_minutes(seconds)} | {session['runs']} | "
+                         f"{'–' if seconds is None else _hours_minutes(seconds)} | {session.get('runs', '–')} | "
                          f"{'–' if cpus is None else f'{cpus:g}'} | {outcome} |")
         lines.append("")
         known = [seconds for _, seconds, _ in times if seconds is not None]

@@ -181,8 +181,7 @@ def _train_and_evaluate(plan: RunPlan, root: Path, store: Any) -> None:
             if store is not None:
                 require_ray().get(store.clear.remote(plan.path))
         if resume:  # a finished run extended (the study's iterations grew): its evaluations become stale
-            for split in state.evaluated:
-                record_evaluated_checkpoint(run.path, split)
+            record_evaluated_checkpoint(run.path)
         dispatch.train(plan.train, plan.train_argv(root, resume))  # as `metarl train <train> ...`
         # evaluations of the run before this training (a study whose iterations grew) are stale
         state = dataclasses.replace(state, evaluated=())

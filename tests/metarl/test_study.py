@@ -315,7 +315,7 @@ def test_sessions_record_how_they_ended_and_the_report_totals_the_study_time(tmp
                 + datetime.timedelta(minutes=minutes)).isoformat(timespec="seconds")
 
     document = {"runs": [{"wall_seconds": 5400.0}, {"wall_seconds": 1800.0}], "sessions": [
-        {"started": at(0), "runs": 2},  # from a metarl that did not record ends
+        {"started": at(0)},  # from a metarl that recorded neither ends nor runs to do
         {"started": at(100), "runs": 2, "cpus_per_run": 1.0, "last_written": at(160), "ended": None,
          "outcome": "running"},  # killed: never written again
         {"started": at(200), "runs": 2, "cpus_per_run": 1.0, "last_written": at(230), "ended": at(230),
@@ -323,10 +323,11 @@ def test_sessions_record_how_they_ended_and_the_report_totals_the_study_time(tmp
         {"started": at(300), "runs": 1, "cpus_per_run": 1.0, "last_written": at(390), "ended": None,
          "outcome": "running"},
     ]}
-    now = datetime.datetime.fromisoformat(at(391))
+    now = datetime.datetime.fromisoformat(at(391)).replace(tzinfo=None)  # a naive time is taken as UTC
     text = "\n".join(study_time_lines(document, now))
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split(" | ")[2] for row in rows] == ["–", "1:00", "0:30", "1:30"]
+    assert [row.split(" | ")[3] for row in rows] == ["–", "2", "2", "1"]  # runs to do
     assert [row.rstrip(" |").rsplit("| ", 1)[1] for row in rows] == ["not recorded", "killed", "stopped", "running"]
     assert ("4 sessions (1 stopped, 1 killed, 1 running, 1 not recorded): the study was continued 3 times. "
             "Wall-clock: 3.00 h over the 3 of 4 sessions that recorded it.") in text
@@ -344,8 +345,10 @@ def test_a_run_stopped_between_its_extension_and_its_evaluation_is_evaluated_aga
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: bool
 ) -> None:
     from metarl.evaluation.compare import compare_runs
-    from metarl.evaluation.results import stale_evaluation
+    from metarl.evaluation.protocol import evaluated_checkpoint
+    from metarl.evaluation.results import record_evaluated_checkpoint, stale_evaluation
     from metarl.methods import dispatch
+    from metarl.storage.runs import RunDir
     from metarl.studies.manifest import Manifest
     from metarl.studies.report import method_results
     from metarl.studies.runner import _train_and_evaluate
@@ -386,6 +389,15 @@ def test_a_run_stopped_between_its_extension_and_its_evaluation_is_evaluated_aga
     assert rows == [] and left_out == [f"{longer.key} ({reason})"]
     table, _ = compare_runs([run], "test", tmp_path / "compare")
     assert "Evaluated before the run was trained further" in table and reason in table
+
+    checkpoint = run / "checkpoint" / "latest.safetensors"
+    kept = checkpoint.read_bytes()
+    checkpoint.unlink()  # a run whose checkpoint was removed: nothing to tell, not stale
+    assert stale_evaluation(run, "test") is None
+    checkpoint.write_bytes(kept[: len(kept) // 2])  # damaged: neither stale nor a crash, nor marked
+    assert stale_evaluation(run, "test") is None and record_evaluated_checkpoint(run) == []
+    assert evaluated_checkpoint(RunDir(run)) == (None, None)  # an evaluation is still written, unmarked
+    checkpoint.write_bytes(kept)
 
     monkeypatch.setattr(dispatch, "evaluate_run", real_evaluate)
     _train_and_evaluate(longer, study, store=None)
