@@ -451,10 +451,7 @@ def evaluated_checkpoint(run_dir: RunDir) -> tuple[int | None, int | None]:
     """The training iteration and environment steps of the run's checkpoint, for the evaluation document
     (:func:`metarl.storage.policy_store.checkpoint_progress`); read before evaluating, and (None, None)
     where they cannot be read, so that an evaluation is never lost for the want of them."""
-    try:
-        return checkpoint_progress(run_dir)
-    except (OSError, ValueError):  # a damaged or unreadable checkpoint (CheckpointError is a ValueError)
-        return None, None
+    return checkpoint_progress(run_dir) or (None, None)
 
 
 def evaluate_gradient_run(

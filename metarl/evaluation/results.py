@@ -197,13 +197,10 @@ def stale_evaluation(run_dir: str | os.PathLike[str], split: str, eval_file: str
     document = read_eval_document(path, missing_hint)
     if not isinstance(document, ReturnsDocument):  # an identification accuracy records no checkpoint
         return None
-    run = RunDir(directory)
-    if not run.checkpoint_path.is_file():  # removed (to save space, say): nothing to compare with
+    progress = checkpoint_progress(RunDir(directory))
+    if progress is None:  # no checkpoint (removed to save space, say) or a damaged one: nothing to compare with
         return None
-    try:
-        iteration, env_steps = checkpoint_progress(run)
-    except (OSError, ValueError):  # a damaged checkpoint: evaluate or resume say so
-        return None
+    iteration, env_steps = progress
     recorded = (document.trained_iteration, document.trained_env_steps)
     if recorded != (None, None):
         if recorded == (iteration, env_steps):
@@ -230,12 +227,10 @@ def record_evaluated_checkpoint(run_dir: str | os.PathLike[str]) -> list[str]:
     from metarl.storage.runs import RunDir, checkpoint_progress
 
     directory = Path(run_dir)
-    try:
-        iteration, env_steps = checkpoint_progress(RunDir(directory))
-    except (OSError, ValueError):  # a damaged checkpoint: `train --resume` says so
+    progress = checkpoint_progress(RunDir(directory))
+    if progress is None or progress == (None, None):  # a damaged checkpoint is left to `train --resume`
         return []
-    if (iteration, env_steps) == (None, None):
-        return []
+    iteration, env_steps = progress
     rewritten = []
     for split in SPLITS:
         path = directory / f"eval_{split}.json"

@@ -18,7 +18,7 @@ import torch
 from metarl.core.policy import DEFAULT_NONLINEARITY, DEFAULT_WEIGHT_INIT, GaussianMLPPolicy
 from metarl.core.rollout import env_dims
 from metarl.core.validation import check_number
-from metarl.storage.checkpoint import check_compatible, load_checkpoint
+from metarl.storage.checkpoint import CheckpointError, check_compatible, load_checkpoint
 from metarl.storage.run_dir import RunDir, RunDirError
 
 POLICY_PREFIX = "policy."
@@ -90,14 +90,15 @@ def load_policy(run_dir: RunDir, config: Mapping[str, Any] | None = None) -> Gau
     return policy
 
 
-def checkpoint_progress(run_dir: RunDir) -> tuple[int | None, int | None]:
+def checkpoint_progress(run_dir: RunDir) -> tuple[int | None, int | None] | None:
     """The training iteration and environment steps of the run's checkpoint
     (``checkpoint/latest.safetensors``), each None where its metadata records none (a random
-    initialisation, or no checkpoint yet)."""
+    initialisation); None if there is no checkpoint or it cannot be read (damaged: the commands that
+    load it say so)."""
     try:
         _, metadata = load_checkpoint(run_dir.checkpoint_path)
-    except FileNotFoundError:
-        return None, None
+    except (OSError, CheckpointError):
+        return None
     iteration, env_steps = metadata.get("iteration"), metadata.get("env_steps")
     return (None if iteration is None else int(iteration)), (None if env_steps is None else int(env_steps))
 

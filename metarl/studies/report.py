@@ -345,5 +345,5 @@ def write_report(study_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
     return report
 
 
-__all__ = ["write_report", "study_time_lines", "session_times", "method_results", "write_training_curves", "training_curve", "levelling", "env_steps",
-           "train_seconds", "REPORT_DIR"]
+__all__ = ["write_report", "study_time_lines", "session_times", "method_results", "write_training_curves",
+           "training_curve", "levelling", "env_steps", "train_seconds", "REPORT_DIR"]
